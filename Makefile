@@ -1,0 +1,55 @@
+# The README's two commands: `make demo` and `make test`. Everything they need
+# (Python packages, the Docker engine, the sandbox image, Envoy, grpcurl) is
+# installed by the targets below on first use.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test up down logs install engine images protos check lint clean
+
+demo: up
+	$(PY) -m prism.stack demo
+
+test: engine images
+	$(PY) protos/generate.py --check
+	$(PY) -m pytest || { status=$$?; \
+	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; exit $$status; }
+
+up: engine images
+	$(PY) -m prism.stack up
+
+down: $(STAMP)
+	$(PY) -m prism.stack down
+	$(PY) -m sandbox.engine stop
+
+logs: $(STAMP)
+	$(PY) -m prism.stack logs $(if $(FOLLOW),--follow)
+
+install: $(STAMP)
+
+# Debian's python3 lacks venv until python3-venv is installed.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV) 2>/dev/null || { \
+	  [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	  rm -rf $(VENV) && python3 -m venv $(VENV); } || \
+	  { echo "python3 -m venv failed: install python3-venv" >&2; exit 1; }
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+engine: $(STAMP)
+	$(PY) -m sandbox.engine start
+
+images: $(STAMP)
+	$(PY) -m sandbox.images
+
+protos: $(STAMP)
+	$(PY) protos/generate.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
+
+clean: down
+	rm -rf .prism

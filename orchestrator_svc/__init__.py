@@ -1,0 +1,1 @@
+"""The orchestrator service: the public API, sweep planning, dispatch and recovery."""

@@ -1,0 +1,81 @@
+"""Orchestrator settings, read from the environment in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prism.service import env, read_secret
+
+DEFAULT_RUNNERS = "runner-1=127.0.0.1:50061,runner-2=127.0.0.1:50062,runner-3=127.0.0.1:50063"
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_runners(spec: str) -> tuple[tuple[str, str], ...]:
+    """"name=host:port,..." -> ((name, address), ...)."""
+    runners = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, address = item.partition("=")
+        if not sep or not name or ":" not in address:
+            raise ConfigError(f"PRISM_RUNNERS: {item!r} is not name=host:port")
+        runners.append((name.strip(), address.strip()))
+    if not runners:
+        raise ConfigError("PRISM_RUNNERS: at least one runner is needed")
+    if len({name for name, _ in runners}) != len(runners):
+        raise ConfigError("PRISM_RUNNERS: runner names must be unique")
+    return tuple(runners)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    address: str
+    data_dir: Path
+    api_token: str | None
+    runner_token: str | None
+    runners: tuple[tuple[str, str], ...]
+    # The default sweep: one trial per example runner, in this order.
+    examples: tuple[str, ...]
+    examples_dir: Path
+    example_wall_seconds: float
+    # How long POST / waits for its sweep before answering DEADLINE_EXCEEDED;
+    # below the gateway's route timeout for it (300 s), so the client gets the id.
+    sync_wait_seconds: float
+    # How long a restart waits for runners to report before serving anyway.
+    reconcile_seconds: float
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "orchestrator.db"
+
+    def example_script(self, name: str) -> str:
+        return (self.examples_dir / f"{name}.py").read_text()
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        settings = cls(
+            address=env("PRISM_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
+            data_dir=Path(env("PRISM_DATA_DIR", ".prism")),
+            api_token=read_secret("PRISM_API_TOKEN"),
+            runner_token=read_secret("PRISM_RUNNER_TOKEN"),
+            runners=parse_runners(env("PRISM_RUNNERS", DEFAULT_RUNNERS)),
+            examples=tuple(
+                n.strip()
+                for n in env("PRISM_EXAMPLE_RUNNERS", "runner-a,runner-b,runner-c").split(",")
+                if n.strip()
+            ),
+            examples_dir=Path(env("PRISM_EXAMPLES_DIR", str(EXAMPLES_DIR))),
+            example_wall_seconds=float(env("PRISM_EXAMPLE_WALL_SECONDS", "60")),
+            sync_wait_seconds=float(env("PRISM_SYNC_WAIT_SECONDS", "290")),
+            reconcile_seconds=float(env("PRISM_RECONCILE_SECONDS", "10")),
+        )
+        missing = [n for n in settings.examples if not (settings.examples_dir / f"{n}.py").is_file()]
+        if missing or not settings.examples:
+            raise ConfigError(
+                f"PRISM_EXAMPLE_RUNNERS: no script {', '.join(missing) or '(none named)'} "
+                f"in {settings.examples_dir} (each runner needs <name>.py there)"
+            )
+        return settings

@@ -1,0 +1,216 @@
+"""What the Prism gRPC services share: settings helpers, JSON logs, bearer-token
+auth, error mapping and the serve-until-signalled lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from prism.errors import InvalidArgument, PrismError
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+# Keepalive lets a dead peer on a long-lived stream be noticed within seconds;
+# the server side must accept pings that often.
+CLIENT_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_KEEPALIVE = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def read_secret(name: str) -> str | None:
+    """`NAME_FILE` (a path) wins over `NAME`; an empty value means unset."""
+    path = os.environ.get(f"{name}_FILE")
+    value = Path(path).read_text().strip() if path else os.environ.get(name, "").strip()
+    return value or None
+
+
+class _JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(service: str) -> None:
+    """JSON lines on stdout: the platform (a file, compose, journald) collects them."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_JsonFormatter(service))
+    logging.basicConfig(level=env("PRISM_LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)
+
+
+def log(logger: logging.Logger, message: str, **fields: Any) -> None:
+    logger.info(message, extra={"fields": fields})
+
+
+def _aborting_handler(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that only aborts."""
+
+    async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    behaviour = stream_response if handler.response_streaming else unary_response
+    return make(  # type: ignore[no-any-return]
+        behaviour,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class BearerTokenAuth(grpc.aio.ServerInterceptor):
+    """Every method but health needs `authorization: Bearer <token>`.
+
+    With no token configured the service is closed (UNAVAILABLE), never open.
+    The comparison is constant-time."""
+
+    def __init__(self, token: str | None, *, what: str) -> None:
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._what = what
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
+            return handler
+        if self._expected is None:
+            return _aborting_handler(
+                handler, grpc.StatusCode.UNAVAILABLE, f"no {self._what} is configured"
+            )
+        given = b""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+        if not hmac.compare_digest(given, self._expected):
+            return _aborting_handler(
+                handler, grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {self._what}"
+            )
+        return handler
+
+
+def status_details(error: PrismError) -> bytes:
+    """The google.rpc.Status for an error, serialised for grpc-status-details-bin."""
+    status = status_pb2.Status(code=error.code.value[0], message=str(error))
+    if isinstance(error, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=error.field, description=error.rule
+                    )
+                ]
+            )
+        )
+        status.details.append(detail)
+    return status.SerializeToString()
+
+
+async def abort(context: grpc.aio.ServicerContext, error: PrismError) -> None:
+    await context.abort(
+        error.code,
+        str(error),
+        trailing_metadata=(("grpc-status-details-bin", status_details(error)),),
+    )
+
+
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+def rpc(method: H) -> H:
+    """Turn a PrismError raised by a unary handler into its gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except PrismError as error:
+            await abort(context, error)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def new_health() -> HealthServicer:
+    return HealthServicer()
+
+
+async def set_serving(health: HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    await health.set("", status)
+
+
+async def serve_until_signalled(
+    server: grpc.aio.Server,
+    health: HealthServicer,
+    *,
+    grace: float,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain: NOT_SERVING first, so balancers
+    stop sending work, then in-flight calls get `grace` seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    started = time.monotonic()
+    await health.enter_graceful_shutdown()
+    if on_stop is not None:
+        await on_stop()
+    await server.stop(max(0.0, grace - (time.monotonic() - started)))

@@ -1,0 +1,50 @@
+"""SQLite through Peewee, the way both services use it.
+
+Concurrency model: each store has one `DbThread`. Every query runs on that one
+thread, so the event loop never blocks on SQLite, writes never contend with
+each other, and the connection never crosses threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import peewee
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# WAL keeps readers off the writer's back; synchronous=FULL makes every commit
+# survive a power cut, not only a process kill: the durability promise depends
+# on a written state change staying written.
+PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "full",
+    "foreign_keys": 1,
+    "busy_timeout": 5000,
+}
+
+
+class DbThread:
+    def __init__(self, db: peewee.SqliteDatabase, path: Path, models: Sequence[type[peewee.Model]]):
+        self._db = db
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._pool.submit(self._open, path, models).result()
+
+    def _open(self, path: Path, models: Sequence[type[peewee.Model]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db.init(str(path), pragmas=PRAGMAS)
+        self._db.connect()
+        self._db.create_tables(models)
+
+    async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.submit(self._db.close).result()
+        self._pool.shutdown()

@@ -1,0 +1,324 @@
+"""The local stack: the processes `make up` starts and `make down` stops.
+
+    python -m prism.stack up | down | logs [--follow] | demo
+
+Each service is a real process (gateway = Envoy, orchestrator, one process per
+runner) started in its own session, logging to $PRISM_DATA_DIR/logs/<name>.log,
+its pid in $PRISM_DATA_DIR/run/<name>.pid. `down` signals exactly those pids,
+after checking each still runs the command `up` gave it. The tests start the
+same processes through `Stack`, on free ports and in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from prism.service import env
+
+GATEWAY, ORCHESTRATOR = "gateway", "orchestrator"
+MODULES = {GATEWAY: "gateway", ORCHESTRATOR: "orchestrator_svc"}
+RUNNER_MODULE = "runner_svc"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """Where each service of one stack listens and keeps its files."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    admin_port: int = 9901
+    orchestrator_port: int = 50051
+    runner_ports: tuple[int, ...] = (50061, 50062, 50063)
+    runner_prefix: str = "runner"
+    image: str = "prism-sandbox:latest"
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Layout:
+        ports = env("PRISM_RUNNER_PORTS", "50061,50062,50063")
+        return cls(
+            data_dir=Path(env("PRISM_DATA_DIR", ".prism")).resolve(),
+            gateway_port=int(env("PRISM_GATEWAY_PORT", "8080")),
+            admin_port=int(env("PRISM_ADMIN_PORT", "9901")),
+            orchestrator_port=int(env("PRISM_ORCHESTRATOR_PORT", "50051")),
+            runner_ports=tuple(int(p) for p in ports.split(",") if p.strip()),
+            image=env("PRISM_SANDBOX_IMAGE", "prism-sandbox:latest"),
+        )
+
+    @property
+    def runners(self) -> dict[str, int]:
+        return {f"{self.runner_prefix}-{i}": p for i, p in enumerate(self.runner_ports, 1)}
+
+    @property
+    def services(self) -> list[str]:
+        """In start order: runners, then the orchestrator, then the gateway."""
+        return [*self.runners, ORCHESTRATOR, GATEWAY]
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.data_dir / "api_token"
+
+    @property
+    def runner_token_file(self) -> Path:
+        return self.data_dir / "runner_token"
+
+    def address(self, service: str) -> str:
+        port = {GATEWAY: self.gateway_port, ORCHESTRATOR: self.orchestrator_port}.get(service)
+        return f"{self.host}:{port if port is not None else self.runners[service]}"
+
+    def pid_file(self, service: str) -> Path:
+        return self.data_dir / "run" / f"{service}.pid"
+
+    def log_file(self, service: str) -> Path:
+        return self.data_dir / "logs" / f"{service}.log"
+
+    def command(self, service: str) -> list[str]:
+        return [sys.executable, "-m", MODULES.get(service, RUNNER_MODULE)]
+
+    def service_env(self, service: str, *, api_token_set: bool) -> dict[str, str]:
+        base = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith("PRISM_") or k in ("PRISM_API_TOKEN", "PRISM_API_TOKEN_FILE")
+        }
+        base.update(
+            PRISM_DATA_DIR=str(self.data_dir),
+            PRISM_RUNNER_TOKEN_FILE=str(self.runner_token_file),
+            PRISM_ORCHESTRATOR_ADDR=self.address(ORCHESTRATOR),
+            PYTHONUNBUFFERED="1",
+        )
+        if not api_token_set:
+            base["PRISM_API_TOKEN_FILE"] = str(self.api_token_file)
+        if service == GATEWAY:
+            base.update(
+                PRISM_GATEWAY_ADDR=self.address(GATEWAY),
+                PRISM_GATEWAY_ADMIN_ADDR=f"{self.host}:{self.admin_port}",
+            )
+        elif service == ORCHESTRATOR:
+            base["PRISM_RUNNERS"] = ",".join(f"{n}={self.address(n)}" for n in self.runners)
+        else:
+            base.update(
+                PRISM_RUNNER_NAME=service,
+                PRISM_RUNNER_ADDR=self.address(service),
+                PRISM_SANDBOX_IMAGE=self.image,
+            )
+        base.update(self.extra_env)
+        return base
+
+
+def ensure_secret(path: Path) -> bool:
+    """Create a random token file (0600) unless it exists; True if created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return True
+
+
+def _alive(pid: int, command: list[str]) -> bool:
+    """True if `pid` still runs `command` (pids are reused; never signal a stranger)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    # The gateway execs envoy, so only the module part identifies it reliably.
+    wanted = command[-1].encode()
+    return wanted in cmdline or (command[-1] == "gateway" and any(b"envoy" in a for a in cmdline))
+
+
+class Stack:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.api_token_set = bool(os.environ.get("PRISM_API_TOKEN") or
+                                  os.environ.get("PRISM_API_TOKEN_FILE"))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def api_token(self) -> str:
+        path = os.environ.get("PRISM_API_TOKEN_FILE")
+        if os.environ.get("PRISM_API_TOKEN") and not path:
+            return os.environ["PRISM_API_TOKEN"].strip()
+        return Path(path or self.layout.api_token_file).read_text().strip()
+
+    def prepare(self) -> bool:
+        """Token files; True if an API token was generated now."""
+        ensure_secret(self.layout.runner_token_file)
+        return False if self.api_token_set else ensure_secret(self.layout.api_token_file)
+
+    def pid(self, service: str) -> int | None:
+        try:
+            pid = int(self.layout.pid_file(service).read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid, self.layout.command(service)) else None
+
+    def start(self, service: str) -> int:
+        if (pid := self.pid(service)) is not None:
+            return pid
+        for path in (self.layout.pid_file(service), self.layout.log_file(service)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.layout.log_file(service), "ab") as log:
+            proc = subprocess.Popen(
+                self.layout.command(service),
+                env=self.layout.service_env(service, api_token_set=self.api_token_set),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs[service] = proc
+        self.layout.pid_file(service).write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def _exited(self, service: str) -> bool:
+        proc = self.procs.get(service)
+        return proc is not None and proc.poll() is not None
+
+    def wait_ready(self, service: str, timeout: float = 60.0) -> None:
+        """Poll the service's health until it serves; fail early if it exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._exited(service):
+                raise StackError(f"{service} exited; its log says:\n{self.tail(service)}")
+            if self._healthy(service):
+                return
+            time.sleep(0.05)
+        raise StackError(f"{service} not ready after {timeout:.0f} s; log:\n{self.tail(service)}")
+
+    def _healthy(self, service: str) -> bool:
+        if service == GATEWAY:
+            url = f"http://{self.layout.address(GATEWAY)}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    return bool(reply.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+        with grpc.insecure_channel(self.layout.address(service)) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+            except grpc.RpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def up(self) -> None:
+        self.prepare()
+        for service in self.layout.runners:
+            self.start(service)
+        for service in self.layout.runners:
+            self.wait_ready(service)
+        for service in (ORCHESTRATOR, GATEWAY):
+            self.start(service)
+            self.wait_ready(service)
+
+    def signal(self, service: str, sig: int) -> None:
+        pid = self.pid(service)
+        if pid is not None:
+            os.kill(pid, sig)
+
+    def stop(self, service: str, timeout: float = 15.0) -> None:
+        pid = self.pid(service)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid, self.layout.command(service)) and time.monotonic() < deadline:
+                if (proc := self.procs.get(service)) is not None:
+                    proc.poll()
+                time.sleep(0.05)
+            if _alive(pid, self.layout.command(service)):
+                os.kill(pid, signal.SIGKILL)
+        if (proc := self.procs.pop(service, None)) is not None:
+            proc.wait()
+        self.layout.pid_file(service).unlink(missing_ok=True)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL, as a crash would; the pid file goes too."""
+        self.signal(service, signal.SIGKILL)
+        if (proc := self.procs.pop(service, None)) is not None:
+            proc.wait()
+        self.layout.pid_file(service).unlink(missing_ok=True)
+
+    def down(self) -> None:
+        for service in reversed(self.layout.services):
+            self.stop(service)
+
+    def tail(self, service: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.layout.log_file(service).read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _demo(stack: Stack) -> None:
+    url = f"http://{stack.layout.address(GATEWAY)}/"
+    body = json.dumps({"task": "tune the learning rate"}).encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST",
+        headers={"Authorization": f"Bearer {stack.api_token()}",
+                 "Content-Type": "application/json"},
+    )
+    print(f"POST {url} {body.decode()}")
+    with urllib.request.urlopen(request, timeout=320) as reply:
+        answer = json.load(reply)
+    print(f"sweep {answer['sweepId']}:")
+    for result in answer["results"]:
+        print(f"  {result['runner']:10} {result['status']:6} {result['output']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m prism.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "logs", "demo"])
+    parser.add_argument("--follow", action="store_true", help="with logs: keep following")
+    args = parser.parse_args()
+    stack = Stack(Layout.from_env())
+    layout = stack.layout
+    try:
+        if args.command == "up":
+            created = stack.prepare()
+            stack.up()
+            token_hint = (
+                f"$(cat {layout.api_token_file})" if not stack.api_token_set else "$PRISM_API_TOKEN"
+            )
+            if created:
+                print(f"generated an API token in {layout.api_token_file} (mode 0600)")
+            print(f"prism is up: gateway http://{layout.address(GATEWAY)} (HTTP/JSON and gRPC), "
+                  f"orchestrator {layout.address(ORCHESTRATOR)}, runners "
+                  + ", ".join(layout.address(r) for r in layout.runners))
+            print(f"try: curl -H \"Authorization: Bearer {token_hint}\" http://{layout.address(GATEWAY)}/")
+            print(f"logs in {layout.data_dir / 'logs'}; stop with `make down`")
+        elif args.command == "down":
+            stack.down()
+            print("prism is down")
+        elif args.command == "logs":
+            files = [str(layout.log_file(s)) for s in layout.services if layout.log_file(s).exists()]
+            if files:
+                os.execvp("tail", ["tail", "-n", "50", *(["-F"] if args.follow else []), *files])
+            print(f"no logs in {layout.data_dir / 'logs'}")
+        else:
+            _demo(stack)
+    except StackError as error:
+        sys.exit(f"prism: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Generated from protos/prism/v1 by protos/generate.py."""

@@ -1,0 +1,68 @@
+from prism.v1 import trial_pb2 as _trial_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RunnerCommand(_message.Message):
+    __slots__ = ("run_trial",)
+    RUN_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    run_trial: RunTrial
+    def __init__(self, run_trial: _Optional[_Union[RunTrial, _Mapping]] = ...) -> None: ...
+
+class RunTrial(_message.Message):
+    __slots__ = ("trial_id", "script", "params_json", "limits")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    SCRIPT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    script: str
+    params_json: str
+    limits: _trial_pb2.TrialLimits
+    def __init__(self, trial_id: _Optional[str] = ..., script: _Optional[str] = ..., params_json: _Optional[str] = ..., limits: _Optional[_Union[_trial_pb2.TrialLimits, _Mapping]] = ...) -> None: ...
+
+class RunnerEvent(_message.Message):
+    __slots__ = ("accepted", "started", "finished")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    accepted: TrialAccepted
+    started: TrialStarted
+    finished: TrialFinished
+    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ...) -> None: ...
+
+class TrialAccepted(_message.Message):
+    __slots__ = ("trial_id", "previous")
+    class Previous(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PREVIOUS_UNSPECIFIED: _ClassVar[TrialAccepted.Previous]
+        PREVIOUS_NONE: _ClassVar[TrialAccepted.Previous]
+        PREVIOUS_RUNNING: _ClassVar[TrialAccepted.Previous]
+        PREVIOUS_FINISHED: _ClassVar[TrialAccepted.Previous]
+    PREVIOUS_UNSPECIFIED: TrialAccepted.Previous
+    PREVIOUS_NONE: TrialAccepted.Previous
+    PREVIOUS_RUNNING: TrialAccepted.Previous
+    PREVIOUS_FINISHED: TrialAccepted.Previous
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    previous: TrialAccepted.Previous
+    def __init__(self, trial_id: _Optional[str] = ..., previous: _Optional[_Union[TrialAccepted.Previous, str]] = ...) -> None: ...
+
+class TrialStarted(_message.Message):
+    __slots__ = ("trial_id",)
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    def __init__(self, trial_id: _Optional[str] = ...) -> None: ...
+
+class TrialFinished(_message.Message):
+    __slots__ = ("trial_id", "result")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    result: _trial_pb2.TrialResult
+    def __init__(self, trial_id: _Optional[str] = ..., result: _Optional[_Union[_trial_pb2.TrialResult, _Mapping]] = ...) -> None: ...

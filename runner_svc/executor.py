@@ -1,0 +1,164 @@
+"""Trial execution on one runner: each trial id runs at most once.
+
+Concurrency model: grpc.aio on one event loop. SQLite work goes to the store's
+DbThread; each sandbox run (blocking Docker SDK calls) goes to a pool with one
+thread per slot, so at most `slots` containers run at once here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+
+from prism.service import log
+from prism.sqlite import DbThread
+from prism.v1 import runner_pb2, trial_pb2
+from runner_svc import store
+from sandbox import Execution, Limits, Sandbox
+
+logger = logging.getLogger("runner.executor")
+
+Outbox = asyncio.Queue  # of runner_pb2.RunnerEvent (or None / an error for the stream itself)
+
+PREVIOUS = {
+    None: runner_pb2.TrialAccepted.PREVIOUS_NONE,
+    store.QUEUED: runner_pb2.TrialAccepted.PREVIOUS_RUNNING,
+    store.RUNNING: runner_pb2.TrialAccepted.PREVIOUS_RUNNING,
+    store.FINISHED: runner_pb2.TrialAccepted.PREVIOUS_FINISHED,
+}
+
+
+def limits_from_proto(limits: trial_pb2.TrialLimits) -> Limits:
+    """Zero fields keep the sandbox's defaults."""
+    given = {
+        "wall_seconds": limits.wall_seconds,
+        "memory_bytes": limits.memory_bytes,
+        "cpus": limits.cpus,
+        "processes": limits.processes,
+        "output_bytes": limits.output_bytes,
+        "workspace_bytes": limits.workspace_bytes,
+    }
+    return Limits(**{k: v for k, v in given.items() if v})
+
+
+def finished_event(row: store.Trial) -> runner_pb2.RunnerEvent:
+    return runner_pb2.RunnerEvent(
+        finished=runner_pb2.TrialFinished(
+            trial_id=row.id,
+            result=trial_pb2.TrialResult(
+                outcome=trial_pb2.Outcome.Value(f"OUTCOME_{row.outcome.upper()}"),
+                reason=row.reason,
+                exit_code=row.exit_code if row.exit_code is not None else -1,
+                stdout=row.stdout,
+                stderr=row.stderr,
+                output_truncated=row.output_truncated,
+                duration_seconds=row.duration_seconds or 0.0,
+            ),
+        )
+    )
+
+
+class TrialExecutor:
+    def __init__(self, db: DbThread, sandbox: Sandbox, *, slots: int) -> None:
+        self._db = db
+        self._sandbox = sandbox
+        self._slots = asyncio.Semaphore(slots)
+        self._pool = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="sandbox")
+        self._closing = False
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._subscribers: dict[str, set[Outbox]] = {}
+
+    async def submit(self, run: runner_pb2.RunTrial, outbox: Outbox) -> None:
+        """Answer a RunTrial on `outbox`: accepted at once, finished when it is."""
+        previous, row = await self._db(store.admit, run.trial_id, run.params_json)
+        # No await from here on until the subscription is in place, so a
+        # finishing execution cannot slip between the check and the subscribe.
+        accepted = runner_pb2.RunnerEvent(
+            accepted=runner_pb2.TrialAccepted(trial_id=run.trial_id, previous=PREVIOUS[previous])
+        )
+        if previous is None:
+            self._subscribers[run.trial_id] = {outbox}
+            self._running[run.trial_id] = asyncio.create_task(self._execute(run))
+            outbox.put_nowait(accepted)
+            log(logger, "trial accepted", trial=run.trial_id)
+        elif run.trial_id in self._running:
+            self._subscribers[run.trial_id].add(outbox)
+            outbox.put_nowait(accepted)
+        else:
+            if row.state != store.FINISHED:
+                row = await self._db(store.get, run.trial_id)
+            outbox.put_nowait(accepted)
+            outbox.put_nowait(finished_event(row))
+
+    def forget(self, outbox: Outbox) -> None:
+        for subscribers in self._subscribers.values():
+            subscribers.discard(outbox)
+
+    def _publish(self, trial_id: str, event: runner_pb2.RunnerEvent) -> None:
+        for outbox in self._subscribers.get(trial_id, ()):
+            outbox.put_nowait(event)
+
+    async def _execute(self, run: runner_pb2.RunTrial) -> None:
+        trial_id = run.trial_id
+        loop = asyncio.get_running_loop()
+        started = runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))
+        try:
+            async with self._slots:
+                if self._closing:
+                    # Never started: the row stays queued and the trial runs
+                    # when it is sent again after the restart.
+                    self._running.pop(trial_id, None)
+                    self._subscribers.pop(trial_id, None)
+                    return
+                await self._db(store.mark_started, trial_id)
+                self._publish(trial_id, started)
+                execution = await loop.run_in_executor(
+                    self._pool,
+                    lambda: self._sandbox.run(
+                        trial_id, run.script, run.params_json, limits_from_proto(run.limits)
+                    ),
+                )
+            if self._closing and execution.outcome == "cancelled":
+                # Stopped by our own shutdown, not by a user: infrastructure.
+                execution = dataclasses.replace(
+                    execution,
+                    outcome="sandbox_error",
+                    reason="the runner shut down during the trial",
+                )
+        except Exception as error:  # the sandbox reports trial misbehaviour itself; this is ours
+            logger.exception("trial execution failed", extra={"fields": {"trial": trial_id}})
+            execution = Execution(
+                outcome="sandbox_error",
+                reason=f"the runner could not execute the trial: {type(error).__name__}",
+                exit_code=-1,
+                stdout="",
+                stderr="",
+                output_truncated=False,
+                duration_seconds=0.0,
+            )
+        row = await self._db(
+            store.finish,
+            trial_id,
+            outcome=execution.outcome,
+            reason=execution.reason,
+            exit_code=execution.exit_code,
+            stdout=execution.stdout,
+            stderr=execution.stderr,
+            output_truncated=execution.output_truncated,
+            duration_seconds=execution.duration_seconds,
+        )
+        log(logger, "trial finished", trial=trial_id, outcome=execution.outcome,
+            seconds=round(execution.duration_seconds, 3))
+        self._publish(trial_id, finished_event(row))
+        self._running.pop(trial_id, None)
+        self._subscribers.pop(trial_id, None)
+
+    async def close(self) -> None:
+        """Stop what runs (the sandbox kills the containers) and record it."""
+        self._closing = True
+        for trial_id in list(self._running):
+            await asyncio.get_running_loop().run_in_executor(None, self._sandbox.cancel, trial_id)
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        self._pool.shutdown()

@@ -1,0 +1,83 @@
+"""prism.v1.Runner: the stream the orchestrator drives this runner through."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+
+from prism.errors import InvalidArgument
+from prism.service import abort
+from prism.v1 import runner_pb2, runner_pb2_grpc
+from runner_svc.executor import TrialExecutor
+
+MAX_TRIAL_ID = 200
+MAX_SCRIPT_BYTES = 256 * 1024
+
+
+def validate(run: runner_pb2.RunTrial) -> None:
+    if not run.trial_id or len(run.trial_id) > MAX_TRIAL_ID:
+        raise InvalidArgument("run_trial.trial_id", f"must be 1 to {MAX_TRIAL_ID} characters")
+    if not run.script.strip():
+        raise InvalidArgument("run_trial.script", "must not be empty")
+    if len(run.script.encode()) > MAX_SCRIPT_BYTES:
+        raise InvalidArgument("run_trial.script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
+    try:
+        params = json.loads(run.params_json or "{}")
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise InvalidArgument("run_trial.params_json", "must be a JSON object")
+
+
+class RunnerServicer(runner_pb2_grpc.RunnerServicer):
+    def __init__(self, executor: TrialExecutor) -> None:
+        self._executor = executor
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[runner_pb2.RunnerCommand],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[runner_pb2.RunnerEvent]:
+        """Events for every trial sent on this stream. When the orchestrator
+        half-closes, the stream ends once those trials have all finished."""
+        # Headers go out at once, so the orchestrator knows the stream is open
+        # (and the token accepted) before any trial event exists.
+        await context.send_initial_metadata(())
+        outbox: asyncio.Queue[runner_pb2.RunnerEvent | Exception | None] = asyncio.Queue()
+
+        async def read_commands() -> None:
+            try:
+                async for command in request_iterator:
+                    if command.HasField("run_trial"):
+                        validate(command.run_trial)
+                        await self._executor.submit(command.run_trial, outbox)
+            except InvalidArgument as error:
+                outbox.put_nowait(error)
+            finally:
+                outbox.put_nowait(None)
+
+        reader = asyncio.create_task(read_commands())
+        outstanding: set[str] = set()
+        closed = False
+        try:
+            while not (closed and not outstanding):
+                event = await outbox.get()
+                if event is None:
+                    closed = True
+                    continue
+                if isinstance(event, InvalidArgument):
+                    await abort(context, event)
+                    return
+                assert isinstance(event, runner_pb2.RunnerEvent)
+                kind = event.WhichOneof("event")
+                if kind == "accepted":
+                    outstanding.add(event.accepted.trial_id)
+                elif kind == "finished":
+                    outstanding.discard(event.finished.trial_id)
+                yield event
+        finally:
+            reader.cancel()
+            self._executor.forget(outbox)  # type: ignore[arg-type]
