@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 
 def parse_runners(spec: str) -> tuple[tuple[str, str], ...]:
-    """"name=host:port,..." -> ((name, address), ...)."""
+    """ "name=host:port,..." -> ((name, address), ...)."""
     runners = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, address = item.partition("=")
@@ -72,7 +72,9 @@ class Settings:
             sync_wait_seconds=float(env("PRISM_SYNC_WAIT_SECONDS", "290")),
             reconcile_seconds=float(env("PRISM_RECONCILE_SECONDS", "10")),
         )
-        missing = [n for n in settings.examples if not (settings.examples_dir / f"{n}.py").is_file()]
+        missing = [
+            n for n in settings.examples if not (settings.examples_dir / f"{n}.py").is_file()
+        ]
         if missing or not settings.examples:
             raise ConfigError(
                 f"PRISM_EXAMPLE_RUNNERS: no script {', '.join(missing) or '(none named)'} "

@@ -85,8 +85,13 @@ class RunnerLink:
                 await self._session()
             except grpc.aio.AioRpcError as error:
                 if self.connected or backoff == 0.1:
-                    log(logger, "runner stream closed", runner=self.name,
-                        code=error.code().name, details=error.details())
+                    log(
+                        logger,
+                        "runner stream closed",
+                        runner=self.name,
+                        code=error.code().name,
+                        details=error.details(),
+                    )
             finally:
                 if self.connected:
                     backoff = 0.1
@@ -157,11 +162,11 @@ class Dispatcher:
         self._tasks.append(asyncio.create_task(self._dispatch_loop()))
         self.kick()
 
-    async def reconcile(self, timeout: float) -> list[str]:
+    async def reconcile(self, within: float) -> list[str]:
         """Wait until every runner answered for the trials it holds; return
-        the names of those that did not within `timeout`."""
+        the names of those that did not `within` seconds."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 await asyncio.gather(*(link.reconciled.wait() for link in self.links))
         return [link.name for link in self.links if not link.reconciled.is_set()]
 
@@ -175,13 +180,13 @@ class Dispatcher:
         self.kick()
         return sweep_id
 
-    async def wait(self, sweep_id: str, timeout: float) -> bool:
-        """True once the sweep has finished, False if `timeout` ran out first."""
+    async def wait(self, sweep_id: str, within: float) -> bool:
+        """True once the sweep has finished, False if `within` seconds ran out first."""
         done = self._sweep_done.setdefault(sweep_id, asyncio.Event())
         try:
             if await self.db(store.sweep_status, sweep_id) != store.SWEEP_RUNNING:
                 return True
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 await done.wait()
             return True
         except TimeoutError:

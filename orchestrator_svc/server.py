@@ -36,7 +36,9 @@ async def serve(settings: Settings) -> None:
         interceptors=[BearerTokenAuth(settings.api_token, what="API token")],
         options=SERVER_KEEPALIVE,
     )
-    orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorServicer(dispatcher), server)
+    orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
+        OrchestratorServicer(dispatcher), server
+    )
     health = new_health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -58,8 +60,14 @@ async def serve(settings: Settings) -> None:
     if silent:
         log(logger, "runners did not report in time; their trials wait for them", runners=silent)
     await set_serving(health, True)
-    log(logger, "serving", address=settings.address, port=port,
-        runners=[name for name, _ in settings.runners], examples=list(settings.examples))
+    log(
+        logger,
+        "serving",
+        address=settings.address,
+        port=port,
+        runners=[name for name, _ in settings.runners],
+        examples=list(settings.examples),
+    )
     try:
         await serve_until_signalled(server, health, grace=GRACE_SECONDS)
     finally:

@@ -42,7 +42,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             )
         found = await self._dispatcher.db(store.sweep_with_trials, sweep_id)
         assert found is not None
-        return orchestrator_pb2.RunSweepResponse(sweep_id=sweep_id, results=sweeps.results(found[1]))
+        return orchestrator_pb2.RunSweepResponse(
+            sweep_id=sweep_id, results=sweeps.results(found[1])
+        )
 
     @rpc
     async def GetSweepStatus(

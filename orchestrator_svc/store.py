@@ -48,7 +48,9 @@ class Script(BaseModel):
 class Trial(BaseModel):
     id = peewee.CharField(primary_key=True)  # "<sweep id>/<index>"
     sweep = peewee.ForeignKeyField(Sweep, backref="trials", on_delete="CASCADE")
-    index = peewee.IntegerField()
+    sweep_id: str  # peewee's column accessor for `sweep`, declared for the type checker
+    # The trial's place in its sweep ("index" would shadow Model.index).
+    position = peewee.IntegerField()
     name = peewee.CharField()
     script = peewee.ForeignKeyField(Script)
     params_json = peewee.TextField()
@@ -67,7 +69,7 @@ class Trial(BaseModel):
     duration_seconds = peewee.FloatField(null=True)
 
     class Meta:
-        indexes = ((("sweep", "index"), True),)
+        indexes = ((("sweep", "position"), True),)
 
 
 class Event(BaseModel):
@@ -109,8 +111,12 @@ def _append(sweep_id: str, kind: str, trial_index: int | None = None, **data: An
     seq = Sweep.get_by_id(sweep_id).last_seq + 1
     Sweep.update(last_seq=seq).where(Sweep.id == sweep_id).execute()
     Event.create(
-        sweep=sweep_id, seq=seq, kind=kind, trial_index=trial_index,
-        data=json.dumps(data), at=time.time(),
+        sweep=sweep_id,
+        seq=seq,
+        kind=kind,
+        trial_index=trial_index,
+        data=json.dumps(data),
+        at=time.time(),
     )
 
 
@@ -122,15 +128,22 @@ def create_sweep(sweep_id: str, task: str, trials: list[PlannedTrial]) -> None:
             sha = hashlib.sha256(planned.script.encode()).hexdigest()
             Script.insert(sha256=sha, source=planned.script).on_conflict_ignore().execute()
             Trial.create(
-                id=f"{sweep_id}/{index}", sweep=sweep_id, index=index, name=planned.name,
-                script=sha, params_json=json.dumps(planned.params),
-                wall_seconds=planned.wall_seconds, state=PENDING,
+                id=f"{sweep_id}/{index}",
+                sweep=sweep_id,
+                index=index,
+                name=planned.name,
+                script=sha,
+                params_json=json.dumps(planned.params),
+                wall_seconds=planned.wall_seconds,
+                state=PENDING,
             )
             _append(sweep_id, "trial_queued", index, name=planned.name)
 
 
 def _with_scripts(where: Any) -> list[tuple[Trial, str]]:
-    query = Trial.select(Trial, Script).join(Script).where(where).order_by(Trial.sweep, Trial.index)
+    query = (
+        Trial.select(Trial, Script).join(Script).where(where).order_by(Trial.sweep, Trial.position)
+    )
     return [(trial, trial.script.source) for trial in query]
 
 
@@ -147,7 +160,7 @@ def assign(trial_id: str, runner: str) -> bool:
             return False
         trial.state, trial.runner, trial.dispatched_at = DISPATCHED, runner, time.time()
         trial.save()
-        _append(trial.sweep_id, "trial_dispatched", trial.index, runner=runner)
+        _append(trial.sweep_id, "trial_dispatched", trial.position, runner=runner)
         return True
 
 
@@ -158,7 +171,7 @@ def mark_started(trial_id: str) -> None:
             return
         trial.state, trial.started_at = RUNNING, time.time()
         trial.save()
-        _append(trial.sweep_id, "trial_started", trial.index, runner=trial.runner)
+        _append(trial.sweep_id, "trial_started", trial.position, runner=trial.runner)
 
 
 def finish_trial(trial_id: str, result: TrialResult) -> str | None:
@@ -169,17 +182,31 @@ def finish_trial(trial_id: str, result: TrialResult) -> str | None:
         if trial is None or trial.state == FINISHED:
             return None
         trial.state, trial.finished_at = FINISHED, time.time()
-        trial.outcome, trial.reason, trial.exit_code = result.outcome, result.reason, result.exit_code
+        trial.outcome, trial.reason, trial.exit_code = (
+            result.outcome,
+            result.reason,
+            result.exit_code,
+        )
         trial.stdout, trial.stderr = result.stdout, result.stderr
-        trial.output_truncated, trial.duration_seconds = result.output_truncated, result.duration_seconds
+        trial.output_truncated, trial.duration_seconds = (
+            result.output_truncated,
+            result.duration_seconds,
+        )
         trial.save()
-        _append(trial.sweep_id, "trial_finished", trial.index, outcome=result.outcome,
-                reason=result.reason)
+        _append(
+            trial.sweep_id,
+            "trial_finished",
+            trial.position,
+            outcome=result.outcome,
+            reason=result.reason,
+        )
         return _finish_sweep_if_done(trial.sweep_id)
 
 
 def _finish_sweep_if_done(sweep_id: str) -> str | None:
-    outcomes = [t.outcome for t in Trial.select(Trial.state, Trial.outcome).where(Trial.sweep == sweep_id)]
+    outcomes = [
+        t.outcome for t in Trial.select(Trial.state, Trial.outcome).where(Trial.sweep == sweep_id)
+    ]
     if any(o is None for o in outcomes):
         return None
     status = SWEEP_DONE if "succeeded" in outcomes else SWEEP_ERROR
@@ -209,7 +236,7 @@ def sweep_with_trials(sweep_id: str) -> tuple[Sweep, list[Trial]] | None:
     sweep = Sweep.get_or_none(Sweep.id == sweep_id)
     if sweep is None:
         return None
-    return sweep, list(Trial.select().where(Trial.sweep == sweep_id).order_by(Trial.index))
+    return sweep, list(Trial.select().where(Trial.sweep == sweep_id).order_by(Trial.position))
 
 
 def sweep_status(sweep_id: str) -> str | None:

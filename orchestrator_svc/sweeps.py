@@ -40,7 +40,9 @@ def clean_task(request: orchestrator_pb2.RunSweepRequest) -> str:
     if not task.strip():
         raise InvalidArgument("task", "must not be empty")
     if len(task) > MAX_TASK_CHARS:
-        raise InvalidArgument("task", f"must be at most {MAX_TASK_CHARS} characters, got {len(task)}")
+        raise InvalidArgument(
+            "task", f"must be at most {MAX_TASK_CHARS} characters, got {len(task)}"
+        )
     return task
 
 

@@ -74,7 +74,9 @@ def configure_logging(service: str) -> None:
     """JSON lines on stdout: the platform (a file, compose, journald) collects them."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_JsonFormatter(service))
-    logging.basicConfig(level=env("PRISM_LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)
+    logging.basicConfig(
+        level=env("PRISM_LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True
+    )
 
 
 def log(logger: logging.Logger, message: str, **fields: Any) -> None:

@@ -97,7 +97,8 @@ class Layout:
 
     def service_env(self, service: str, *, api_token_set: bool) -> dict[str, str]:
         base = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith("PRISM_") or k in ("PRISM_API_TOKEN", "PRISM_API_TOKEN_FILE")
         }
         base.update(
@@ -151,8 +152,9 @@ def _alive(pid: int, command: list[str]) -> bool:
 class Stack:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.api_token_set = bool(os.environ.get("PRISM_API_TOKEN") or
-                                  os.environ.get("PRISM_API_TOKEN_FILE"))
+        self.api_token_set = bool(
+            os.environ.get("PRISM_API_TOKEN") or os.environ.get("PRISM_API_TOKEN_FILE")
+        )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def api_token(self) -> str:
@@ -182,7 +184,9 @@ class Stack:
             proc = subprocess.Popen(
                 self.layout.command(service),
                 env=self.layout.service_env(service, api_token_set=self.api_token_set),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.procs[service] = proc
@@ -273,9 +277,13 @@ def _demo(stack: Stack) -> None:
     url = f"http://{stack.layout.address(GATEWAY)}/"
     body = json.dumps({"task": "tune the learning rate"}).encode()
     request = urllib.request.Request(
-        url, data=body, method="POST",
-        headers={"Authorization": f"Bearer {stack.api_token()}",
-                 "Content-Type": "application/json"},
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {stack.api_token()}",
+            "Content-Type": "application/json",
+        },
     )
     print(f"POST {url} {body.decode()}")
     with urllib.request.urlopen(request, timeout=320) as reply:
@@ -286,7 +294,9 @@ def _demo(stack: Stack) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m prism.stack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m prism.stack", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("command", choices=["up", "down", "logs", "demo"])
     parser.add_argument("--follow", action="store_true", help="with logs: keep following")
     args = parser.parse_args()
@@ -301,16 +311,22 @@ def main() -> None:
             )
             if created:
                 print(f"generated an API token in {layout.api_token_file} (mode 0600)")
-            print(f"prism is up: gateway http://{layout.address(GATEWAY)} (HTTP/JSON and gRPC), "
-                  f"orchestrator {layout.address(ORCHESTRATOR)}, runners "
-                  + ", ".join(layout.address(r) for r in layout.runners))
-            print(f"try: curl -H \"Authorization: Bearer {token_hint}\" http://{layout.address(GATEWAY)}/")
+            print(
+                f"prism is up: gateway http://{layout.address(GATEWAY)} (HTTP/JSON and gRPC), "
+                f"orchestrator {layout.address(ORCHESTRATOR)}, runners "
+                + ", ".join(layout.address(r) for r in layout.runners)
+            )
+            print(
+                f'try: curl -H "Authorization: Bearer {token_hint}" http://{layout.address(GATEWAY)}/'
+            )
             print(f"logs in {layout.data_dir / 'logs'}; stop with `make down`")
         elif args.command == "down":
             stack.down()
             print("prism is down")
         elif args.command == "logs":
-            files = [str(layout.log_file(s)) for s in layout.services if layout.log_file(s).exists()]
+            files = [
+                str(layout.log_file(s)) for s in layout.services if layout.log_file(s).exists()
+            ]
             if files:
                 os.execvp("tail", ["tail", "-n", "50", *(["-F"] if args.follow else []), *files])
             print(f"no logs in {layout.data_dir / 'logs'}")

@@ -1,7 +1,7 @@
 """Regenerate the Python stubs (prism/v1/) and Envoy's descriptor set (gateway/prism.pb).
 
-    python protos/generate.py           # write them
-    python protos/generate.py --check   # exit 1 when the committed files are stale
+python protos/generate.py           # write them
+python protos/generate.py --check   # exit 1 when the committed files are stale
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def generate(out: Path) -> None:
     ]
     if protoc.main(args) != 0:
         sys.exit("protoc failed on the descriptor set")
-    (out / STUBS / "__init__.py").write_text('"""Generated from protos/prism/v1 by protos/generate.py."""\n')
+    (out / STUBS / "__init__.py").write_text(
+        '"""Generated from protos/prism/v1 by protos/generate.py."""\n'
+    )
     (out / STUBS / "py.typed").write_text("")
 
 
@@ -67,9 +69,8 @@ def protoc_include() -> Path:
 
 
 def outputs(root: Path) -> list[Path]:
-    return sorted(p.relative_to(root) for p in (root / STUBS).iterdir() if p.is_file()) + [
-        DESCRIPTOR
-    ]
+    stubs = sorted(p.relative_to(root) for p in (root / STUBS).iterdir() if p.is_file())
+    return [*stubs, DESCRIPTOR]
 
 
 def main() -> None:

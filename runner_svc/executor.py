@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+from typing import Any
 
 from prism.service import log
 from prism.sqlite import DbThread
@@ -32,7 +33,7 @@ PREVIOUS = {
 
 def limits_from_proto(limits: trial_pb2.TrialLimits) -> Limits:
     """Zero fields keep the sandbox's defaults."""
-    given = {
+    given: dict[str, Any] = {
         "wall_seconds": limits.wall_seconds,
         "memory_bytes": limits.memory_bytes,
         "cpus": limits.cpus,
@@ -48,7 +49,9 @@ def finished_event(row: store.Trial) -> runner_pb2.RunnerEvent:
         finished=runner_pb2.TrialFinished(
             trial_id=row.id,
             result=trial_pb2.TrialResult(
-                outcome=trial_pb2.Outcome.Value(f"OUTCOME_{row.outcome.upper()}"),
+                outcome=trial_pb2.Outcome.Value(
+                    f"OUTCOME_{(row.outcome or 'sandbox_error').upper()}"
+                ),
                 reason=row.reason,
                 exit_code=row.exit_code if row.exit_code is not None else -1,
                 stdout=row.stdout,
@@ -149,8 +152,13 @@ class TrialExecutor:
             output_truncated=execution.output_truncated,
             duration_seconds=execution.duration_seconds,
         )
-        log(logger, "trial finished", trial=trial_id, outcome=execution.outcome,
-            seconds=round(execution.duration_seconds, 3))
+        log(
+            logger,
+            "trial finished",
+            trial=trial_id,
+            outcome=execution.outcome,
+            seconds=round(execution.duration_seconds, 3),
+        )
         self._publish(trial_id, finished_event(row))
         self._running.pop(trial_id, None)
         self._subscribers.pop(trial_id, None)

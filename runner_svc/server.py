@@ -39,8 +39,13 @@ async def serve(settings: Settings) -> None:
     # an earlier process, and every trial marked running was interrupted.
     orphans = sandbox.remove_orphans()
     forgotten, interrupted = await db(store.recover)
-    log(logger, "recovered", orphans_removed=len(orphans), queued_forgotten=forgotten,
-        interrupted=interrupted)
+    log(
+        logger,
+        "recovered",
+        orphans_removed=len(orphans),
+        queued_forgotten=forgotten,
+        interrupted=interrupted,
+    )
 
     executor = TrialExecutor(db, sandbox, slots=settings.slots)
     server = grpc.aio.server(
@@ -51,15 +56,25 @@ async def serve(settings: Settings) -> None:
     health = new_health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        [runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name, reflection.SERVICE_NAME,
-         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
+        [
+            runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name,
+            reflection.SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        ],
         server,
     )
     port = server.add_insecure_port(settings.address)
     await server.start()
     await set_serving(health, True)
-    log(logger, "serving", runner=settings.name, address=settings.address, port=port,
-        slots=settings.slots, image=settings.image)
+    log(
+        logger,
+        "serving",
+        runner=settings.name,
+        address=settings.address,
+        port=port,
+        slots=settings.slots,
+        image=settings.image,
+    )
     try:
         await serve_until_signalled(server, health, grace=GRACE_SECONDS, on_stop=executor.close)
     finally:

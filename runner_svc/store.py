@@ -53,7 +53,9 @@ def admit(trial_id: str, params_json: str) -> tuple[str | None, Trial]:
         row = Trial.get_or_none(Trial.id == trial_id)
         if row is not None:
             return row.state, row
-        row = Trial.create(id=trial_id, state=QUEUED, params_json=params_json, received_at=time.time())
+        row = Trial.create(
+            id=trial_id, state=QUEUED, params_json=params_json, received_at=time.time()
+        )
         return None, row
 
 

@@ -1,0 +1,223 @@
+"""Fixtures that start real stacks: real processes on free loopback ports,
+the real Docker engine, the real Envoy. Nothing of ours is mocked.
+
+Every stack gets its own folder and its own runner names, so the containers
+it may leave behind carry labels no other stack uses, and the finalizers
+remove exactly those."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import sqlite3
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import grpc
+import pytest
+
+from prism.stack import GATEWAY, ORCHESTRATOR, Layout, Stack
+from sandbox.container import OWNER_LABEL
+from sandbox.engine import ensure_engine
+from sandbox.images import ensure_sandbox_image
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "orchestrator_svc" / "examples"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    token: str
+
+    @property
+    def layout(self) -> Layout:
+        return self.stack.layout
+
+    @property
+    def gateway(self) -> str:
+        return self.layout.address(GATEWAY)
+
+    @property
+    def orchestrator(self) -> str:
+        return self.layout.address(ORCHESTRATOR)
+
+    @property
+    def runner_token(self) -> str:
+        return self.layout.runner_token_file.read_text().strip()
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        token: str | None = "default",
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 120,
+    ) -> Reply:
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {self.token if token == 'default' else token}"
+        request = urllib.request.Request(
+            f"http://{self.gateway}{path}", data=body, method=method, headers=all_headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                status, reply_headers, raw = reply.status, reply.headers, reply.read()
+        except urllib.error.HTTPError as error:
+            status, reply_headers, raw = error.code, error.headers, error.read()
+            error.close()
+        headers_lower = {k.lower(): v for k, v in reply_headers.items()}
+        return Reply(status, headers_lower, json.loads(raw) if raw else None)
+
+    def post_task(self, task: Any, **kwargs: Any) -> Reply:
+        return self.http("POST", "/", json.dumps({"task": task}).encode(), **kwargs)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+    def channel(self, service: str = ORCHESTRATOR) -> grpc.Channel:
+        return grpc.insecure_channel(self.layout.address(service))
+
+    def runner_db(self, runner: str) -> Path:
+        return self.layout.data_dir / "runners" / f"{runner}.db"
+
+    def executions(self) -> dict[str, int]:
+        """trial id -> containers started for it, over every runner's own database."""
+        counts: dict[str, int] = {}
+        for runner in self.layout.runners:
+            path = self.runner_db(runner)
+            if not path.exists():
+                continue
+            with closing(sqlite3.connect(path)) as db:
+                for trial_id, n in db.execute(
+                    "SELECT trial_id, COUNT(*) FROM execution GROUP BY trial_id"
+                ):
+                    counts[trial_id] = counts.get(trial_id, 0) + n
+        return counts
+
+    def orchestrator_query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(self.layout.data_dir / "orchestrator.db")) as db:
+            return db.execute(sql, args).fetchall()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image() -> str:
+    # The same run folder as `make engine`, so `make down` can stop an engine started here.
+    ensure_engine(REPO / ".prism" / "run")
+    with closing(docker.from_env()) as client:
+        return ensure_sandbox_image(client)
+
+
+def examples_dir(root: Path, scripts: Mapping[str, str]) -> Path:
+    """A folder of example runners: the real ones plus `scripts` (name -> source)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for path in EXAMPLES.glob("*.py"):
+        (root / path.name).write_text(path.read_text())
+    for name, source in scripts.items():
+        (root / f"{name}.py").write_text(source)
+    return root
+
+
+def start_stack(
+    root: Path,
+    image: str,
+    *,
+    runners: int = 3,
+    env: Mapping[str, str] | None = None,
+    gateway: bool = True,
+) -> RunningStack:
+    ports = free_ports(3 + runners)
+    layout = Layout(
+        data_dir=root,
+        gateway_port=ports[0],
+        admin_port=ports[1],
+        orchestrator_port=ports[2],
+        runner_ports=tuple(ports[3:]),
+        runner_prefix=f"t{secrets.token_hex(4)}",
+        image=image,
+        extra_env=dict(env or {}),
+    )
+    stack = Stack(layout)
+    stack.prepare()
+    for runner in layout.runners:
+        stack.start(runner)
+    for runner in layout.runners:
+        stack.wait_ready(runner)
+    stack.start(ORCHESTRATOR)
+    stack.wait_ready(ORCHESTRATOR)
+    if gateway:
+        stack.start(GATEWAY)
+        stack.wait_ready(GATEWAY)
+    return RunningStack(stack, stack.api_token())
+
+
+def stop_stack(running: RunningStack) -> None:
+    running.stack.down()
+    with closing(docker.from_env()) as client:
+        for runner in running.layout.runners:
+            for container in client.containers.list(
+                all=True, filters={"label": f"{OWNER_LABEL}={runner}"}
+            ):
+                container.remove(force=True)
+
+
+StackFactory = Callable[..., RunningStack]
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, sandbox_image: str) -> Iterator[StackFactory]:
+    """Start stacks private to one test; `examples` adds example runner scripts."""
+    started: list[RunningStack] = []
+
+    def make(
+        *,
+        examples: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> RunningStack:
+        root = tmp_path / f"stack{len(started)}"
+        all_env = dict(env or {})
+        if examples:
+            all_env["PRISM_EXAMPLES_DIR"] = str(examples_dir(root / "examples", examples))
+        running = start_stack(root / "data", sandbox_image, env=all_env, **kwargs)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        stop_stack(running)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[RunningStack]:
+    """One default stack shared by the tests that only read from it or add sweeps."""
+    running = start_stack(tmp_path_factory.mktemp("stack"), sandbox_image)
+    yield running
+    stop_stack(running)

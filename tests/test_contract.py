@@ -1,0 +1,36 @@
+"""The committed stubs and descriptor set are what the protos generate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from google.protobuf import descriptor_pb2
+
+from tests.conftest import REPO
+
+
+def test_generated_files_are_up_to_date() -> None:
+    check = subprocess.run(
+        [sys.executable, str(REPO / "protos" / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_descriptor_set_carries_the_http_rules_and_rich_errors() -> None:
+    files = descriptor_pb2.FileDescriptorSet.FromString(
+        (REPO / "gateway" / "prism.pb").read_bytes()
+    )
+    names = {f.name for f in files.file}
+    assert {
+        "prism/v1/orchestrator.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+        "google/api/annotations.proto",
+    } <= names
+    [orchestrator] = [f for f in files.file if f.name == "prism/v1/orchestrator.proto"]
+    methods = {m.name for m in orchestrator.service[0].method}
+    assert {"GetLanding", "RunSweep", "GetSweepStatus"} <= methods

@@ -1,0 +1,584 @@
+"""The gateway's own behaviour, against real Envoy processes and no backend.
+
+The orchestrator address points at a closed port (the orchestrator is down) or at a socket that
+accepts connections and never answers (the orchestrator is stuck), so everything checked here is
+decided by Envoy itself: auth (fail closed), JSON error bodies, routing, body limit, timeouts,
+admin exposure, and keeping the token out of the configuration and the logs. Routes through a
+real orchestrator are tested end to end elsewhere.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+import gateway
+from gateway.config import Address, ConfigError, Settings
+from gateway.launch import find_envoy, wait_ready
+from gateway.render import MAX_REQUEST_BYTES, render, write_config
+
+# Lua pattern and JSON special characters, to show the token is compared as plain bytes.
+TOKEN = "gw-test.token_7f3a%9c[1]e5b~-^$"
+ONE_MIB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(
+    data_dir: Path,
+    *,
+    token: str | None,
+    sync_timeout_s: float = 300,
+    orchestrator: Address | None = None,
+) -> Settings:
+    return Settings(
+        listen=Address("127.0.0.1", free_port()),
+        admin=Address("127.0.0.1", free_port()),
+        # By default nothing listens there: the orchestrator is down.
+        orchestrator=orchestrator or Address("127.0.0.1", free_port()),
+        token=token,
+        data_dir=data_dir,
+        sync_timeout_s=sync_timeout_s,
+    )
+
+
+@dataclass
+class Running:
+    settings: Settings
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    @property
+    def port(self) -> int:
+        return self.settings.listen.port
+
+    def logs(self) -> str:
+        return self.stdout.read_text() + self.stderr.read_text()
+
+
+GatewayFactory = Callable[..., Running]
+
+
+@pytest.fixture(scope="module")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFactory]:
+    started: list[Running] = []
+
+    def factory(
+        *, token: str | None, sync_timeout_s: float = 300, orchestrator: Address | None = None
+    ) -> Running:
+        base = tmp_path_factory.mktemp("gateway")
+        settings = make_settings(
+            base / "data", token=token, sync_timeout_s=sync_timeout_s, orchestrator=orchestrator
+        )
+        stdout, stderr = base / "stdout.log", base / "stderr.log"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            process = gateway.start(settings, stdout=out, stderr=err)
+        running = Running(settings, process, stdout, stderr)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        gateway.stop(running.process)
+
+
+@pytest.fixture(scope="module")
+def with_token(start_gateway: GatewayFactory) -> Running:
+    return start_gateway(token=TOKEN)
+
+
+@pytest.fixture(scope="module")
+def stuck_orchestrator() -> Iterator[Address]:
+    """A listening socket nobody accepts from: connections open, no answer ever comes."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield Address("127.0.0.1", int(sock.getsockname()[1]))
+
+
+@pytest.fixture(scope="module")
+def with_stuck_orchestrator(start_gateway: GatewayFactory, stuck_orchestrator: Address) -> Running:
+    # The transcoder streams a request upstream as it converts it, so with the orchestrator down a
+    # connect failure (503) can beat a late body error. A stuck orchestrator lets those errors
+    # show deterministically; the short sync timeout bounds what does go through.
+    return start_gateway(token=TOKEN, orchestrator=stuck_orchestrator, sync_timeout_s=1)
+
+
+@pytest.fixture(scope="module")
+def without_token(start_gateway: GatewayFactory) -> Running:
+    return start_gateway(token=None)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> object:
+        assert self.headers.get_content_type() == "application/json", self.body
+        return json.loads(self.body)
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    chunked: bool = False,
+) -> Reply:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        if chunked:
+            assert body is not None
+            connection.request(
+                method, path, body=iter([body]), headers=headers or {}, encode_chunked=True
+            )
+        else:
+            connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def assert_error(reply: Reply, status: int, code: int) -> dict[str, object]:
+    """An error Envoy made itself: the JSON shape of a transcoded google.rpc.Status."""
+    assert reply.status == status, reply.body
+    document = reply.json()
+    assert isinstance(document, dict)
+    assert document["code"] == code
+    assert isinstance(document["message"], str) and document["message"]
+    return document
+
+
+def grpc_call(port: int, method: str, metadata: list[tuple[str, str]]) -> grpc.RpcError:
+    """Call a unary method with an empty request message; return the error it must end in."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        rpc = channel.unary_unary(method)
+        with pytest.raises(grpc.RpcError) as failure:
+            rpc(b"", metadata=metadata, timeout=10)
+    return failure.value
+
+
+PUBLIC_REQUESTS = [
+    ("GET", "/", None),
+    ("POST", "/", b'{"task": "hello"}'),
+    ("GET", "/sweeps/some-id", None),
+    ("GET", "/healthz", None),
+    ("GET", "/no/such/route", None),
+]
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "orchestrator",
+    [Address("127.0.0.1", 50051), Address("orchestrator.internal", 50051)],
+    ids=["ip", "dns-name"],
+)
+@pytest.mark.parametrize("token", [TOKEN, None], ids=["token", "no-token"])
+def test_rendered_config_validates(
+    tmp_path: Path, orchestrator: Address, token: str | None
+) -> None:
+    settings = Settings(
+        orchestrator=orchestrator, admin=Address("::1", 9901), token=token, data_dir=tmp_path
+    )
+    path = write_config(settings)
+    result = subprocess.run(
+        [find_envoy(), "--mode", "validate", "--config-path", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendered_file_is_owner_only_and_holds_no_token(tmp_path: Path) -> None:
+    settings = Settings(token=TOKEN, data_dir=tmp_path / "data")
+    path = write_config(settings)
+    assert path == tmp_path / "data" / "gateway" / "envoy.yaml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert TOKEN not in path.read_text()
+    # Rewriting keeps the mode even when something loosened it.
+    path.chmod(0o644)
+    write_config(settings)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_settings_are_quoted_not_spliced(tmp_path: Path) -> None:
+    hostile = Address('evil"\n  injected: true', 50051)
+    text = render(Settings(orchestrator=hostile, data_dir=tmp_path))
+    assert "\n  injected: true" not in text
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_settings_defaults() -> None:
+    settings = Settings.from_env({})
+    assert str(settings.listen) == "127.0.0.1:8080"
+    assert str(settings.admin) == "127.0.0.1:9901"
+    assert str(settings.orchestrator) == "127.0.0.1:50051"
+    assert settings.token is None
+    assert settings.data_dir == Path(".prism")
+    assert settings.sync_timeout_s == 300
+    assert TOKEN not in repr(Settings(token=TOKEN))
+
+
+def test_token_file_wins_over_variable(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{TOKEN}\n")
+    env = {"PRISM_API_TOKEN": "from-variable", "PRISM_API_TOKEN_FILE": str(token_file)}
+    assert Settings.from_env(env).token == TOKEN
+    assert Settings.from_env({"PRISM_API_TOKEN": f"  {TOKEN} "}).token == TOKEN
+    assert Settings.from_env({"PRISM_API_TOKEN": ""}).token is None
+    token_file.write_text("\n")
+    assert Settings.from_env(env).token is None
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PRISM_API_TOKEN_FILE": "/nonexistent/prism-token"},
+        {"PRISM_API_TOKEN": "two words"},
+        {"PRISM_API_TOKEN": "caf\u00e9"},
+        {"PRISM_GATEWAY_ADMIN_ADDR": "0.0.0.0:9901"},
+        {"PRISM_GATEWAY_ADMIN_ADDR": "10.1.2.3:9901"},
+        {"PRISM_GATEWAY_ADMIN_ADDR": "localhost:9901"},
+        {"PRISM_GATEWAY_ADDR": "127.0.0.1"},
+        {"PRISM_GATEWAY_ADDR": "127.0.0.1:70000"},
+        {"PRISM_ORCHESTRATOR_ADDR": ":50051"},
+        {"PRISM_GATEWAY_SYNC_TIMEOUT": "soon"},
+        {"PRISM_GATEWAY_SYNC_TIMEOUT": "0"},
+        {"PRISM_GATEWAY_SYNC_TIMEOUT": "nan"},
+    ],
+)
+def test_bad_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)
+
+
+def test_loopback_admin_addresses_are_accepted() -> None:
+    assert Settings.from_env({"PRISM_GATEWAY_ADMIN_ADDR": "[::1]:9901"}).admin.host == "::1"
+    assert Settings.from_env({"PRISM_GATEWAY_ADMIN_ADDR": "127.0.0.2:9901"}).admin.port == 9901
+
+
+# --- no token: fail closed -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "body"), PUBLIC_REQUESTS)
+@pytest.mark.parametrize("with_header", [False, True], ids=["bare", "bearer"])
+def test_no_token_configured_answers_503_json_everywhere(
+    without_token: Running, method: str, path: str, body: bytes | None, with_header: bool
+) -> None:
+    headers = bearer() if with_header else {}
+    reply = call(without_token.port, method, path, body=body, headers=headers)
+    assert_error(reply, 503, 14)
+
+
+def test_no_token_configured_grpc_is_unavailable(without_token: Running) -> None:
+    error = grpc_call(without_token.port, "/prism.v1.Orchestrator/GetLanding", [])
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "token" in (error.details() or "")
+
+
+# --- token configured ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer wrong",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN.upper()}",
+        f"Basic {TOKEN}",
+        TOKEN,
+        f"Bearer {TOKEN} {TOKEN}",
+    ],
+)
+@pytest.mark.parametrize(("method", "path", "body"), PUBLIC_REQUESTS[:3] + PUBLIC_REQUESTS[4:])
+def test_missing_or_wrong_token_is_401_json(
+    with_token: Running,
+    authorization: str | None,
+    method: str,
+    path: str,
+    body: bytes | None,
+) -> None:
+    headers = {} if authorization is None else {"authorization": authorization}
+    reply = call(with_token.port, method, path, body=body, headers=headers)
+    assert_error(reply, 401, 16)
+    assert (reply.headers.get("www-authenticate") or "").startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [[], [("authorization", "Bearer wrong")], [("authorization", f"Basic {TOKEN}")]],
+    ids=["missing", "wrong", "basic"],
+)
+def test_grpc_with_missing_or_wrong_token_is_unauthenticated(
+    with_token: Running, metadata: list[tuple[str, str]]
+) -> None:
+    error = grpc_call(with_token.port, "/prism.v1.Orchestrator/GetLanding", metadata)
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.details() == "missing or invalid bearer token"
+
+
+def test_grpc_with_token_reaches_for_the_orchestrator(with_token: Running) -> None:
+    # Past auth, the call goes upstream, which is down.
+    metadata = [("authorization", f"Bearer {TOKEN}")]
+    for method in (
+        "/prism.v1.Orchestrator/GetLanding",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ):
+        error = grpc_call(with_token.port, method, metadata)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, method
+
+
+def test_grpc_unknown_service_is_unimplemented(with_token: Running) -> None:
+    metadata = [("authorization", f"Bearer {TOKEN}")]
+    error = grpc_call(with_token.port, "/prism.v1.Runner/Anything", metadata)
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("headers", [{}, bearer(), bearer("wrong")], ids=["none", "good", "bad"])
+def test_healthz_needs_no_token(with_token: Running, headers: dict[str, str]) -> None:
+    reply = call(with_token.port, "GET", "/healthz", headers=headers)
+    assert reply.status == 200
+    assert reply.json() == {"status": "ok"}
+
+
+def test_bearer_scheme_is_case_insensitive(with_token: Running) -> None:
+    reply = call(with_token.port, "GET", "/", headers={"authorization": f"bearer {TOKEN}"})
+    assert_error(reply, 503, 14)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/no/such/route"),
+        ("POST", "/no/such/route"),
+        ("GET", "/sweeps/a/b"),
+        ("DELETE", "/"),
+        ("POST", "/healthz"),
+        ("GET", "/prism.v1.Orchestrator/GetLanding"),
+    ],
+)
+def test_unknown_route_is_404_json(with_token: Running, method: str, path: str) -> None:
+    reply = call(with_token.port, method, path, body=b"{}", headers=bearer())
+    assert_error(reply, 404, 5)
+
+
+def test_unknown_query_parameter_is_400_json(with_token: Running) -> None:
+    reply = call(with_token.port, "GET", "/sweeps/x?bogus=1", headers=bearer())
+    assert_error(reply, 400, 3)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"null",
+        b"[]",
+        b'"str"',
+        b"42",
+        b"not json",
+        b'{"task": 5}',
+        b'{"task": true}',
+        b'{"task": {"a": 1}}',
+        b'{"task": ["a"]}',
+        b'{"task": "a"} trailing',
+        b'{"task": "\xff"}',
+    ],
+)
+def test_body_the_transcoder_cannot_map_is_400_json(
+    with_stuck_orchestrator: Running, body: bytes
+) -> None:
+    # Bodies that do map (empty, {}, {"task": null}, unknown fields only) reach the orchestrator,
+    # which must answer INVALID_ARGUMENT itself.
+    reply = call(with_stuck_orchestrator.port, "POST", "/", body=body, headers=bearer())
+    assert_error(reply, 400, 3)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_over_the_limit_is_413_json(with_stuck_orchestrator: Running, chunked: bool) -> None:
+    assert MAX_REQUEST_BYTES == ONE_MIB
+    body = json.dumps({"task": "x" * ONE_MIB}).encode()
+    port = with_stuck_orchestrator.port
+    reply = call(port, "POST", "/", body=body, headers=bearer(), chunked=chunked)
+    assert_error(reply, 413, 8)
+
+
+def test_body_at_the_limit_goes_through_until_the_sync_timeout(
+    with_stuck_orchestrator: Running,
+) -> None:
+    body = json.dumps({"task": "x" * (ONE_MIB - len('{"task": ""}'))}).encode()
+    assert len(body) == ONE_MIB
+    reply = call(with_stuck_orchestrator.port, "POST", "/", body=body, headers=bearer())
+    assert_error(reply, 504, 4)
+
+
+def test_stuck_orchestrator_grpc_run_sweep_times_out(with_stuck_orchestrator: Running) -> None:
+    metadata = [("authorization", f"Bearer {TOKEN}")]
+    error = grpc_call(with_stuck_orchestrator.port, "/prism.v1.Orchestrator/RunSweep", metadata)
+    # Envoy's own mapping of its 504 for gRPC clients.
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "upstream request timeout"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), PUBLIC_REQUESTS[:3])
+def test_orchestrator_down_is_503_json(
+    with_token: Running, method: str, path: str, body: bytes | None
+) -> None:
+    reply = call(with_token.port, method, path, body=body, headers=bearer())
+    assert_error(reply, 503, 14)
+    reply = call(with_token.port, method, path, body=body, headers=bearer(), chunked=bool(body))
+    assert_error(reply, 503, 14)
+
+
+# --- what Envoy loaded ---------------------------------------------------------------------
+
+
+def admin_get(settings: Settings, path: str) -> bytes:
+    connection = http.client.HTTPConnection(settings.admin.host, settings.admin.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200
+        return response.read()
+    finally:
+        connection.close()
+
+
+def test_route_timeouts(start_gateway: GatewayFactory) -> None:
+    running = start_gateway(token=TOKEN, sync_timeout_s=123.5)
+    dump = json.loads(admin_get(running.settings, "/config_dump?resource=static_route_configs"))
+    (config,) = dump["configs"]
+    (virtual_host,) = config["route_config"]["virtual_hosts"]
+    routes = {route["name"]: route for route in virtual_host["routes"]}
+    assert routes["run_sweep"]["match"]["path"] == "/prism.v1.Orchestrator/RunSweep"
+    assert routes["run_sweep"]["route"]["timeout"] == "123.500s"
+    assert routes["orchestrator_unary"]["match"]["prefix"] == "/prism.v1.Orchestrator/"
+    assert routes["orchestrator_unary"]["route"]["timeout"] == "30s"
+    for streaming in ("reflection", "health_watch"):
+        assert routes[streaming]["route"]["timeout"] == "0s"
+        assert routes[streaming]["route"]["idle_timeout"] == "300s"
+    assert "direct_response" in routes["healthz"]
+
+
+def test_token_stays_out_of_config_dump_command_line_and_logs(
+    start_gateway: GatewayFactory,
+) -> None:
+    running = start_gateway(token=TOKEN)
+    for headers in (bearer(), bearer("wrong"), {}):
+        call(running.port, "GET", "/", headers=headers)
+        call(running.port, "POST", "/", body=b'{"task": "x"}', headers=headers)
+    grpc_call(running.port, "/prism.v1.Orchestrator/GetLanding", [("authorization", "Bearer w")])
+    dump = admin_get(running.settings, "/config_dump?include_eds")
+    assert b"prism.v1.Orchestrator" in dump
+    assert TOKEN.encode() not in dump
+    cmdline = Path(f"/proc/{running.process.pid}/cmdline").read_bytes()
+    assert TOKEN.encode() not in cmdline
+    gateway.stop(running.process)  # flushes the access log
+    logs = running.logs()
+    access_lines = [json.loads(line) for line in running.stdout.read_text().splitlines()]
+    assert len(access_lines) >= 7
+    assert all(line["path"] in {"/", "/prism.v1.Orchestrator/GetLanding"} for line in access_lines)
+    assert TOKEN not in logs
+    assert "authorization" not in logs.lower()
+
+
+def test_admin_listens_on_loopback_only(with_token: Running) -> None:
+    port = with_token.settings.admin.port
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                listening.append(address)
+    assert listening == ["0100007F"]  # 127.0.0.1, little-endian hex
+    assert admin_get(with_token.settings, "/ready").strip() == b"LIVE"
+
+
+# --- the launcher ----------------------------------------------------------------------------
+
+
+def test_python_m_gateway_becomes_envoy(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", token=TOKEN)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PRISM_GATEWAY_ADDR": str(settings.listen),
+        "PRISM_GATEWAY_ADMIN_ADDR": str(settings.admin),
+        "PRISM_ORCHESTRATOR_ADDR": str(settings.orchestrator),
+        "PRISM_DATA_DIR": str(settings.data_dir),
+        "PRISM_API_TOKEN": "overridden-by-the-file",
+        "PRISM_API_TOKEN_FILE": str(tmp_path / "token"),
+    }
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    repo_root = Path(gateway.__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(settings, process)
+        # Same pid, now the Envoy binary itself.
+        assert Path(f"/proc/{process.pid}/exe").resolve().name == "envoy"
+        assert stat.S_IMODE(settings.config_path.stat().st_mode) == 0o600
+        assert call(settings.listen.port, "GET", "/", headers=bearer()).status == 503
+        assert (
+            call(settings.listen.port, "GET", "/", headers=bearer("overridden-by-the-file")).status
+            == 401
+        )
+    finally:
+        gateway.stop(process)
+
+
+def test_python_m_gateway_refuses_bad_settings(tmp_path: Path) -> None:
+    repo_root = Path(gateway.__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        cwd=repo_root,
+        env={"PRISM_GATEWAY_ADMIN_ADDR": "0.0.0.0:9901", "PRISM_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["level"] == "critical"
+    assert "PRISM_GATEWAY_ADMIN_ADDR" in line["message"]
+    assert not (tmp_path / "gateway").exists()
