@@ -130,7 +130,7 @@ def create_sweep(sweep_id: str, task: str, trials: list[PlannedTrial]) -> None:
             Trial.create(
                 id=f"{sweep_id}/{index}",
                 sweep=sweep_id,
-                index=index,
+                position=index,
                 name=planned.name,
                 script=sha,
                 params_json=json.dumps(planned.params),

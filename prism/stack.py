@@ -25,9 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from prism.healthcheck import serving
 from prism.service import env
 
 GATEWAY, ORCHESTRATOR = "gateway", "orchestrator"
@@ -62,6 +60,7 @@ class Layout:
             admin_port=int(env("PRISM_ADMIN_PORT", "9901")),
             orchestrator_port=int(env("PRISM_ORCHESTRATOR_PORT", "50051")),
             runner_ports=tuple(int(p) for p in ports.split(",") if p.strip()),
+            runner_prefix=env("PRISM_RUNNER_PREFIX", "runner"),
             image=env("PRISM_SANDBOX_IMAGE", "prism-sandbox:latest"),
         )
 
@@ -216,14 +215,7 @@ class Stack:
                     return bool(reply.status == 200)
             except (urllib.error.URLError, OSError):
                 return False
-        with grpc.insecure_channel(self.layout.address(service)) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-            except grpc.RpcError:
-                return False
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        return serving(self.layout.address(service))
 
     def up(self) -> None:
         self.prepare()

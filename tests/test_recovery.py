@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
 import time
 
 import grpc
 import pytest
 
+from prism.healthcheck import serving
 from prism.stack import ORCHESTRATOR
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.conftest import RunningStack, StackFactory
@@ -115,3 +118,44 @@ def test_a_caller_that_disconnects_does_not_stop_the_sweep(slow_stack: RunningSt
     status = finished_status(slow_stack, sweep_id)
     assert status.status == "done"
     assert [json.loads(r.output)["task"] for r in status.completed] == ["gone"] * 3
+
+
+def test_restarted_orchestrator_serves_only_after_runners_report(make_stack: StackFactory) -> None:
+    stack = make_stack(
+        examples=SLOW_RUNNERS,
+        env={"PRISM_EXAMPLE_RUNNERS": ",".join(SLOW_RUNNERS), "PRISM_RECONCILE_SECONDS": "60"},
+        gateway=False,
+    )
+    with stack.channel() as channel:
+        call = orchestrator_pb2_grpc.OrchestratorStub(channel).RunSweep.future(
+            orchestrator_pb2.RunSweepRequest(task="frozen"), metadata=stack.metadata()
+        )
+        wait_until(lambda: len(stack.executions()) == 3, what="three trials to start")
+        stack.stack.kill(ORCHESTRATOR)
+        with pytest.raises(grpc.RpcError):
+            call.result()
+    [(sweep_id,)] = stack.orchestrator_query("SELECT id FROM sweep")
+    frozen = next(iter(stack.layout.runners))
+    stack.stack.signal(frozen, signal.SIGSTOP)
+    try:
+        stack.stack.start(ORCHESTRATOR)
+        # Up, but not serving: one runner holding a trial has not reported.
+        wait_until(lambda: port_open(stack.orchestrator), what="the orchestrator to listen")
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            assert not serving(stack.orchestrator)
+            time.sleep(0.1)
+    finally:
+        stack.stack.signal(frozen, signal.SIGCONT)
+    started = time.monotonic()
+    stack.stack.wait_ready(ORCHESTRATOR)
+    assert time.monotonic() - started < 30, "serving should follow the runner's report"
+    status = finished_status(stack, sweep_id)
+    assert status.status == "done"
+    assert stack.executions() == {f"{sweep_id}/{i}": 1 for i in range(3)}
+
+
+def port_open(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as s:
+        return s.connect_ex((host, int(port))) == 0

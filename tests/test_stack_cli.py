@@ -1,0 +1,78 @@
+"""`python -m prism.stack`, the commands behind `make up`, `make demo` and `make down`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from prism.stack import Layout, Stack
+from tests.conftest import REPO, free_ports
+
+
+def stack_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prism.stack", command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
+    gateway, admin, orchestrator, *runners = free_ports(6)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PRISM_")},
+        "PRISM_DATA_DIR": str(tmp_path),
+        "PRISM_GATEWAY_PORT": str(gateway),
+        "PRISM_ADMIN_PORT": str(admin),
+        "PRISM_ORCHESTRATOR_PORT": str(orchestrator),
+        "PRISM_RUNNER_PORTS": ",".join(map(str, runners)),
+        "PRISM_RUNNER_PREFIX": f"cli{secrets.token_hex(3)}",
+    }
+    layout = Layout(
+        data_dir=tmp_path,
+        gateway_port=gateway,
+        admin_port=admin,
+        orchestrator_port=orchestrator,
+        runner_ports=tuple(runners),
+        runner_prefix=env["PRISM_RUNNER_PREFIX"],
+    )
+    try:
+        up = stack_cli("up", env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"generated an API token in {tmp_path / 'api_token'}" in up.stdout
+        assert stat.S_IMODE((tmp_path / "api_token").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "runner_token").stat().st_mode) == 0o600
+        token = (tmp_path / "api_token").read_text().strip()
+        assert token not in up.stdout + up.stderr
+        pids = {s: Stack(layout).pid(s) for s in layout.services}
+        assert all(pids.values()), pids
+
+        again = stack_cli("up", env)  # idempotent: nothing new starts
+        assert again.returncode == 0, again.stderr
+        assert "generated" not in again.stdout
+        assert {s: Stack(layout).pid(s) for s in layout.services} == pids
+
+        demo = stack_cli("demo", env)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        lines = demo.stdout.splitlines()
+        assert [line.split()[0] for line in lines[-3:]] == ["runner-a", "runner-b", "runner-c"]
+        assert all(" done " in line for line in lines[-3:])
+        for name in layout.services:
+            assert token not in layout.log_file(name).read_text(), f"token in {name}'s log"
+    finally:
+        down = stack_cli("down", env)
+    assert down.returncode == 0, down.stderr
+    for service, pid in pids.items():
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or b"zombie" in Path(f"/proc/{pid}/status").read_bytes()
+        ), service
+        assert not layout.pid_file(service).exists()
