@@ -1,0 +1,147 @@
+"""The default sweep through the whole stack against three hardened containers
+run directly with the Docker SDK, side by side in one run.
+
+    .venv/bin/python bench/default_sweep.py [--rounds 10]
+
+Prints the median wall time of each and their ratio (target: at most 1.3).
+The stack is real: Envoy, the orchestrator, three runner processes, SQLite,
+the engine; it runs on free loopback ports in a temporary folder and is
+stopped at the end. The baseline runs the same three example scripts in the
+same image with the same hardening, concurrently, create -> start -> wait ->
+logs -> remove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+
+import docker
+from docker.types import Ulimit
+
+from orchestrator_svc.config import EXAMPLES_DIR
+from prism.stack import GATEWAY, Layout, Stack
+from sandbox.images import ensure_sandbox_image
+
+EXAMPLES = ["runner-a", "runner-b", "runner-c"]
+MiB = 2**20
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def direct_round(client: docker.DockerClient, image: str, task: str) -> float:
+    """Three hardened containers at once, straight through the SDK."""
+    outputs: dict[str, bytes] = {}
+
+    def one(name: str) -> None:
+        container = client.containers.create(
+            image,
+            environment={
+                "PRISM_SCRIPT": (EXAMPLES_DIR / f"{name}.py").read_text(),
+                "PRISM_PARAMS": json.dumps({"task": task}),
+                "HOME": "/workspace",
+            },
+            user="65534:65534",
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/workspace": "rw,nosuid,nodev,noexec,size=64m", "/tmp": "size=16m"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=64,
+            mem_limit=384 * MiB,
+            memswap_limit=384 * MiB,
+            nano_cpus=10**9,
+            ulimits=[
+                Ulimit(name="nofile", soft=1024, hard=1024),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            init=True,
+            ipc_mode="private",
+            labels={"prism.bench": "direct"},
+        )
+        try:
+            container.start()
+            container.wait(timeout=60)
+            outputs[name] = container.logs(stdout=True, stderr=False)
+        finally:
+            container.remove(force=True)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(n,)) for n in EXAMPLES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    assert all(json.loads(outputs[n])["task"] == task for n in EXAMPLES), outputs
+    return elapsed
+
+
+def stack_round(stack: Stack, token: str, task: str) -> float:
+    request = urllib.request.Request(
+        f"http://{stack.layout.address(GATEWAY)}/",
+        data=json.dumps({"task": task}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=120) as reply:
+        body = json.load(reply)
+    elapsed = time.perf_counter() - started
+    assert [r["status"] for r in body["results"]] == ["done"] * 3, body
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    rounds = parser.parse_args().rounds
+    with closing(docker.from_env(max_pool_size=16)) as client, tempfile.TemporaryDirectory() as tmp:
+        image = ensure_sandbox_image(client)
+        ports = free_ports(6)
+        layout = Layout(
+            data_dir=Path(tmp),
+            gateway_port=ports[0],
+            admin_port=ports[1],
+            orchestrator_port=ports[2],
+            runner_ports=tuple(ports[3:]),
+            runner_prefix=f"bench{secrets.token_hex(3)}",
+            image=image,
+        )
+        stack = Stack(layout)
+        try:
+            stack.up()
+            token = stack.api_token()
+            stack_round(stack, token, "warm-up")
+            direct_round(client, image, "warm-up")
+            direct, full = [], []
+            for i in range(rounds):  # interleaved, so drift affects both alike
+                direct.append(direct_round(client, image, f"round {i}"))
+                full.append(stack_round(stack, token, f"round {i}"))
+        finally:
+            stack.down()
+    d, f = statistics.median(direct), statistics.median(full)
+    print(f"rounds: {rounds}")
+    print(f"direct SDK, 3 hardened containers: median {d:.3f} s (min {min(direct):.3f})")
+    print(f"default sweep through the gateway: median {f:.3f} s (min {min(full):.3f})")
+    print(f"ratio stack/direct: {f / d:.2f} (target <= 1.30)")
+
+
+if __name__ == "__main__":
+    main()

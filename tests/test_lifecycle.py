@@ -1,0 +1,65 @@
+"""Graceful SIGTERM: each service drains and exits 0; a runner stopping mid-trial
+records the trial as an infrastructure failure and leaves no container."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from contextlib import closing
+
+import docker
+
+from prism.healthcheck import serving
+from prism.stack import GATEWAY, ORCHESTRATOR
+from prism.v1 import runner_pb2_grpc, trial_pb2
+from sandbox.container import OWNER_LABEL
+from tests.conftest import StackFactory
+from tests.test_recovery import wait_until
+from tests.test_runner import PREVIOUS, connect, finished, run
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def test_every_service_exits_cleanly_on_sigterm(make_stack: StackFactory) -> None:
+    stack = make_stack(runners=1)
+    procs = stack.stack.procs
+    assert terminate(procs.pop(GATEWAY)) == 0
+    assert terminate(procs.pop(ORCHESTRATOR)) == 0
+    [runner] = stack.layout.runners
+    assert terminate(procs.pop(runner)) == 0
+    assert not serving(stack.layout.address(runner))
+
+
+def test_runner_sigterm_mid_trial_records_it_and_removes_the_container(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(runners=1, gateway=False)
+    [runner] = stack.layout.runners
+    script = "import time\ntime.sleep(300)"
+    metadata = (("authorization", f"Bearer {stack.runner_token}"),)
+    with stack.channel(runner) as channel, closing(docker.from_env()) as client:
+        events = runner_pb2_grpc.RunnerStub(channel).Connect(
+            iter([run("term/0", script)]), metadata=metadata, timeout=60
+        )
+        for event in events:
+            if event.HasField("started"):
+                break
+        mine = {"label": f"{OWNER_LABEL}={runner}"}
+        wait_until(lambda: client.containers.list(filters=mine), what="the container")
+        assert terminate(stack.stack.procs.pop(runner)) == 0
+        assert client.containers.list(all=True, filters=mine) == []
+
+    stack.stack.layout.pid_file(runner).unlink()
+    stack.stack.start(runner)
+    stack.stack.wait_ready(runner)
+    again = connect(stack, [run("term/0", script)])
+    assert [e.accepted.previous for e in again if e.HasField("accepted")] == [
+        PREVIOUS.PREVIOUS_FINISHED
+    ]
+    result = finished(again)["term/0"]
+    assert result.outcome == trial_pb2.OUTCOME_SANDBOX_ERROR
+    assert result.reason == "the runner shut down during the trial"
+    assert stack.executions() == {"term/0": 1}
