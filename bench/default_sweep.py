@@ -61,7 +61,11 @@ def direct_round(client: docker.DockerClient, image: str, task: str) -> float:
             user="65534:65534",
             network_mode="none",
             read_only=True,
-            tmpfs={"/workspace": "rw,nosuid,nodev,noexec,size=64m", "/tmp": "size=16m"},
+            tmpfs={
+                "/workspace": "rw,nosuid,nodev,noexec,size=64m,uid=65534,gid=65534",
+                "/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777",
+            },
+            shm_size=16 * MiB,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             pids_limit=64,
@@ -74,6 +78,7 @@ def direct_round(client: docker.DockerClient, image: str, task: str) -> float:
             ],
             init=True,
             ipc_mode="private",
+            cgroupns="private",
             labels={"prism.bench": "direct"},
         )
         try:
