@@ -5,15 +5,21 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_RUN := .prism/test-run
 
 .PHONY: demo test up down logs install engine images protos check lint clean
 
 demo: up
 	$(PY) -m prism.stack demo
 
-test: engine images
-	$(PY) -m pytest || { status=$$?; \
-	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; exit $$status; }
+# The tests get an engine of their own when none answers, and stop it after.
+test: $(STAMP)
+	$(PY) -m sandbox.engine start --run-dir $(TEST_RUN)
+	$(PY) -m sandbox.images
+	status=0; $(PY) -m pytest || status=$$?; \
+	  $(PY) -m sandbox.engine stop --run-dir $(TEST_RUN) >/dev/null; \
+	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; \
+	  exit $$status
 
 up: engine images
 	$(PY) -m prism.stack up

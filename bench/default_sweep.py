@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import socket
 import statistics
 import tempfile
 import threading
@@ -29,21 +28,11 @@ import docker
 from docker.types import Ulimit
 
 from orchestrator_svc.config import EXAMPLES_DIR
-from prism.stack import GATEWAY, Layout, Stack
+from prism.stack import GATEWAY, Layout, Stack, free_ports
 from sandbox.images import ensure_sandbox_image
 
 EXAMPLES = ["runner-a", "runner-b", "runner-c"]
 MiB = 2**20
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def direct_round(client: docker.DockerClient, image: str, task: str) -> float:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prism.service import env, read_secret
+from sandbox import MAX_SCRIPT_BYTES
 
 DEFAULT_RUNNERS = "runner-1=127.0.0.1:50061,runner-2=127.0.0.1:50062,runner-3=127.0.0.1:50063"
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -37,9 +38,9 @@ class Settings:
     api_token: str | None
     runner_token: str | None
     runners: tuple[tuple[str, str], ...]
-    # The default sweep: one trial per example runner, in this order.
-    examples: tuple[str, ...]
-    examples_dir: Path
+    # The default sweep: one trial per example runner, in this order, with
+    # its script (read once, at start).
+    examples: tuple[tuple[str, str], ...]
     example_wall_seconds: float
     # How long POST / waits for its sweep before answering DEADLINE_EXCEEDED;
     # below the gateway's route timeout for it (300 s), so the client gets the id.
@@ -51,33 +52,43 @@ class Settings:
     def db_path(self) -> Path:
         return self.data_dir / "orchestrator.db"
 
-    def example_script(self, name: str) -> str:
-        return (self.examples_dir / f"{name}.py").read_text()
-
     @classmethod
     def from_env(cls) -> Settings:
-        settings = cls(
+        names = [
+            n.strip() for n in env("PRISM_EXAMPLE_RUNNERS", "runner-a,runner-b,runner-c").split(",")
+        ]
+        return cls(
             address=env("PRISM_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
             data_dir=Path(env("PRISM_DATA_DIR", ".prism")),
             api_token=read_secret("PRISM_API_TOKEN"),
             runner_token=read_secret("PRISM_RUNNER_TOKEN"),
             runners=parse_runners(env("PRISM_RUNNERS", DEFAULT_RUNNERS)),
-            examples=tuple(
-                n.strip()
-                for n in env("PRISM_EXAMPLE_RUNNERS", "runner-a,runner-b,runner-c").split(",")
-                if n.strip()
+            examples=load_examples(
+                [n for n in names if n], Path(env("PRISM_EXAMPLES_DIR", str(EXAMPLES_DIR)))
             ),
-            examples_dir=Path(env("PRISM_EXAMPLES_DIR", str(EXAMPLES_DIR))),
             example_wall_seconds=float(env("PRISM_EXAMPLE_WALL_SECONDS", "60")),
             sync_wait_seconds=float(env("PRISM_SYNC_WAIT_SECONDS", "290")),
             reconcile_seconds=float(env("PRISM_RECONCILE_SECONDS", "10")),
         )
-        missing = [
-            n for n in settings.examples if not (settings.examples_dir / f"{n}.py").is_file()
-        ]
-        if missing or not settings.examples:
+
+
+def load_examples(names: list[str], folder: Path) -> tuple[tuple[str, str], ...]:
+    """(name, script) for each example runner: `<folder>/<name>.py`, checked now
+    so that a bad one stops the start instead of failing every sweep."""
+    if not names:
+        raise ConfigError("PRISM_EXAMPLE_RUNNERS: name at least one example runner")
+    if len(set(names)) != len(names):
+        raise ConfigError("PRISM_EXAMPLE_RUNNERS: names must be unique")
+    examples = []
+    for name in names:
+        path = folder / f"{name}.py"
+        try:
+            script = path.read_text()
+        except OSError as error:
             raise ConfigError(
-                f"PRISM_EXAMPLE_RUNNERS: no script {', '.join(missing) or '(none named)'} "
-                f"in {settings.examples_dir} (each runner needs <name>.py there)"
-            )
-        return settings
+                f"PRISM_EXAMPLE_RUNNERS: {name} needs its script {path}: {error.strerror}"
+            ) from None
+        if not script.strip() or len(script.encode()) > MAX_SCRIPT_BYTES:
+            raise ConfigError(f"{path}: a script must have 1 to {MAX_SCRIPT_BYTES} bytes")
+        examples.append((name, script))
+    return tuple(examples)

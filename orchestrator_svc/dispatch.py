@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 
 import grpc
@@ -25,6 +26,10 @@ from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
 
 logger = logging.getLogger("orchestrator.dispatch")
+
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 2.0
+# A stream that stayed open this long was healthy: reopening it starts fast.
+STABLE_SECONDS = 5.0
 
 OUTCOME_NAMES = {
     value: name.removeprefix("OUTCOME_").lower()
@@ -72,19 +77,22 @@ class RunnerLink:
         self._stub = runner_pb2_grpc.RunnerStub(self._channel)
         self._outbox: asyncio.Queue[runner_pb2.RunnerCommand] | None = None
 
-    def send(self, command: runner_pb2.RunnerCommand) -> None:
-        """Queue a command on the open stream. Without one it is dropped: the
-        trial is recorded as dispatched here, so the next stream re-sends it."""
-        if self._outbox is not None:
-            self._outbox.put_nowait(command)
+    def send(self, command: runner_pb2.RunnerCommand) -> bool:
+        """Queue a command on the open stream; False when there is none, so the
+        trial certainly did not reach this runner."""
+        if self._outbox is None:
+            return False
+        self._outbox.put_nowait(command)
+        return True
 
     async def run(self) -> None:
-        backoff = 0.1
+        backoff = MIN_BACKOFF
         while True:
+            opened = time.monotonic()
             try:
                 await self._session()
             except grpc.aio.AioRpcError as error:
-                if self.connected or backoff == 0.1:
+                if self.connected or backoff == MIN_BACKOFF:
                     log(
                         logger,
                         "runner stream closed",
@@ -92,31 +100,40 @@ class RunnerLink:
                         code=error.code().name,
                         details=error.details(),
                     )
+            except Exception:
+                # A bug or a store failure must not end this link for good:
+                # log it and reopen, which re-sends what the runner holds.
+                logger.exception("runner link failed", extra={"fields": {"runner": self.name}})
             finally:
-                if self.connected:
-                    backoff = 0.1
                 self.connected = False
                 self._outbox = None
+            # Back off from the first failure on; only a stream that lived a
+            # while starts over fast, so a stream that fails at once cannot spin.
+            if time.monotonic() - opened > STABLE_SECONDS:
+                backoff = MIN_BACKOFF
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _session(self) -> None:
         call = self._stub.Connect(metadata=self._metadata)
-        await call.wait_for_connection()
-        outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
-        held = await self._dispatcher.db(store.in_flight, self.name)
-        unanswered = {trial.id for trial, _ in held}
-        self.in_flight = set(unanswered)
-        for trial, source in held:
-            outbox.put_nowait(run_command(trial, source))
-        self._outbox = outbox
-        self.connected = True
-        log(logger, "runner connected", runner=self.name, address=self.address, resent=len(held))
-        if not unanswered:
-            self.reconciled.set()
-        self._dispatcher.kick()
-        writer = asyncio.create_task(self._write(call, outbox))
+        writer: asyncio.Task[None] | None = None
         try:
+            await call.wait_for_connection()
+            outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
+            held = await self._dispatcher.db(store.in_flight, self.name)
+            unanswered = {trial.id for trial, _ in held}
+            self.in_flight = set(unanswered)
+            for trial, source in held:
+                outbox.put_nowait(run_command(trial, source))
+            self._outbox = outbox
+            self.connected = True
+            log(
+                logger, "runner connected", runner=self.name, address=self.address, resent=len(held)
+            )
+            if not unanswered:
+                self.reconciled.set()
+            self._dispatcher.kick()
+            writer = asyncio.create_task(self._write(call, outbox))
             async for event in call:
                 kind = event.WhichOneof("event")
                 if kind == "accepted":
@@ -131,8 +148,12 @@ class RunnerLink:
                         event.finished.trial_id, result_from_proto(event.finished.result)
                     )
         finally:
-            writer.cancel()
             call.cancel()
+            if writer is not None:
+                writer.cancel()
+                # Its error, if any, is the stream's, which the read above reports.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
 
     @staticmethod
     async def _write(
@@ -158,6 +179,13 @@ class Dispatcher:
         finished = await self.db(store.finish_complete_sweeps)
         if finished:
             log(logger, "finished sweeps completed before a crash", sweeps=finished)
+        requeued = await self.db(store.release_unknown_runners, [link.name for link in self.links])
+        if requeued:
+            log(logger, "trials of runners no longer configured queued again", trials=requeued)
+        holders = await self.db(store.holders)
+        for link in self.links:
+            if link.name not in holders:
+                link.reconciled.set()  # nothing to ask this runner about
         self._tasks = [asyncio.create_task(link.run()) for link in self.links]
         self._tasks.append(asyncio.create_task(self._dispatch_loop()))
         self.kick()
@@ -211,13 +239,26 @@ class Dispatcher:
         while True:
             await self._kicked.wait()
             self._kicked.clear()
-            for trial, source in await self.db(store.pending_trials):
-                link = self._least_loaded()
-                if link is None:
-                    break  # a runner connecting kicks this loop again
-                if await self.db(store.assign, trial.id, link.name):
-                    link.in_flight.add(trial.id)
-                    link.send(run_command(trial, source))
+            try:
+                await self._dispatch_pending()
+            except Exception:
+                logger.exception("dispatch failed; retrying")
+                await asyncio.sleep(1.0)
+                self.kick()
+
+    async def _dispatch_pending(self) -> None:
+        for trial, source in await self.db(store.pending_trials):
+            link = self._least_loaded()
+            if link is None:
+                return  # a runner connecting kicks the loop again
+            if await self.db(store.assign, trial.id, link.name):
+                link.in_flight.add(trial.id)
+                if not link.send(run_command(trial, source)):
+                    # The stream closed during the write: nothing was sent, so
+                    # the trial may safely go to another runner.
+                    link.in_flight.discard(trial.id)
+                    await self.db(store.unassign, trial.id, link.name, "stream closed before send")
+                    self.kick()
 
     async def close(self) -> None:
         for task in self._tasks:

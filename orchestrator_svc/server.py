@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import logging
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.servicer import OrchestratorServicer
-from prism.service import (
-    SERVER_KEEPALIVE,
-    BearerTokenAuth,
-    log,
-    new_health,
-    serve_until_signalled,
-    set_serving,
-)
+from prism.service import log, new_server, serve_until_signalled, set_serving
 from prism.sqlite import DbThread
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -32,26 +21,16 @@ GRACE_SECONDS = 5.0
 async def serve(settings: Settings) -> None:
     db = DbThread(store.db, settings.db_path, store.MODELS)
     dispatcher = Dispatcher(settings, db)
-    server = grpc.aio.server(
-        interceptors=[BearerTokenAuth(settings.api_token, what="API token")],
-        options=SERVER_KEEPALIVE,
+    server, health = new_server(
+        token=settings.api_token,
+        what="API token",
+        services=[orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name],
     )
-    orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-        OrchestratorServicer(dispatcher), server
-    )
-    health = new_health()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [
-            orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    servicer = OrchestratorServicer(dispatcher)
+    orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(servicer, server)
     port = server.add_insecure_port(settings.address)
-    # Health answers NOT_SERVING while unfinished sweeps are reconciled with
-    # the runners; only then does the service take new work.
+    # While unfinished sweeps are reconciled with the runners, health answers
+    # NOT_SERVING and the API answers UNAVAILABLE (retryable): no new work yet.
     await set_serving(health, False)
     await server.start()
     log(logger, "recovering", address=settings.address, port=port)
@@ -59,6 +38,7 @@ async def serve(settings: Settings) -> None:
     silent = await dispatcher.reconcile(settings.reconcile_seconds)
     if silent:
         log(logger, "runners did not report in time; their trials wait for them", runners=silent)
+    servicer.ready = True
     await set_serving(health, True)
     log(
         logger,
@@ -66,7 +46,7 @@ async def serve(settings: Settings) -> None:
         address=settings.address,
         port=port,
         runners=[name for name, _ in settings.runners],
-        examples=list(settings.examples),
+        examples=[name for name, _ in settings.examples],
     )
     try:
         await serve_until_signalled(server, health, grace=GRACE_SECONDS)

@@ -149,7 +149,15 @@ def _with_scripts(where: Any) -> list[tuple[Trial, str]]:
 
 def pending_trials() -> list[tuple[Trial, str]]:
     """Trials not yet sent to any runner, oldest sweep first, with their scripts."""
-    return _with_scripts(Trial.state == PENDING)
+    query = (
+        Trial.select(Trial, Script)
+        .join(Script)
+        .switch(Trial)
+        .join(Sweep)
+        .where(Trial.state == PENDING)
+        .order_by(Sweep.created_at, Trial.position)
+    )
+    return [(trial, trial.script.source) for trial in query]
 
 
 def assign(trial_id: str, runner: str) -> bool:
@@ -162,6 +170,51 @@ def assign(trial_id: str, runner: str) -> bool:
         trial.save()
         _append(trial.sweep_id, "trial_dispatched", trial.position, runner=runner)
         return True
+
+
+def unassign(trial_id: str, runner: str, why: str) -> None:
+    """Put a dispatched trial back to pending: it is known never to have reached `runner`."""
+    with db.atomic("IMMEDIATE"):
+        trial = Trial.get_by_id(trial_id)
+        if trial.state != DISPATCHED or trial.runner != runner:
+            return
+        trial.state, trial.runner, trial.dispatched_at = PENDING, None, None
+        trial.save()
+        _append(trial.sweep_id, "trial_requeued", trial.position, runner=runner, reason=why)
+
+
+def release_unknown_runners(runners: list[str]) -> list[str]:
+    """Trials held by runners no longer configured cannot be answered for: queue
+    them again. Returns their ids."""
+    with db.atomic("IMMEDIATE"):
+        held = list(
+            Trial.select().where(
+                Trial.state.in_([DISPATCHED, RUNNING]) & Trial.runner.not_in(runners)
+            )
+        )
+        for trial in held:
+            old = trial.runner
+            trial.state, trial.runner, trial.dispatched_at, trial.started_at = (
+                PENDING,
+                None,
+                None,
+                None,
+            )
+            trial.save()
+            _append(
+                trial.sweep_id,
+                "trial_requeued",
+                trial.position,
+                runner=old,
+                reason="runner no longer configured",
+            )
+    return [t.id for t in held]
+
+
+def holders() -> set[str]:
+    """Runners holding trials that have not finished."""
+    query = Trial.select(Trial.runner).where(Trial.state.in_([DISPATCHED, RUNNING])).distinct()
+    return {t.runner for t in query if t.runner}
 
 
 def mark_started(trial_id: str) -> None:

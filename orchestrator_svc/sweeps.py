@@ -23,10 +23,10 @@ LANDING = orchestrator_pb2.Landing(
         "container sandbox on a runner service, and returns the aggregated results."
     ),
     usage=orchestrator_pb2.Usage(
-        start='POST / with {"task": "<text>"} runs the default sweep and returns its results',
+        start='POST / with {"task": "..."} runs the default sweep and returns its results',
         poll="GET /sweeps/{sweepId} shows a sweep's progress and results",
         api=(
-            "every route needs 'Authorization: Bearer <token>'; the same API is gRPC service "
+            "every route needs an 'Authorization: Bearer' token; the same API is gRPC service "
             "prism.v1.Orchestrator on this port (server reflection is on)"
         ),
     ),
@@ -50,11 +50,11 @@ def plan_default(settings: Settings, task: str) -> list[store.PlannedTrial]:
     return [
         store.PlannedTrial(
             name=name,
-            script=settings.example_script(name),
+            script=script,
             params={"task": task},
             wall_seconds=settings.example_wall_seconds,
         )
-        for name in settings.examples
+        for name, script in settings.examples
     ]
 
 

@@ -12,15 +12,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
 
 from prism.errors import InvalidArgument, PrismError
 
@@ -109,6 +110,14 @@ def _aborting_handler(
     )
 
 
+def bearer_token(authorization: str | bytes) -> bytes:
+    """The token of an `authorization` value; b"" unless it is a Bearer one.
+    The scheme is case-insensitive (RFC 7235), as the gateway reads it too."""
+    value = authorization.encode() if isinstance(authorization, str) else authorization
+    scheme, _, token = value.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else b""
+
+
 class BearerTokenAuth(grpc.aio.ServerInterceptor):
     """Every method but health needs `authorization: Bearer <token>`.
 
@@ -116,7 +125,7 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):
     The comparison is constant-time."""
 
     def __init__(self, token: str | None, *, what: str) -> None:
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._expected = token.encode() if token else None
         self._what = what
 
     async def intercept_service(
@@ -134,12 +143,33 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):
         given = b""
         for key, value in handler_call_details.invocation_metadata or ():
             if key == "authorization":
-                given = value.encode() if isinstance(value, str) else value
+                given = bearer_token(value)
         if not hmac.compare_digest(given, self._expected):
             return _aborting_handler(
                 handler, grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {self._what}"
             )
         return handler
+
+
+def new_server(
+    *, token: str | None, what: str, services: list[str]
+) -> tuple[grpc.aio.Server, HealthServicer]:
+    """A grpc.aio server with bearer-token auth, keepalive, health (starting
+    NOT_SERVING) and reflection for `services` plus health and reflection."""
+    server = grpc.aio.server(
+        interceptors=[BearerTokenAuth(token, what=what)], options=SERVER_KEEPALIVE
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [
+            *services,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    return server, health
 
 
 def status_details(error: PrismError) -> bytes:
@@ -184,10 +214,6 @@ def rpc(method: H) -> H:
     return wrapper  # type: ignore[return-value]
 
 
-def new_health() -> HealthServicer:
-    return HealthServicer()
-
-
 async def set_serving(health: HealthServicer, serving: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
@@ -216,3 +242,20 @@ async def serve_until_signalled(
     if on_stop is not None:
         await on_stop()
     await server.stop(max(0.0, grace - (time.monotonic() - started)))
+
+
+S = TypeVar("S")
+
+
+def run_service(
+    service: str, load: Callable[[], S], serve: Callable[[S], Coroutine[Any, Any, None]]
+) -> None:
+    """Entry point of a service: JSON logs, settings from the environment
+    (a bad one exits 2 with a message naming it), then serve until signalled."""
+    configure_logging(service)
+    try:
+        settings = load()
+    except (ValueError, OSError) as error:
+        logging.getLogger(service).critical(f"cannot start: {error}")
+        sys.exit(2)
+    asyncio.run(serve(settings))

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,35 +95,59 @@ class Layout:
     def command(self, service: str) -> list[str]:
         return [sys.executable, "-m", MODULES.get(service, RUNNER_MODULE)]
 
-    def service_env(self, service: str, *, api_token_set: bool) -> dict[str, str]:
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("PRISM_") or k in ("PRISM_API_TOKEN", "PRISM_API_TOKEN_FILE")
-        }
-        base.update(
+    def service_env(self, service: str) -> dict[str, str]:
+        """This process's environment, so every PRISM_* setting passes through,
+        with what the layout decides on top, and each token only where used."""
+        env = dict(os.environ)
+        env.update(
+            PRISM_SERVICE=service,  # with PRISM_DATA_DIR, how `down` knows its own processes
             PRISM_DATA_DIR=str(self.data_dir),
-            PRISM_RUNNER_TOKEN_FILE=str(self.runner_token_file),
             PRISM_ORCHESTRATOR_ADDR=self.address(ORCHESTRATOR),
             PYTHONUNBUFFERED="1",
         )
-        if not api_token_set:
-            base["PRISM_API_TOKEN_FILE"] = str(self.api_token_file)
+        for name, path in (
+            ("PRISM_API_TOKEN", self.api_token_file),
+            ("PRISM_RUNNER_TOKEN", self.runner_token_file),
+        ):
+            if not secret_set(name):
+                env[f"{name}_FILE"] = str(path)
         if service == GATEWAY:
-            base.update(
+            env.update(
                 PRISM_GATEWAY_ADDR=self.address(GATEWAY),
                 PRISM_GATEWAY_ADMIN_ADDR=f"{self.host}:{self.admin_port}",
             )
+            unused = "PRISM_RUNNER_TOKEN"
         elif service == ORCHESTRATOR:
-            base["PRISM_RUNNERS"] = ",".join(f"{n}={self.address(n)}" for n in self.runners)
+            env["PRISM_RUNNERS"] = ",".join(f"{n}={self.address(n)}" for n in self.runners)
+            unused = ""
         else:
-            base.update(
+            env.update(
                 PRISM_RUNNER_NAME=service,
                 PRISM_RUNNER_ADDR=self.address(service),
                 PRISM_SANDBOX_IMAGE=self.image,
             )
-        base.update(self.extra_env)
-        return base
+            unused = "PRISM_API_TOKEN"
+        if unused:
+            env.pop(unused, None)
+            env.pop(f"{unused}_FILE", None)
+        env.update(self.extra_env)
+        return env
+
+
+def secret_set(name: str) -> bool:
+    return bool(os.environ.get(name) or os.environ.get(f"{name}_FILE"))
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free right now (the kernel picks them; a race with other programs remains)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def ensure_secret(path: Path) -> bool:
@@ -137,23 +162,23 @@ def ensure_secret(path: Path) -> bool:
     return True
 
 
-def _alive(pid: int, command: list[str]) -> bool:
-    """True if `pid` still runs `command` (pids are reused; never signal a stranger)."""
+def _ours(pid: int, service: str, data_dir: Path) -> bool:
+    """True if `pid` is `service` of the stack in `data_dir`: pids are reused,
+    and `down` must never signal a stranger."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    # The gateway execs envoy, so only the module part identifies it reliably.
-    wanted = command[-1].encode()
-    return wanted in cmdline or (command[-1] == "gateway" and any(b"envoy" in a for a in cmdline))
+    return (
+        f"PRISM_SERVICE={service}".encode() in environ
+        and f"PRISM_DATA_DIR={data_dir}".encode() in environ
+    )
 
 
 class Stack:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.api_token_set = bool(
-            os.environ.get("PRISM_API_TOKEN") or os.environ.get("PRISM_API_TOKEN_FILE")
-        )
+        self.api_token_set = secret_set("PRISM_API_TOKEN")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def api_token(self) -> str:
@@ -163,8 +188,13 @@ class Stack:
         return Path(path or self.layout.api_token_file).read_text().strip()
 
     def prepare(self) -> bool:
-        """Token files; True if an API token was generated now."""
-        ensure_secret(self.layout.runner_token_file)
+        """The data folder (owner only: it holds tokens, databases and logs) and
+        the token files not given by the environment; True if an API token was
+        generated now."""
+        self.layout.data_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.data_dir.chmod(0o700)
+        if not secret_set("PRISM_RUNNER_TOKEN"):
+            ensure_secret(self.layout.runner_token_file)
         return False if self.api_token_set else ensure_secret(self.layout.api_token_file)
 
     def pid(self, service: str) -> int | None:
@@ -172,7 +202,7 @@ class Stack:
             pid = int(self.layout.pid_file(service).read_text())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid, self.layout.command(service)) else None
+        return pid if _ours(pid, service, self.layout.data_dir) else None
 
     def start(self, service: str) -> int:
         if (pid := self.pid(service)) is not None:
@@ -182,7 +212,7 @@ class Stack:
         with open(self.layout.log_file(service), "ab") as log:
             proc = subprocess.Popen(
                 self.layout.command(service),
-                env=self.layout.service_env(service, api_token_set=self.api_token_set),
+                env=self.layout.service_env(service),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -237,11 +267,11 @@ class Stack:
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _alive(pid, self.layout.command(service)) and time.monotonic() < deadline:
+            while _ours(pid, service, self.layout.data_dir) and time.monotonic() < deadline:
                 if (proc := self.procs.get(service)) is not None:
                     proc.poll()
                 time.sleep(0.05)
-            if _alive(pid, self.layout.command(service)):
+            if _ours(pid, service, self.layout.data_dir):
                 os.kill(pid, signal.SIGKILL)
         if (proc := self.procs.pop(service, None)) is not None:
             proc.wait()
@@ -298,9 +328,10 @@ def main() -> None:
         if args.command == "up":
             created = stack.prepare()
             stack.up()
-            token_hint = (
-                f"$(cat {layout.api_token_file})" if not stack.api_token_set else "$PRISM_API_TOKEN"
+            token_file = os.environ.get("PRISM_API_TOKEN_FILE") or (
+                None if stack.api_token_set else layout.api_token_file
             )
+            token_hint = f"$(cat {token_file})" if token_file else "$PRISM_API_TOKEN"
             if created:
                 print(f"generated an API token in {layout.api_token_file} (mode 0600)")
             print(

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import json
 import logging
 from typing import Any
 
+from prism.errors import Unavailable
 from prism.service import log
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, trial_pb2
 from runner_svc import store
-from sandbox import Execution, Limits, Sandbox
+from sandbox import MAX_SCRIPT_BYTES, Execution, Limits, Sandbox
 
 logger = logging.getLogger("runner.executor")
 
@@ -42,6 +44,38 @@ def limits_from_proto(limits: trial_pb2.TrialLimits) -> Limits:
         "workspace_bytes": limits.workspace_bytes,
     }
     return Limits(**{k: v for k, v in given.items() if v})
+
+
+def trial_problem(run: runner_pb2.RunTrial) -> str | None:
+    """What makes this trial unrunnable, if anything."""
+    if not run.script.strip():
+        return "the script is empty"
+    if len(run.script.encode()) > MAX_SCRIPT_BYTES:
+        return f"the script is larger than {MAX_SCRIPT_BYTES} bytes"
+    try:
+        params = json.loads(run.params_json or "{}")
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        return "the parameters are not a JSON object"
+    return None
+
+
+def accepted_event(trial_id: str, previous: str | None) -> runner_pb2.RunnerEvent:
+    return runner_pb2.RunnerEvent(
+        accepted=runner_pb2.TrialAccepted(trial_id=trial_id, previous=PREVIOUS[previous])
+    )
+
+
+def failed_event(trial_id: str, reason: str) -> runner_pb2.RunnerEvent:
+    return runner_pb2.RunnerEvent(
+        finished=runner_pb2.TrialFinished(
+            trial_id=trial_id,
+            result=trial_pb2.TrialResult(
+                outcome=trial_pb2.OUTCOME_FAILED, reason=reason, exit_code=-1
+            ),
+        )
+    )
 
 
 def finished_event(row: store.Trial) -> runner_pb2.RunnerEvent:
@@ -75,12 +109,19 @@ class TrialExecutor:
 
     async def submit(self, run: runner_pb2.RunTrial, outbox: Outbox) -> None:
         """Answer a RunTrial on `outbox`: accepted at once, finished when it is."""
+        if self._closing:
+            raise Unavailable("the runner is shutting down")
+        problem = trial_problem(run)
+        if problem is not None:
+            # The trial's own content is at fault: it fails without running,
+            # the same way every time it is sent.
+            outbox.put_nowait(accepted_event(run.trial_id, None))
+            outbox.put_nowait(failed_event(run.trial_id, problem))
+            return
         previous, row = await self._db(store.admit, run.trial_id, run.params_json)
         # No await from here on until the subscription is in place, so a
         # finishing execution cannot slip between the check and the subscribe.
-        accepted = runner_pb2.RunnerEvent(
-            accepted=runner_pb2.TrialAccepted(trial_id=run.trial_id, previous=PREVIOUS[previous])
-        )
+        accepted = accepted_event(run.trial_id, previous)
         if previous is None:
             self._subscribers[run.trial_id] = {outbox}
             self._running[run.trial_id] = asyncio.create_task(self._execute(run))
@@ -91,7 +132,10 @@ class TrialExecutor:
             outbox.put_nowait(accepted)
         else:
             if row.state != store.FINISHED:
+                # It finished between the admit and now: read the result.
                 row = await self._db(store.get, run.trial_id)
+            if row.state != store.FINISHED:
+                raise Unavailable(f"trial {run.trial_id} is in an unexpected state {row.state}")
             outbox.put_nowait(accepted)
             outbox.put_nowait(finished_event(row))
 
@@ -164,9 +208,12 @@ class TrialExecutor:
         self._subscribers.pop(trial_id, None)
 
     async def close(self) -> None:
-        """Stop what runs (the sandbox kills the containers) and record it."""
+        """Stop what runs (the sandbox kills the containers) and record it.
+        Cancel again until all are done: a trial between its slot and its
+        container is not yet known to the sandbox on the first pass."""
         self._closing = True
-        for trial_id in list(self._running):
-            await asyncio.get_running_loop().run_in_executor(None, self._sandbox.cancel, trial_id)
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
-        self._pool.shutdown()
+        while self._running:
+            for trial_id in list(self._running):
+                await asyncio.to_thread(self._sandbox.cancel, trial_id)
+            await asyncio.wait(list(self._running.values()), timeout=0.2)
+        self._pool.shutdown(wait=False)

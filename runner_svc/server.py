@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import docker
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from prism.service import (
-    SERVER_KEEPALIVE,
-    BearerTokenAuth,
-    log,
-    new_health,
-    serve_until_signalled,
-    set_serving,
-)
+from prism.service import log, new_server, serve_until_signalled, set_serving
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc import store
@@ -32,12 +23,13 @@ GRACE_SECONDS = 10.0
 
 async def serve(settings: Settings) -> None:
     client = docker.from_env(max_pool_size=max(8, 2 * settings.slots))
-    client.images.get(settings.image)  # fail fast, with the engine's message, when it is missing
+    # Fail fast, with the engine's own message, when the image is missing.
+    await asyncio.to_thread(client.images.get, settings.image)
     sandbox = Sandbox(client, image=settings.image, owner=settings.name)
     db = DbThread(store.db, settings.db_path, store.MODELS)
     # Nothing runs here yet, so every container with our label is an orphan of
     # an earlier process, and every trial marked running was interrupted.
-    orphans = sandbox.remove_orphans()
+    orphans = await asyncio.to_thread(sandbox.remove_orphans)
     forgotten, interrupted = await db(store.recover)
     log(
         logger,
@@ -48,21 +40,12 @@ async def serve(settings: Settings) -> None:
     )
 
     executor = TrialExecutor(db, sandbox, slots=settings.slots)
-    server = grpc.aio.server(
-        interceptors=[BearerTokenAuth(settings.token, what="runner token")],
-        options=SERVER_KEEPALIVE,
+    server, health = new_server(
+        token=settings.token,
+        what="runner token",
+        services=[runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name],
     )
     runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(executor), server)
-    health = new_health()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [
-            runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name,
-            reflection.SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        ],
-        server,
-    )
     port = server.add_insecure_port(settings.address)
     await server.start()
     await set_serving(health, True)

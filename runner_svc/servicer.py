@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
-from prism.errors import InvalidArgument
+from prism.errors import InvalidArgument, PrismError
 from prism.service import abort
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc.executor import TrialExecutor
 
 MAX_TRIAL_ID = 200
-MAX_SCRIPT_BYTES = 256 * 1024
+
+logger = logging.getLogger("runner.servicer")
 
 
 def validate(run: runner_pb2.RunTrial) -> None:
+    """The orchestrator makes trial ids: a bad one is a broken peer, which
+    ends the stream. A bad script or bad parameters fail only their trial."""
     if not run.trial_id or len(run.trial_id) > MAX_TRIAL_ID:
         raise InvalidArgument("run_trial.trial_id", f"must be 1 to {MAX_TRIAL_ID} characters")
-    if not run.script.strip():
-        raise InvalidArgument("run_trial.script", "must not be empty")
-    if len(run.script.encode()) > MAX_SCRIPT_BYTES:
-        raise InvalidArgument("run_trial.script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
-    try:
-        params = json.loads(run.params_json or "{}")
-    except ValueError:
-        params = None
-    if not isinstance(params, dict):
-        raise InvalidArgument("run_trial.params_json", "must be a JSON object")
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
@@ -46,7 +39,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         # Headers go out at once, so the orchestrator knows the stream is open
         # (and the token accepted) before any trial event exists.
         await context.send_initial_metadata(())
-        outbox: asyncio.Queue[runner_pb2.RunnerEvent | Exception | None] = asyncio.Queue()
+        outbox: asyncio.Queue[runner_pb2.RunnerEvent | PrismError | None] = asyncio.Queue()
 
         async def read_commands() -> None:
             try:
@@ -54,8 +47,10 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
                     if command.HasField("run_trial"):
                         validate(command.run_trial)
                         await self._executor.submit(command.run_trial, outbox)
-            except InvalidArgument as error:
+            except PrismError as error:
                 outbox.put_nowait(error)
+            except Exception:
+                logger.exception("reading the orchestrator's commands failed")
             finally:
                 outbox.put_nowait(None)
 
@@ -68,10 +63,9 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
                 if event is None:
                     closed = True
                     continue
-                if isinstance(event, InvalidArgument):
+                if isinstance(event, PrismError):
                     await abort(context, event)
                     return
-                assert isinstance(event, runner_pb2.RunnerEvent)
                 kind = event.WhichOneof("event")
                 if kind == "accepted":
                     outstanding.add(event.accepted.trial_id)

@@ -4,6 +4,6 @@
 ``python -m sandbox.images`` and the engine from ``python -m sandbox.engine start``.
 """
 
-from sandbox.container import OUTCOMES, Execution, Limits, Sandbox
+from sandbox.container import MAX_SCRIPT_BYTES, OUTCOMES, Execution, Limits, Sandbox
 
-__all__ = ["OUTCOMES", "Execution", "Limits", "Sandbox"]
+__all__ = ["MAX_SCRIPT_BYTES", "OUTCOMES", "Execution", "Limits", "Sandbox"]

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import re
 import signal
 import struct
@@ -48,6 +49,8 @@ _NOBODY = "65534:65534"
 _GRACE_SECONDS = 10.0
 # Linux refuses to exec with an environment string longer than this (MAX_ARG_STRLEN).
 _ENV_STRING_MAX = 128 * 1024 - 1
+# The script travels in PRISM_SCRIPT, so this is the largest one that can run.
+MAX_SCRIPT_BYTES = _ENV_STRING_MAX - len("PRISM_SCRIPT=")
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +328,7 @@ class Sandbox:
 
     def _host_config(self, limits: Limits) -> Any:
         memory = limits.memory_bytes + limits.workspace_bytes + _TMP_BYTES + _SHM_BYTES
+        cpu_seconds = math.ceil(limits.wall_seconds * limits.cpus) + 1
         return self._api.create_host_config(
             network_mode="none",
             read_only=True,
@@ -347,6 +351,9 @@ class Sandbox:
                 Ulimit(name="nofile", soft=_OPEN_FILES, hard=_OPEN_FILES),
                 Ulimit(name="fsize", soft=limits.workspace_bytes, hard=limits.workspace_bytes),
                 Ulimit(name="core", soft=0, hard=0),
+                # A backstop behind the host's wall clock, which always fires
+                # first: no process can use more CPU time than this within it.
+                Ulimit(name="cpu", soft=cpu_seconds, hard=cpu_seconds),
             ],
             init=True,
             ipc_mode="private",

@@ -49,7 +49,7 @@ def ensure_engine(run_dir: Path) -> int | None:
             "or run this as root on Debian to have it installed and started"
         )
     if shutil.which("dockerd") is None:
-        _apt_install("docker.io")
+        apt_install("docker.io")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "dockerd.log"
     with log_path.open("ab") as log:
@@ -119,9 +119,11 @@ def _is_running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def _apt_install(package: str) -> None:
+def apt_install(package: str) -> None:
+    """Install a Debian package (as root), its progress on stderr."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+    install = ["apt-get", "install", "-y", package]
+    for argv in (["apt-get", "update"], install):
         if subprocess.run(argv, env=env, stdout=sys.stderr, check=False).returncode != 0:
             raise EngineError(f"`{' '.join(argv)}` failed; install {package} by hand")
 

@@ -23,6 +23,8 @@ import docker
 import docker.errors
 import requests
 
+from sandbox.engine import EngineError, apt_install
+
 SLIM_BASE = "python:3.11-slim"
 LOCAL_BASE = "prism-base:bookworm"
 SANDBOX_TAG = "prism-sandbox:latest"
@@ -95,7 +97,11 @@ def build_local_base(client: docker.DockerClient, name: str) -> None:
             "PRISM_SANDBOX_BASE to a local image that has python3"
         )
     if shutil.which("debootstrap") is None:
-        _apt_install("debootstrap")
+        _log("installing debootstrap with apt-get")
+        try:
+            apt_install("debootstrap")
+        except EngineError as error:
+            raise ImageError(str(error)) from None
     repository, _, tag = name.partition(":")
     with tempfile.TemporaryDirectory(prefix="prism-base-", dir="/var/tmp") as root:
         _log(f"building {name} with debootstrap (about a minute)")
@@ -153,12 +159,6 @@ def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
-
-
-def _apt_install(package: str) -> None:
-    _log(f"installing {package} with apt-get")
-    _run(["apt-get", "update"])
-    _run(["apt-get", "install", "-y", "--no-install-recommends", package])
 
 
 def _run(argv: list[str]) -> None:

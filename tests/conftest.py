@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import sqlite3
 import urllib.error
 import urllib.request
@@ -23,24 +22,13 @@ import docker
 import grpc
 import pytest
 
-from prism.stack import GATEWAY, ORCHESTRATOR, Layout, Stack
+from prism.stack import GATEWAY, ORCHESTRATOR, Layout, Stack, free_ports
 from sandbox.container import OWNER_LABEL
 from sandbox.engine import ensure_engine
 from sandbox.images import ensure_sandbox_image
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "orchestrator_svc" / "examples"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -129,8 +117,8 @@ class RunningStack:
 
 @pytest.fixture(scope="session")
 def sandbox_image() -> str:
-    # The same run folder as `make engine`, so `make down` can stop an engine started here.
-    ensure_engine(REPO / ".prism" / "run")
+    # The run folder of `make test`, which stops an engine started there.
+    ensure_engine(REPO / ".prism" / "test-run")
     with closing(docker.from_env()) as client:
         return ensure_sandbox_image(client)
 

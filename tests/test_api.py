@@ -169,3 +169,38 @@ def test_a_fourth_example_runner_fans_out_to_four(make_stack: StackFactory) -> N
     assert reply.status == 200, reply.body
     assert [r["runner"] for r in reply.body["results"]] == [*BEST_LR, "runner-d"]
     assert json.loads(reply.body["results"][3]["output"])["best_lr"] == 0.5
+
+
+def test_the_bearer_scheme_is_case_insensitive_end_to_end(stack: RunningStack) -> None:
+    reply = stack.http("GET", "/", token=None, headers={"Authorization": f"bearer  {stack.token}"})
+    assert reply.status == 200, reply.body
+    assert reply.body["name"] == "prism"
+
+
+def test_a_running_sweep_shows_its_pending_runners(make_stack: StackFactory) -> None:
+    slow = "import time\ntime.sleep(30)\nprint('{}')\n"
+    stack = make_stack(
+        examples={"slow": slow},
+        env={"PRISM_EXAMPLE_RUNNERS": "runner-a,slow", "PRISM_SYNC_WAIT_SECONDS": "3"},
+    )
+    reply = stack.post_task("half done")
+    assert_error(reply, 504, "still running")
+    [(sweep_id,)] = stack.orchestrator_query("SELECT id FROM sweep")
+    assert sweep_id in reply.body["message"]
+    snapshot = stack.http("GET", f"/sweeps/{sweep_id}").body
+    assert snapshot["status"] == "running"
+    assert snapshot["pending"] == ["slow"]
+    assert [r["runner"] for r in snapshot["completed"]] == ["runner-a"]
+
+
+def test_every_state_change_is_an_event_in_sequence(stack: RunningStack) -> None:
+    sweep_id = stack.post_task("audit me").body["sweepId"]
+    events = stack.orchestrator_query(
+        "SELECT seq, kind, trial_index FROM event WHERE sweep_id = ? ORDER BY seq", sweep_id
+    )
+    assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[0] == "sweep_created" and kinds[-1] == "sweep_finished"
+    for trial in range(3):
+        lifecycle = [kind for _, kind, index in events if index == trial]
+        assert lifecycle == ["trial_queued", "trial_dispatched", "trial_started", "trial_finished"]

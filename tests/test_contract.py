@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from tests.conftest import REPO
@@ -32,5 +33,9 @@ def test_descriptor_set_carries_the_http_rules_and_rich_errors() -> None:
         "google/api/annotations.proto",
     } <= names
     [orchestrator] = [f for f in files.file if f.name == "prism/v1/orchestrator.proto"]
-    methods = {m.name for m in orchestrator.service[0].method}
-    assert {"GetLanding", "RunSweep", "GetSweepStatus"} <= methods
+    rules = {
+        m.name: m.options.Extensions[annotations_pb2.http] for m in orchestrator.service[0].method
+    }
+    assert (rules["GetLanding"].get, rules["GetLanding"].body) == ("/", "")
+    assert (rules["RunSweep"].post, rules["RunSweep"].body) == ("/", "*")
+    assert rules["GetSweepStatus"].get == "/sweeps/{sweep_id}"

@@ -27,16 +27,11 @@ import gateway
 from gateway.config import Address, ConfigError, Settings
 from gateway.launch import find_envoy, wait_ready
 from gateway.render import MAX_REQUEST_BYTES, render, write_config
+from prism.stack import free_ports
 
 # Lua pattern and JSON special characters, to show the token is compared as plain bytes.
 TOKEN = "gw-test.token_7f3a%9c[1]e5b~-^$"
 ONE_MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_settings(
@@ -46,11 +41,12 @@ def make_settings(
     sync_timeout_s: float = 300,
     orchestrator: Address | None = None,
 ) -> Settings:
+    listen, admin, closed = free_ports(3)
     return Settings(
-        listen=Address("127.0.0.1", free_port()),
-        admin=Address("127.0.0.1", free_port()),
+        listen=Address("127.0.0.1", listen),
+        admin=Address("127.0.0.1", admin),
         # By default nothing listens there: the orchestrator is down.
-        orchestrator=orchestrator or Address("127.0.0.1", free_port()),
+        orchestrator=orchestrator or Address("127.0.0.1", closed),
         token=token,
         data_dir=data_dir,
         sync_timeout_s=sync_timeout_s,

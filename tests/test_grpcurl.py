@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prism.stack import GATEWAY, ORCHESTRATOR
-from tests.conftest import REPO, RunningStack
+from tests.conftest import REPO, RunningStack, StackFactory
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
@@ -101,3 +101,14 @@ def test_invalid_argument_carries_the_field(stack: RunningStack) -> None:
     assert called.returncode != 0
     assert "InvalidArgument" in called.stderr
     assert "task" in called.stderr
+
+
+def test_an_orchestrator_without_a_token_configured_is_closed(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    stack = make_stack(runners=1, gateway=False, env={"PRISM_API_TOKEN_FILE": str(empty)})
+    refused = grpcurl(stack, stack.orchestrator, "list", token="anything")
+    assert refused.returncode != 0
+    assert "Unavailable" in refused.stderr and "no API token" in refused.stderr

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
+from sandbox import MAX_SCRIPT_BYTES
 from sandbox.container import OWNER_LABEL, TRIAL_LABEL
 from tests.conftest import RunningStack, StackFactory
 
@@ -112,23 +113,41 @@ def test_a_failing_trial_reports_failed_with_its_traceback(runner_stack: Running
     assert "ValueError: boom" in result.stderr
 
 
+@pytest.mark.parametrize("trial_id", ["", "x" * 201])
+def test_runner_ends_the_stream_on_a_malformed_trial_id(
+    runner_stack: RunningStack, trial_id: str
+) -> None:
+    command = runner_pb2.RunnerCommand(
+        run_trial=runner_pb2.RunTrial(trial_id=trial_id, script="print(1)")
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        connect(runner_stack, [command])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "trial_id" in (caught.value.details() or "")
+    assert runner_stack.executions() == {}
+
+
 @pytest.mark.parametrize(
-    ("command", "field"),
+    ("script", "params_json", "reason"),
     [
-        (runner_pb2.RunTrial(trial_id="", script="print(1)"), "trial_id"),
-        (runner_pb2.RunTrial(trial_id="a/0", script="  "), "script"),
-        (runner_pb2.RunTrial(trial_id="a/0", script="print(1)", params_json="[1]"), "params_json"),
-        (runner_pb2.RunTrial(trial_id="a/0", script="print(1)", params_json="{"), "params_json"),
+        ("  ", "{}", "empty"),
+        ("x = 1\n" * (MAX_SCRIPT_BYTES // 6 + 1), "{}", "larger than"),
+        ("print(1)", "[1]", "JSON object"),
+        ("print(1)", "{", "JSON object"),
     ],
 )
-def test_runner_rejects_a_malformed_trial(
-    runner_stack: RunningStack, command: runner_pb2.RunTrial, field: str
+def test_an_unrunnable_trial_fails_alone(
+    runner_stack: RunningStack, script: str, params_json: str, reason: str
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        connect(runner_stack, [runner_pb2.RunnerCommand(run_trial=command)])
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in (caught.value.details() or "")
-    assert runner_stack.executions() == {}
+    bad = runner_pb2.RunnerCommand(
+        run_trial=runner_pb2.RunTrial(trial_id="bad/0", script=script, params_json=params_json)
+    )
+    events = connect(runner_stack, [bad, run("good/0", "print('fine')")])
+    results = finished(events)
+    assert results["bad/0"].outcome == trial_pb2.OUTCOME_FAILED
+    assert reason in results["bad/0"].reason
+    assert results["good/0"].outcome == trial_pb2.OUTCOME_SUCCEEDED
+    assert runner_stack.executions() == {"good/0": 1}
 
 
 def test_restarted_runner_removes_orphans_and_keeps_its_record(runner_stack: RunningStack) -> None:
@@ -162,3 +181,13 @@ def test_restarted_runner_removes_orphans_and_keeps_its_record(runner_stack: Run
     assert result.outcome == trial_pb2.OUTCOME_SANDBOX_ERROR
     assert "restarted" in result.reason
     assert runner_stack.executions() == {"long/0": 1}
+
+
+def test_a_runner_without_a_token_configured_is_closed(make_stack: StackFactory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    stack = make_stack(runners=1, gateway=False, env={"PRISM_RUNNER_TOKEN_FILE": str(empty)})
+    with pytest.raises(grpc.RpcError) as caught:
+        connect(stack, [run("x/0", "print(1)")], token="anything")
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no runner token" in (caught.value.details() or "")

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prism.stack import Layout, Stack
-from tests.conftest import REPO, free_ports
+from prism.stack import Layout, Stack, free_ports
+from tests.conftest import REPO, examples_dir
 
 
 def stack_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -27,17 +27,26 @@ def stack_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
     gateway, admin, orchestrator, *runners = free_ports(6)
+    four = (
+        "import json, os\n"
+        "print(json.dumps({'task': json.loads(os.environ['PRISM_PARAMS'])['task']}))\n"
+    )
+    examples = examples_dir(tmp_path / "examples", {"runner-d": four})
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PRISM_")},
-        "PRISM_DATA_DIR": str(tmp_path),
         "PRISM_GATEWAY_PORT": str(gateway),
         "PRISM_ADMIN_PORT": str(admin),
         "PRISM_ORCHESTRATOR_PORT": str(orchestrator),
         "PRISM_RUNNER_PORTS": ",".join(map(str, runners)),
         "PRISM_RUNNER_PREFIX": f"cli{secrets.token_hex(3)}",
+        # Settings pass through `up` to the services.
+        "PRISM_EXAMPLES_DIR": str(examples),
+        "PRISM_EXAMPLE_RUNNERS": "runner-a,runner-b,runner-c,runner-d",
     }
+    data = tmp_path / "data"
+    env["PRISM_DATA_DIR"] = str(data)
     layout = Layout(
-        data_dir=tmp_path,
+        data_dir=data,
         gateway_port=gateway,
         admin_port=admin,
         orchestrator_port=orchestrator,
@@ -47,10 +56,11 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
     try:
         up = stack_cli("up", env)
         assert up.returncode == 0, up.stdout + up.stderr
-        assert f"generated an API token in {tmp_path / 'api_token'}" in up.stdout
-        assert stat.S_IMODE((tmp_path / "api_token").stat().st_mode) == 0o600
-        assert stat.S_IMODE((tmp_path / "runner_token").stat().st_mode) == 0o600
-        token = (tmp_path / "api_token").read_text().strip()
+        assert f"generated an API token in {data / 'api_token'}" in up.stdout
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert stat.S_IMODE((data / "api_token").stat().st_mode) == 0o600
+        assert stat.S_IMODE((data / "runner_token").stat().st_mode) == 0o600
+        token = (data / "api_token").read_text().strip()
         assert token not in up.stdout + up.stderr
         pids = {s: Stack(layout).pid(s) for s in layout.services}
         assert all(pids.values()), pids
@@ -63,8 +73,9 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
         demo = stack_cli("demo", env)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         lines = demo.stdout.splitlines()
-        assert [line.split()[0] for line in lines[-3:]] == ["runner-a", "runner-b", "runner-c"]
-        assert all(" done " in line for line in lines[-3:])
+        results = [line.split()[0] for line in lines[-4:]]
+        assert results == ["runner-a", "runner-b", "runner-c", "runner-d"]
+        assert all(" done " in line for line in lines[-4:])
         for name in layout.services:
             assert token not in layout.log_file(name).read_text(), f"token in {name}'s log"
     finally:
