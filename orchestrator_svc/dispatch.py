@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -21,6 +22,7 @@ import grpc
 
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
+from orchestrator_svc.spec import Plan, trial_limits
 from prism.service import CLIENT_KEEPALIVE, log
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
@@ -38,13 +40,23 @@ OUTCOME_NAMES = {
 }
 
 
-def run_command(trial: store.Trial, source: str) -> runner_pb2.RunnerCommand:
+# The runner's slot count arrives in the stream's initial metadata; an older
+# runner that does not send it gets this many trials at once.
+SLOTS_KEY = "prism-slots"
+DEFAULT_SLOTS = 4
+# Results carry captured output and artifacts.
+MAX_MESSAGE_BYTES = 64 * 2**20
+CHANNEL_OPTIONS = [*CLIENT_KEEPALIVE, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+
+
+def run_command(item: store.Dispatchable) -> runner_pb2.RunnerCommand:
     return runner_pb2.RunnerCommand(
         run_trial=runner_pb2.RunTrial(
-            trial_id=trial.id,
-            script=source,
-            params_json=trial.params_json,
-            limits=trial_pb2.TrialLimits(wall_seconds=trial.wall_seconds),
+            trial_id=item.trial.execution_id,
+            script=item.source,
+            params_json=item.trial.params_json,
+            limits=trial_pb2.TrialLimits(**trial_limits(item.spec)),
+            requirements=item.spec.get("requirements", []),
         )
     )
 
@@ -58,6 +70,10 @@ def result_from_proto(result: trial_pb2.TrialResult) -> store.TrialResult:
         stderr=result.stderr,
         output_truncated=result.output_truncated,
         duration_seconds=result.duration_seconds,
+        result_json=result.result_json,
+        peak_memory_bytes=result.peak_memory_bytes,
+        artifacts=[(a.name, a.data) for a in result.artifacts],
+        artifacts_skipped=list(result.artifacts_skipped),
     )
 
 
@@ -68,12 +84,14 @@ class RunnerLink:
         self.name = name
         self.address = address
         self.connected = False
+        self.slots = DEFAULT_SLOTS
+        # Execution ids sent on the current stream and not yet finished.
         self.in_flight: set[str] = set()
         # Set once the first stream has answered for every trial re-sent on it.
         self.reconciled = asyncio.Event()
         self._metadata = (("authorization", f"Bearer {token or ''}"),)
         self._dispatcher = dispatcher
-        self._channel = grpc.aio.insecure_channel(address, options=CLIENT_KEEPALIVE)
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = runner_pb2_grpc.RunnerStub(self._channel)
         self._outbox: asyncio.Queue[runner_pb2.RunnerCommand] | None = None
 
@@ -119,12 +137,13 @@ class RunnerLink:
         writer: asyncio.Task[None] | None = None
         try:
             await call.wait_for_connection()
+            self.slots = _slots(await call.initial_metadata())
             outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
             held = await self._dispatcher.db(store.in_flight, self.name)
-            unanswered = {trial.id for trial, _ in held}
+            unanswered = {item.trial.execution_id for item in held}
             self.in_flight = set(unanswered)
-            for trial, source in held:
-                outbox.put_nowait(run_command(trial, source))
+            for item in held:
+                outbox.put_nowait(run_command(item))
             self._outbox = outbox
             self.connected = True
             log(
@@ -142,6 +161,8 @@ class RunnerLink:
                         self.reconciled.set()
                 elif kind == "started":
                     await self._dispatcher.db(store.mark_started, event.started.trial_id)
+                elif kind == "metric":
+                    await self._dispatcher.metric(event.metric.trial_id, event.metric.values_json)
                 elif kind == "finished":
                     self.in_flight.discard(event.finished.trial_id)
                     await self._dispatcher.record(
@@ -164,6 +185,19 @@ class RunnerLink:
 
     async def close(self) -> None:
         await self._channel.close()
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.in_flight)
+
+
+def _slots(metadata: grpc.aio.Metadata | None) -> int:
+    value = dict(metadata or ()).get(SLOTS_KEY, "")
+    return (
+        int(value)
+        if isinstance(value, str) and value.isdigit() and int(value) > 0
+        else DEFAULT_SLOTS
+    )
 
 
 class Dispatcher:
@@ -201,12 +235,23 @@ class Dispatcher:
     def kick(self) -> None:
         self._kicked.set()
 
-    async def submit(self, task: str, planned: list[store.PlannedTrial]) -> str:
-        sweep_id = str(uuid.uuid4())
-        await self.db(store.create_sweep, sweep_id, task, planned)
-        log(logger, "sweep created", sweep=sweep_id, trials=len(planned))
+    async def submit(self, plan: Plan, request_id: str = "") -> str:
+        """Record a planned sweep and start it; a used request id returns the
+        sweep that request made, recording nothing."""
+        sweep_id = await self.db(
+            store.create_sweep, str(uuid.uuid4()), plan.task, plan.spec, plan.trials, request_id
+        )
+        log(logger, "sweep created", sweep=sweep_id, trials=len(plan.trials))
         self.kick()
         return sweep_id
+
+    async def metric(self, execution_id: str, values_json: str) -> None:
+        try:
+            values = json.loads(values_json)
+        except ValueError:
+            return
+        if isinstance(values, dict):
+            await self.db(store.record_metric, execution_id, values)
 
     async def wait(self, sweep_id: str, within: float) -> bool:
         """True once the sweep has finished, False if `within` seconds ran out first."""
@@ -222,18 +267,20 @@ class Dispatcher:
         finally:
             self._sweep_done.pop(sweep_id, None)
 
-    async def record(self, trial_id: str, result: store.TrialResult) -> None:
-        status = await self.db(store.finish_trial, trial_id, result)
-        log(logger, "trial finished", trial=trial_id, outcome=result.outcome)
+    async def record(self, execution_id: str, result: store.TrialResult) -> None:
+        status = await self.db(store.finish_trial, execution_id, result)
+        log(logger, "trial finished", trial=execution_id, outcome=result.outcome)
+        self.kick()  # a slot is free, or a retry is queued
         if status is not None:
-            sweep_id = trial_id.rpartition("/")[0]
+            sweep_id = store.split_execution_id(execution_id)[0].rpartition("/")[0]
             log(logger, "sweep finished", sweep=sweep_id, status=status)
             if sweep_id in self._sweep_done:
                 self._sweep_done[sweep_id].set()
 
     def _least_loaded(self) -> RunnerLink | None:
-        connected = [link for link in self.links if link.connected]
-        return min(connected, key=lambda link: len(link.in_flight), default=None)
+        """The connected runner with the most free slots, if any has one."""
+        free = [link for link in self.links if link.connected and link.free > 0]
+        return max(free, key=lambda link: link.free, default=None)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -247,18 +294,20 @@ class Dispatcher:
                 self.kick()
 
     async def _dispatch_pending(self) -> None:
-        for trial, source in await self.db(store.pending_trials):
+        for item in await self.db(store.dispatchable):
             link = self._least_loaded()
             if link is None:
-                return  # a runner connecting kicks the loop again
-            if await self.db(store.assign, trial.id, link.name):
-                link.in_flight.add(trial.id)
-                if not link.send(run_command(trial, source)):
-                    # The stream closed during the write: nothing was sent, so
-                    # the trial may safely go to another runner.
-                    link.in_flight.discard(trial.id)
-                    await self.db(store.unassign, trial.id, link.name, "stream closed before send")
-                    self.kick()
+                return  # a runner connecting or a trial finishing kicks the loop again
+            trial = await self.db(store.assign, item.trial.id, link.name)
+            if trial is None:
+                continue
+            link.in_flight.add(trial.execution_id)
+            if not link.send(run_command(store.Dispatchable(trial, item.source, item.spec))):
+                # The stream closed during the write: nothing was sent, so
+                # the trial may safely go to another runner.
+                link.in_flight.discard(trial.execution_id)
+                await self.db(store.unassign, trial.id, link.name, "stream closed before send")
+                self.kick()
 
     async def close(self) -> None:
         for task in self._tasks:

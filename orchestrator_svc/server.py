@@ -19,7 +19,7 @@ GRACE_SECONDS = 5.0
 
 
 async def serve(settings: Settings) -> None:
-    db = DbThread(store.db, settings.db_path, store.MODELS)
+    db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
     dispatcher = Dispatcher(settings, db)
     server, health = new_server(
         token=settings.api_token,

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import grpc
+import asyncio
 
-from orchestrator_svc import store, sweeps
+import grpc
+from google.api import httpbody_pb2
+
+from orchestrator_svc import store, sweeps, views
 from orchestrator_svc.dispatch import Dispatcher
-from prism.errors import DeadlineExceeded, NotFound, Unavailable
+from orchestrator_svc.spec import plan
+from prism.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from prism.service import rpc
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 # Answer a little before the caller's deadline so it gets the sweep id.
 DEADLINE_MARGIN_SECONDS = 1.0
+MAX_REQUEST_ID = 100
+DEFAULT_PAGE, MAX_PAGE = 20, 100
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
         self._settings = dispatcher.settings
+        self._db = dispatcher.db
         # False until recovery is done; set by the server.
         self.ready = False
 
@@ -26,10 +33,22 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise Unavailable("the orchestrator is recovering its sweeps; retry shortly")
 
     async def _sweep(self, sweep_id: str) -> tuple[store.Sweep, list[store.Trial]]:
-        found = await self._dispatcher.db(store.sweep_with_trials, sweep_id)
+        found = await self._db(store.sweep_with_trials, sweep_id)
         if found is None:
             raise NotFound(f"no sweep {sweep_id[:100]!r}")
         return found
+
+    async def _trial(self, sweep_id: str, index: int) -> store.Trial:
+        self._check_ready()
+        found = await self._db(store.trial_at, sweep_id, index)
+        if found is None:
+            raise NotFound(f"no trial {index} in sweep {sweep_id[:100]!r}")
+        return found
+
+    async def _full(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+        row, trials = await self._sweep(sweep_id)
+        artifacts = await self._db(store.artifacts_by_trial, [t.id for t in trials])
+        return views.sweep(row, trials, artifacts)
 
     @rpc
     async def GetLanding(
@@ -41,9 +60,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def RunSweep(
         self, request: orchestrator_pb2.RunSweepRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.RunSweepResponse:
-        task = sweeps.clean_task(request)
+        planned = sweeps.default_sweep(request, self._settings)
         self._check_ready()
-        sweep_id = await self._dispatcher.submit(task, sweeps.plan_default(self._settings, task))
+        sweep_id = await self._dispatcher.submit(planned)
         wait = self._settings.sync_wait_seconds
         remaining = context.time_remaining()
         if remaining is not None:
@@ -62,3 +81,72 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     ) -> orchestrator_pb2.SweepStatus:
         self._check_ready()
         return sweeps.status(*await self._sweep(request.sweep_id))
+
+    @rpc
+    async def CreateSweep(
+        self, request: orchestrator_pb2.CreateSweepRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Sweep:
+        if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
+            raise InvalidArgument(
+                "requestId", f"must be at most {MAX_REQUEST_ID} printable characters"
+            )
+        # Compiling the script to check it is CPU work: off the event loop.
+        planned = await asyncio.to_thread(plan, request.sweep, self._settings)
+        self._check_ready()
+        sweep_id = await self._dispatcher.submit(planned, request.request_id)
+        return await self._full(sweep_id)
+
+    @rpc
+    async def GetSweep(
+        self, request: orchestrator_pb2.GetSweepRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Sweep:
+        self._check_ready()
+        return await self._full(request.sweep_id)
+
+    @rpc
+    async def ListSweeps(
+        self, request: orchestrator_pb2.ListSweepsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ListSweepsResponse:
+        if not 0 <= request.page_size <= MAX_PAGE:
+            raise InvalidArgument("pageSize", f"must be 1 to {MAX_PAGE} (0: {DEFAULT_PAGE})")
+        cursor = views.parse_page_token(request.page_token)
+        self._check_ready()
+        size = request.page_size or DEFAULT_PAGE
+        # One more than the page tells whether another page follows.
+        found = await self._db(store.list_sweeps, size + 1, cursor)
+        page = found[:size]
+        return orchestrator_pb2.ListSweepsResponse(
+            sweeps=[views.sweep(row, by_state=counts) for row, counts in page],
+            next_page_token=views.page_token(page[-1][0]) if len(found) > size else "",
+        )
+
+    @rpc
+    async def GetTrialLogs(
+        self, request: orchestrator_pb2.GetTrialLogsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.TrialLogs:
+        row = await self._trial(request.sweep_id, request.index)
+        return orchestrator_pb2.TrialLogs(
+            stdout=row.stdout, stderr=row.stderr, truncated=row.output_truncated
+        )
+
+    @rpc
+    async def ListArtifacts(
+        self, request: orchestrator_pb2.ListArtifactsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ListArtifactsResponse:
+        row = await self._trial(request.sweep_id, request.index)
+        found = await self._db(store.artifacts, row.id)
+        return orchestrator_pb2.ListArtifactsResponse(
+            artifacts=[orchestrator_pb2.ArtifactInfo(name=n, size_bytes=s) for n, s in found],
+            skipped=row.artifacts_skipped,
+        )
+
+    @rpc
+    async def GetArtifact(
+        self, request: orchestrator_pb2.GetArtifactRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        row = await self._trial(request.sweep_id, request.index)
+        data = await self._db(store.artifact_data, row.id, request.name)
+        if data is None:
+            raise NotFound(f"trial {request.index} has no artifact {request.name[:200]!r}")
+        # Never a type a browser would render: the bytes are the trial's, untrusted.
+        return httpbody_pb2.HttpBody(content_type="application/octet-stream", data=data)

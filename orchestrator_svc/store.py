@@ -1,9 +1,15 @@
-"""The orchestrator's database: sweeps, their trials, the scripts they run and
-an append-only event log with per-sweep sequence numbers.
+"""The orchestrator's database: sweeps (with their validated spec), their
+trials, the scripts they run, the trials' artifacts and an append-only event
+log with per-sweep sequence numbers.
 
 Every state change is one transaction that also appends its event, and it is
 committed before the change is acted on (a trial is marked dispatched before
 it is sent), so a restart finds everything that might have happened.
+
+A trial's executions are numbered (`attempts`); the runner knows execution
+k > 1 of trial "<sweep>/<i>" as "<sweep>/<i>@k", so a retry is a new id for
+the runner's exactly-once bookkeeping, and a late report from an earlier
+execution is recognised and ignored.
 """
 
 from __future__ import annotations
@@ -11,17 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import peewee
 
 db = peewee.SqliteDatabase(None)
+SCHEMA_VERSION = 2
 
-# Trial states. A trial moves forward only: pending -> dispatched -> running -> finished.
+# Trial states. A trial moves forward only, except that an infrastructure
+# failure with retries left sends it back to pending.
 PENDING, DISPATCHED, RUNNING, FINISHED = "pending", "dispatched", "running", "finished"
+IN_FLIGHT = (DISPATCHED, RUNNING)
 # Sweep states.
 SWEEP_RUNNING, SWEEP_DONE, SWEEP_ERROR = "running", "done", "error"
+# Outcomes the platform caused: retried while the sweep's retries last.
+INFRASTRUCTURE = ("sandbox_error", "runner_lost")
 
 
 class BaseModel(peewee.Model):
@@ -32,10 +43,17 @@ class BaseModel(peewee.Model):
 class Sweep(BaseModel):
     id = peewee.CharField(primary_key=True)
     task = peewee.TextField()
+    # The validated spec as the API shows it (JSON field names).
+    spec_json = peewee.TextField()
+    request_id = peewee.CharField(null=True, unique=True)
     status = peewee.CharField(index=True)
-    created_at = peewee.FloatField()
+    created_at = peewee.FloatField(index=True)
     finished_at = peewee.FloatField(null=True)
     last_seq = peewee.IntegerField(default=0)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return json.loads(self.spec_json)  # type: ignore[no-any-return]
 
 
 class Script(BaseModel):
@@ -46,7 +64,7 @@ class Script(BaseModel):
 
 
 class Trial(BaseModel):
-    id = peewee.CharField(primary_key=True)  # "<sweep id>/<index>"
+    id = peewee.CharField(primary_key=True)  # "<sweep id>/<position>"
     sweep = peewee.ForeignKeyField(Sweep, backref="trials", on_delete="CASCADE")
     sweep_id: str  # peewee's column accessor for `sweep`, declared for the type checker
     # The trial's place in its sweep ("index" would shadow Model.index).
@@ -54,8 +72,8 @@ class Trial(BaseModel):
     name = peewee.CharField()
     script = peewee.ForeignKeyField(Script)
     params_json = peewee.TextField()
-    wall_seconds = peewee.FloatField()
     state = peewee.CharField(index=True)
+    attempts = peewee.IntegerField(default=0)
     runner = peewee.CharField(null=True, index=True)
     dispatched_at = peewee.FloatField(null=True)
     started_at = peewee.FloatField(null=True)
@@ -67,9 +85,31 @@ class Trial(BaseModel):
     stderr = peewee.TextField(default="")
     output_truncated = peewee.BooleanField(default=False)
     duration_seconds = peewee.FloatField(null=True)
+    result_json = peewee.TextField(default="")
+    peak_memory_bytes = peewee.BigIntegerField(default=0)
+    artifacts_skipped_json = peewee.TextField(default="[]")
 
     class Meta:
         indexes = ((("sweep", "position"), True),)
+
+    @property
+    def artifacts_skipped(self) -> list[str]:
+        return json.loads(self.artifacts_skipped_json)  # type: ignore[no-any-return]
+
+    @property
+    def execution_id(self) -> str:
+        """The id the runner knows the current execution by."""
+        return self.id if self.attempts <= 1 else f"{self.id}@{self.attempts}"
+
+
+class Artifact(BaseModel):
+    trial = peewee.ForeignKeyField(Trial, backref="artifact_rows", on_delete="CASCADE")
+    name = peewee.TextField()
+    size = peewee.IntegerField()
+    data = peewee.BlobField()
+
+    class Meta:
+        indexes = ((("trial", "name"), True),)
 
 
 class Event(BaseModel):
@@ -84,7 +124,7 @@ class Event(BaseModel):
         indexes = ((("sweep", "seq"), True),)
 
 
-MODELS = [Sweep, Script, Trial, Event]
+MODELS = [Sweep, Script, Trial, Artifact, Event]
 
 
 @dataclass(frozen=True)
@@ -92,7 +132,6 @@ class PlannedTrial:
     name: str
     script: str
     params: dict[str, Any]
-    wall_seconds: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,10 +139,26 @@ class TrialResult:
     outcome: str
     reason: str
     exit_code: int
-    stdout: str
-    stderr: str
-    output_truncated: bool
-    duration_seconds: float
+    stdout: str = ""
+    stderr: str = ""
+    output_truncated: bool = False
+    duration_seconds: float = 0.0
+    result_json: str = ""
+    peak_memory_bytes: int = 0
+    artifacts: list[tuple[str, bytes]] = field(default_factory=list)
+    artifacts_skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Dispatchable:
+    trial: Trial
+    source: str
+    spec: dict[str, Any]
+
+
+def split_execution_id(execution_id: str) -> tuple[str, int]:
+    trial_id, _, attempt = execution_id.partition("@")
+    return trial_id, int(attempt) if attempt.isdigit() else 1
 
 
 def _append(sweep_id: str, kind: str, trial_index: int | None = None, **data: Any) -> None:
@@ -120,9 +175,28 @@ def _append(sweep_id: str, kind: str, trial_index: int | None = None, **data: An
     )
 
 
-def create_sweep(sweep_id: str, task: str, trials: list[PlannedTrial]) -> None:
+def create_sweep(
+    sweep_id: str,
+    task: str,
+    spec: dict[str, Any],
+    trials: list[PlannedTrial],
+    request_id: str | None = None,
+) -> str:
+    """Record a sweep and its queued trials; with a request id already used,
+    record nothing and return the id of the sweep that request made."""
     with db.atomic("IMMEDIATE"):
-        Sweep.create(id=sweep_id, task=task, status=SWEEP_RUNNING, created_at=time.time())
+        if request_id:
+            earlier = Sweep.get_or_none(Sweep.request_id == request_id)
+            if earlier is not None:
+                return str(earlier.id)
+        Sweep.create(
+            id=sweep_id,
+            task=task,
+            spec_json=json.dumps(spec),
+            request_id=request_id or None,
+            status=SWEEP_RUNNING,
+            created_at=time.time(),
+        )
         _append(sweep_id, "sweep_created", trials=len(trials))
         for index, planned in enumerate(trials):
             sha = hashlib.sha256(planned.script.encode()).hexdigest()
@@ -134,42 +208,61 @@ def create_sweep(sweep_id: str, task: str, trials: list[PlannedTrial]) -> None:
                 name=planned.name,
                 script=sha,
                 params_json=json.dumps(planned.params),
-                wall_seconds=planned.wall_seconds,
                 state=PENDING,
             )
             _append(sweep_id, "trial_queued", index, name=planned.name)
+        return sweep_id
 
 
-def _with_scripts(where: Any) -> list[tuple[Trial, str]]:
-    query = (
-        Trial.select(Trial, Script).join(Script).where(where).order_by(Trial.sweep, Trial.position)
+def _dispatchables(query: Any) -> list[Dispatchable]:
+    rows = query.select(Trial, Script, Sweep).join(Script).switch(Trial).join(Sweep)
+    specs: dict[str, dict[str, Any]] = {}
+    found = []
+    for trial in rows:
+        spec = specs.setdefault(trial.sweep_id, trial.sweep.spec)
+        found.append(Dispatchable(trial, trial.script.source, spec))
+    return found
+
+
+def dispatchable() -> list[Dispatchable]:
+    """Pending trials that may start now (oldest sweep first), within each
+    sweep's maxParallel."""
+    busy: dict[str, int] = dict(
+        Trial.select(Trial.sweep, peewee.fn.COUNT(Trial.id))  # type: ignore[arg-type]
+        .where(Trial.state.in_(IN_FLIGHT))
+        .group_by(Trial.sweep)
+        .tuples()
     )
-    return [(trial, trial.script.source) for trial in query]
+    query = Trial.select().where(Trial.state == PENDING).order_by(Sweep.created_at, Trial.position)
+    ready = []
+    for candidate in _dispatchables(query):
+        cap = int(candidate.spec.get("maxParallel", 0))
+        running = busy.get(candidate.trial.sweep_id, 0)
+        if cap and running >= cap:
+            continue
+        busy[candidate.trial.sweep_id] = running + 1
+        ready.append(candidate)
+    return ready
 
 
-def pending_trials() -> list[tuple[Trial, str]]:
-    """Trials not yet sent to any runner, oldest sweep first, with their scripts."""
-    query = (
-        Trial.select(Trial, Script)
-        .join(Script)
-        .switch(Trial)
-        .join(Sweep)
-        .where(Trial.state == PENDING)
-        .order_by(Sweep.created_at, Trial.position)
-    )
-    return [(trial, trial.script.source) for trial in query]
-
-
-def assign(trial_id: str, runner: str) -> bool:
-    """Mark a pending trial as dispatched to `runner`; False if it is not pending."""
+def assign(trial_id: str, runner: str) -> Trial | None:
+    """Mark a pending trial as dispatched to `runner` as a new execution;
+    None if it is not pending."""
     with db.atomic("IMMEDIATE"):
         trial = Trial.get_by_id(trial_id)
         if trial.state != PENDING:
-            return False
+            return None
         trial.state, trial.runner, trial.dispatched_at = DISPATCHED, runner, time.time()
+        trial.attempts += 1
         trial.save()
-        _append(trial.sweep_id, "trial_dispatched", trial.position, runner=runner)
-        return True
+        _append(
+            trial.sweep_id,
+            "trial_dispatched",
+            trial.position,
+            runner=runner,
+            attempt=trial.attempts,
+        )
+        return trial
 
 
 def unassign(trial_id: str, runner: str, why: str) -> None:
@@ -179,19 +272,16 @@ def unassign(trial_id: str, runner: str, why: str) -> None:
         if trial.state != DISPATCHED or trial.runner != runner:
             return
         trial.state, trial.runner, trial.dispatched_at = PENDING, None, None
+        trial.attempts -= 1
         trial.save()
         _append(trial.sweep_id, "trial_requeued", trial.position, runner=runner, reason=why)
 
 
 def release_unknown_runners(runners: list[str]) -> list[str]:
     """Trials held by runners no longer configured cannot be answered for: queue
-    them again. Returns their ids."""
+    them again as a new execution. Returns their ids."""
     with db.atomic("IMMEDIATE"):
-        held = list(
-            Trial.select().where(
-                Trial.state.in_([DISPATCHED, RUNNING]) & Trial.runner.not_in(runners)
-            )
-        )
+        held = list(Trial.select().where(Trial.state.in_(IN_FLIGHT) & Trial.runner.not_in(runners)))
         for trial in held:
             old = trial.runner
             trial.state, trial.runner, trial.dispatched_at, trial.started_at = (
@@ -213,13 +303,22 @@ def release_unknown_runners(runners: list[str]) -> list[str]:
 
 def holders() -> set[str]:
     """Runners holding trials that have not finished."""
-    query = Trial.select(Trial.runner).where(Trial.state.in_([DISPATCHED, RUNNING])).distinct()
+    query = Trial.select(Trial.runner).where(Trial.state.in_(IN_FLIGHT)).distinct()
     return {t.runner for t in query if t.runner}
 
 
-def mark_started(trial_id: str) -> None:
+def _current(execution_id: str) -> Trial | None:
+    """The trial this execution belongs to, if it is still its current one."""
+    trial_id, attempt = split_execution_id(execution_id)
+    trial = Trial.get_or_none(Trial.id == trial_id)
+    if trial is None or trial.attempts != attempt or trial.state not in IN_FLIGHT:
+        return None
+    return trial
+
+
+def mark_started(execution_id: str) -> None:
     with db.atomic("IMMEDIATE"):
-        trial = Trial.get_or_none(Trial.id == trial_id)
+        trial = _current(execution_id)
         if trial is None or trial.state != DISPATCHED:
             return
         trial.state, trial.started_at = RUNNING, time.time()
@@ -227,12 +326,38 @@ def mark_started(trial_id: str) -> None:
         _append(trial.sweep_id, "trial_started", trial.position, runner=trial.runner)
 
 
-def finish_trial(trial_id: str, result: TrialResult) -> str | None:
-    """Record a trial's result, once: a second report of it changes nothing.
-    Returns the sweep's new status when this result finished the sweep."""
+def record_metric(execution_id: str, values: dict[str, Any]) -> None:
     with db.atomic("IMMEDIATE"):
-        trial = Trial.get_or_none(Trial.id == trial_id)
-        if trial is None or trial.state == FINISHED:
+        trial = _current(execution_id)
+        if trial is not None:
+            _append(trial.sweep_id, "metric", trial.position, values=values)
+
+
+def finish_trial(execution_id: str, result: TrialResult) -> str | None:
+    """Record an execution's result, once: a repeated or stale report changes
+    nothing. An infrastructure failure with retries left queues the trial
+    again instead. Returns the sweep's new status when this finished it."""
+    with db.atomic("IMMEDIATE"):
+        trial = _current(execution_id)
+        if trial is None:
+            return None
+        retries = int(Sweep.get_by_id(trial.sweep_id).spec.get("retries", 0))
+        if result.outcome in INFRASTRUCTURE and trial.attempts <= retries:
+            trial.state, trial.runner, trial.dispatched_at, trial.started_at = (
+                PENDING,
+                None,
+                None,
+                None,
+            )
+            trial.save()
+            _append(
+                trial.sweep_id,
+                "trial_retrying",
+                trial.position,
+                outcome=result.outcome,
+                reason=result.reason,
+                attempt=trial.attempts,
+            )
             return None
         trial.state, trial.finished_at = FINISHED, time.time()
         trial.outcome, trial.reason, trial.exit_code = (
@@ -245,7 +370,11 @@ def finish_trial(trial_id: str, result: TrialResult) -> str | None:
             result.output_truncated,
             result.duration_seconds,
         )
+        trial.result_json, trial.peak_memory_bytes = result.result_json, result.peak_memory_bytes
+        trial.artifacts_skipped_json = json.dumps(result.artifacts_skipped)
         trial.save()
+        for name, data in result.artifacts:
+            Artifact.create(trial=trial.id, name=name, size=len(data), data=data)
         _append(
             trial.sweep_id,
             "trial_finished",
@@ -257,16 +386,17 @@ def finish_trial(trial_id: str, result: TrialResult) -> str | None:
 
 
 def _finish_sweep_if_done(sweep_id: str) -> str | None:
-    outcomes = [
-        t.outcome for t in Trial.select(Trial.state, Trial.outcome).where(Trial.sweep == sweep_id)
-    ]
+    outcomes = [t.outcome for t in Trial.select(Trial.outcome).where(Trial.sweep == sweep_id)]
     if any(o is None for o in outcomes):
         return None
     status = SWEEP_DONE if "succeeded" in outcomes else SWEEP_ERROR
-    Sweep.update(status=status, finished_at=time.time()).where(
-        (Sweep.id == sweep_id) & (Sweep.status == SWEEP_RUNNING)
-    ).execute()
-    _append(sweep_id, "sweep_finished", status=status)
+    updated = (
+        Sweep.update(status=status, finished_at=time.time())
+        .where((Sweep.id == sweep_id) & (Sweep.status == SWEEP_RUNNING))
+        .execute()
+    )
+    if updated:
+        _append(sweep_id, "sweep_finished", status=status)
     return status
 
 
@@ -280,9 +410,13 @@ def finish_complete_sweeps() -> list[str]:
     return finished
 
 
-def in_flight(runner: str) -> list[tuple[Trial, str]]:
-    """Trials sent to `runner` and not finished, with their scripts."""
-    return _with_scripts((Trial.runner == runner) & Trial.state.in_([DISPATCHED, RUNNING]))
+def in_flight(runner: str) -> list[Dispatchable]:
+    """Trials sent to `runner` and not finished, with their scripts and specs."""
+    return _dispatchables(
+        Trial.select()
+        .where((Trial.runner == runner) & Trial.state.in_(IN_FLIGHT))
+        .order_by(Trial.sweep, Trial.position)
+    )
 
 
 def sweep_with_trials(sweep_id: str) -> tuple[Sweep, list[Trial]] | None:
@@ -294,4 +428,59 @@ def sweep_with_trials(sweep_id: str) -> tuple[Sweep, list[Trial]] | None:
 
 def sweep_status(sweep_id: str) -> str | None:
     sweep = Sweep.get_or_none(Sweep.id == sweep_id)
-    return None if sweep is None else sweep.status
+    return None if sweep is None else str(sweep.status)
+
+
+def list_sweeps(limit: int, before: tuple[float, str] | None) -> list[tuple[Sweep, dict[str, int]]]:
+    """Newest first, after the (created_at, id) cursor, with trial counts by state."""
+    query = Sweep.select().order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit)
+    if before is not None:
+        created, sweep_id = before
+        query = query.where(
+            (Sweep.created_at < created) | ((Sweep.created_at == created) & (Sweep.id < sweep_id))
+        )
+    sweeps = list(query)
+    counts: dict[str, dict[str, int]] = {s.id: {} for s in sweeps}
+    rows: Any = (
+        Trial.select(Trial.sweep, Trial.state, Trial.outcome, peewee.fn.COUNT(Trial.id))
+        .where(Trial.sweep.in_(list(counts)))
+        .group_by(Trial.sweep, Trial.state, Trial.outcome)
+        .tuples()
+    )
+    for sweep_id, state, outcome, n in rows:
+        by = counts[sweep_id]
+        by[state] = by.get(state, 0) + n
+        if outcome == "succeeded":
+            by["succeeded"] = by.get("succeeded", 0) + n
+    return [(s, counts[s.id]) for s in sweeps]
+
+
+def trial_at(sweep_id: str, position: int) -> Trial | None:
+    return Trial.get_or_none((Trial.sweep == sweep_id) & (Trial.position == position))
+
+
+def artifacts(trial_id: str) -> list[tuple[str, int]]:
+    query = (
+        Artifact.select(Artifact.name, Artifact.size)
+        .where(Artifact.trial == trial_id)
+        .order_by(Artifact.name)
+    )
+    return [(a.name, a.size) for a in query]
+
+
+def artifacts_by_trial(trial_ids: list[str]) -> dict[str, list[tuple[str, int]]]:
+    found: dict[str, list[tuple[str, int]]] = {t: [] for t in trial_ids}
+    query: Any = (
+        Artifact.select(Artifact.trial, Artifact.name, Artifact.size)
+        .where(Artifact.trial.in_(trial_ids))
+        .order_by(Artifact.name)
+        .tuples()
+    )
+    for trial_id, name, size in query:
+        found[trial_id].append((name, size))
+    return found
+
+
+def artifact_data(trial_id: str, name: str) -> bytes | None:
+    row = Artifact.get_or_none((Artifact.trial == trial_id) & (Artifact.name == name))
+    return None if row is None else bytes(row.data)

@@ -1,17 +1,15 @@
-"""The Prism-compatible sweep: validating a task, planning the default sweep
-(one trial per example runner) and presenting its results the way the
-original demo did."""
+"""The Prism-compatible routes: the landing document, the default sweep (one
+trial per example runner) and its results presented the way the original
+demo did."""
 
 from __future__ import annotations
 
-import unicodedata
-
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
+from orchestrator_svc.spec import Plan, plan
 from prism.errors import InvalidArgument
 from prism.v1 import orchestrator_pb2
 
-MAX_TASK_CHARS = 500
 # How much of a failed trial's stderr its "output" shows: the end of a
 # traceback is the part that says what went wrong.
 ERROR_TAIL_CHARS = 2000
@@ -33,29 +31,12 @@ LANDING = orchestrator_pb2.Landing(
 )
 
 
-def clean_task(request: orchestrator_pb2.RunSweepRequest) -> str:
+def default_sweep(request: orchestrator_pb2.RunSweepRequest, settings: Settings) -> Plan:
+    """POST / : the task checked with the original's rules and messages, and
+    the sweep of every example runner, planned like any v1 sweep."""
     if not request.HasField("task"):
         raise InvalidArgument("task", "is required (a JSON object with a string field 'task')")
-    task = "".join(ch for ch in request.task if unicodedata.category(ch) != "Cc")
-    if not task.strip():
-        raise InvalidArgument("task", "must not be empty")
-    if len(task) > MAX_TASK_CHARS:
-        raise InvalidArgument(
-            "task", f"must be at most {MAX_TASK_CHARS} characters, got {len(task)}"
-        )
-    return task
-
-
-def plan_default(settings: Settings, task: str) -> list[store.PlannedTrial]:
-    return [
-        store.PlannedTrial(
-            name=name,
-            script=script,
-            params={"task": task},
-            wall_seconds=settings.example_wall_seconds,
-        )
-        for name, script in settings.examples
-    ]
+    return plan(orchestrator_pb2.SweepSpec(task=request.task), settings)
 
 
 def runner_result(trial: store.Trial) -> orchestrator_pb2.RunnerResult:

@@ -20,12 +20,14 @@ class PrismError(Exception):
 
 
 class InvalidArgument(PrismError):
+    """One or more fields break a rule; each (field, rule) becomes a
+    google.rpc.BadRequest field violation."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, field: str, rule: str) -> None:
-        super().__init__(f"{field}: {rule}")
-        self.field = field
-        self.rule = rule
+    def __init__(self, field: str, rule: str, *more: tuple[str, str]) -> None:
+        self.violations = [(field, rule), *more]
+        super().__init__("; ".join(f"{f}: {r}" for f, r in self.violations))
 
 
 class NotFound(PrismError):

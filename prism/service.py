@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from prism.errors import InvalidArgument, PrismError
+from prism.sqlite import SchemaError
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -180,9 +181,8 @@ def status_details(error: PrismError) -> bytes:
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.rule
-                    )
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=rule)
+                    for field, rule in error.violations
                 ]
             )
         )
@@ -258,4 +258,8 @@ def run_service(
     except (ValueError, OSError) as error:
         logging.getLogger(service).critical(f"cannot start: {error}")
         sys.exit(2)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SchemaError as error:
+        logging.getLogger(service).critical(f"cannot start: {error}")
+        sys.exit(2)

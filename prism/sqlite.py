@@ -29,17 +29,37 @@ PRAGMAS = {
 }
 
 
+class SchemaError(RuntimeError):
+    """The database file was made by a version of Prism with another schema."""
+
+
 class DbThread:
-    def __init__(self, db: peewee.SqliteDatabase, path: Path, models: Sequence[type[peewee.Model]]):
+    def __init__(
+        self,
+        db: peewee.SqliteDatabase,
+        path: Path,
+        models: Sequence[type[peewee.Model]],
+        *,
+        schema_version: int = 1,
+    ) -> None:
         self._db = db
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        self._pool.submit(self._open, path, models).result()
+        self._pool.submit(self._open, path, models, schema_version).result()
 
-    def _open(self, path: Path, models: Sequence[type[peewee.Model]]) -> None:
+    def _open(self, path: Path, models: Sequence[type[peewee.Model]], version: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db.init(str(path), pragmas=PRAGMAS)
         self._db.connect()
-        self._db.create_tables(models)
+        found = self._db.execute_sql("PRAGMA user_version").fetchone()[0]
+        if self._db.get_tables() and found != version:
+            self._db.close()
+            raise SchemaError(
+                f"{path} has schema version {found}, this version of Prism uses {version}: "
+                "move the file away to start afresh"
+            )
+        with self._db.atomic():
+            self._db.create_tables(models)
+            self._db.execute_sql(f"PRAGMA user_version = {int(version)}")
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()

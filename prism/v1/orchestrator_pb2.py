@@ -23,9 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprism/v1/orchestrator.proto\x12\x08prism.v1\x1a\x1cgoogle/api/annotations.proto\"\x13\n\x11GetLandingRequest\"L\n\x07Landing\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.prism.v1.Usage\"1\n\x05Usage\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0c\n\x04poll\x18\x02 \x01(\t\x12\x0b\n\x03\x61pi\x18\x03 \x01(\t\"-\n\x0fRunSweepRequest\x12\x11\n\x04task\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_task\"M\n\x10RunSweepResponse\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\'\n\x07results\x18\x02 \x03(\x0b\x32\x16.prism.v1.RunnerResult\">\n\x0cRunnerResult\x12\x0e\n\x06runner\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\")\n\x15GetSweepStatusRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\"g\n\x0bSweepStatus\x12\x0c\n\x04task\x18\x01 \x01(\t\x12)\n\tcompleted\x18\x02 \x03(\x0b\x32\x16.prism.v1.RunnerResult\x12\x0f\n\x07pending\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t2\x8e\x02\n\x0cOrchestrator\x12G\n\nGetLanding\x12\x1b.prism.v1.GetLandingRequest\x1a\x11.prism.v1.Landing\"\t\x82\xd3\xe4\x93\x02\x03\x12\x01/\x12O\n\x08RunSweep\x12\x19.prism.v1.RunSweepRequest\x1a\x1a.prism.v1.RunSweepResponse\"\x0c\x82\xd3\xe4\x93\x02\x06\"\x01/:\x01*\x12\x64\n\x0eGetSweepStatus\x12\x1f.prism.v1.GetSweepStatusRequest\x1a\x15.prism.v1.SweepStatus\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/sweeps/{sweep_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprism/v1/orchestrator.proto\x12\x08prism.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetLandingRequest\"L\n\x07Landing\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.prism.v1.Usage\"1\n\x05Usage\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0c\n\x04poll\x18\x02 \x01(\t\x12\x0b\n\x03\x61pi\x18\x03 \x01(\t\"-\n\x0fRunSweepRequest\x12\x11\n\x04task\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_task\"M\n\x10RunSweepResponse\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\'\n\x07results\x18\x02 \x03(\x0b\x32\x16.prism.v1.RunnerResult\">\n\x0cRunnerResult\x12\x0e\n\x06runner\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\")\n\x15GetSweepStatusRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\"g\n\x0bSweepStatus\x12\x0c\n\x04task\x18\x01 \x01(\t\x12)\n\tcompleted\x18\x02 \x03(\x0b\x32\x16.prism.v1.RunnerResult\x12\x0f\n\x07pending\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\"\xf0\x01\n\tSweepSpec\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0e\n\x06script\x18\x02 \x01(\t\x12\x10\n\x08\x65xamples\x18\x03 \x03(\t\x12,\n\nparameters\x18\x04 \x01(\x0b\x32\x18.prism.v1.ParameterSpace\x12&\n\tobjective\x18\x05 \x01(\x0b\x32\x13.prism.v1.Objective\x12\x14\n\x0cmax_parallel\x18\x06 \x01(\x05\x12 \n\x06limits\x18\x07 \x01(\x0b\x32\x10.prism.v1.Limits\x12\x0f\n\x07retries\x18\x08 \x01(\x05\x12\x14\n\x0crequirements\x18\t \x03(\t\"\x98\x01\n\x0eParameterSpace\x12\'\n\x04grid\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12(\n\x06random\x18\x02 \x01(\x0b\x32\x16.prism.v1.RandomSearchH\x00\x12*\n\x04list\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x42\x07\n\x05space\"Y\n\x0cRandomSearch\x12\x0e\n\x06trials\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\r\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\")\n\tObjective\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0c\n\x04goal\x18\x02 \x01(\t\"{\n\x06Limits\x12\x14\n\x0cwall_seconds\x18\x01 \x01(\x01\x12\x11\n\tmemory_mb\x18\x02 \x01(\x05\x12\x0c\n\x04\x63pus\x18\x03 \x01(\x01\x12\x11\n\tprocesses\x18\x04 \x01(\x05\x12\x11\n\toutput_kb\x18\x05 \x01(\x05\x12\x14\n\x0cworkspace_mb\x18\x06 \x01(\x05\"L\n\x12\x43reateSweepRequest\x12\"\n\x05sweep\x18\x01 \x01(\x0b\x32\x13.prism.v1.SweepSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"#\n\x0fGetSweepRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\":\n\x11ListSweepsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"N\n\x12ListSweepsResponse\x12\x1f\n\x06sweeps\x18\x01 \x03(\x0b\x32\x0f.prism.v1.Sweep\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x02\n\x05Sweep\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12!\n\x04spec\x18\x03 \x01(\x0b\x32\x13.prism.v1.SweepSpec\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06\x63ounts\x18\x06 \x01(\x0b\x32\x15.prism.v1.TrialCounts\x12\x1f\n\x06trials\x18\x07 \x03(\x0b\x32\x0f.prism.v1.Trial\x12#\n\nbest_trial\x18\x08 \x01(\x0b\x32\x0f.prism.v1.Trial\"c\n\x0bTrialCounts\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0f\n\x07pending\x18\x02 \x01(\x05\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x10\n\x08\x66inished\x18\x04 \x01(\x05\x12\x11\n\tsucceeded\x18\x05 \x01(\x05\"\xbc\x02\n\x05Trial\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12(\n\x07metrics\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\texit_code\x18\x08 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\n \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12\x0e\n\x06runner\x18\x0c \x01(\t\x12)\n\tartifacts\x18\r \x03(\x0b\x32\x16.prism.v1.ArtifactInfo\"0\n\x0c\x41rtifactInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"6\n\x13GetTrialLogsRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\">\n\tTrialLogs\x12\x0e\n\x06stdout\x18\x01 \x01(\t\x12\x0e\n\x06stderr\x18\x02 \x01(\t\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"7\n\x14ListArtifactsRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\"S\n\x15ListArtifactsResponse\x12)\n\tartifacts\x18\x01 \x03(\x0b\x32\x16.prism.v1.ArtifactInfo\x12\x0f\n\x07skipped\x18\x02 \x03(\t\"C\n\x12GetArtifactRequest\x12\x10\n\x08sweep_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x03 \x01(\t2\xa3\x07\n\x0cOrchestrator\x12G\n\nGetLanding\x12\x1b.prism.v1.GetLandingRequest\x1a\x11.prism.v1.Landing\"\t\x82\xd3\xe4\x93\x02\x03\x12\x01/\x12O\n\x08RunSweep\x12\x19.prism.v1.RunSweepRequest\x1a\x1a.prism.v1.RunSweepResponse\"\x0c\x82\xd3\xe4\x93\x02\x06\"\x01/:\x01*\x12\x64\n\x0eGetSweepStatus\x12\x1f.prism.v1.GetSweepStatusRequest\x1a\x15.prism.v1.SweepStatus\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/sweeps/{sweep_id}\x12W\n\x0b\x43reateSweep\x12\x1c.prism.v1.CreateSweepRequest\x1a\x0f.prism.v1.Sweep\"\x19\x82\xd3\xe4\x93\x02\x13\"\n/v1/sweeps:\x05sweep\x12U\n\x08GetSweep\x12\x19.prism.v1.GetSweepRequest\x1a\x0f.prism.v1.Sweep\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/sweeps/{sweep_id}\x12[\n\nListSweeps\x12\x1b.prism.v1.ListSweepsRequest\x1a\x1c.prism.v1.ListSweepsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/sweeps\x12u\n\x0cGetTrialLogs\x12\x1d.prism.v1.GetTrialLogsRequest\x1a\x13.prism.v1.TrialLogs\"1\x82\xd3\xe4\x93\x02+\x12)/v1/sweeps/{sweep_id}/trials/{index}/logs\x12\x88\x01\n\rListArtifacts\x12\x1e.prism.v1.ListArtifactsRequest\x1a\x1f.prism.v1.ListArtifactsResponse\"6\x82\xd3\xe4\x93\x02\x30\x12./v1/sweeps/{sweep_id}/trials/{index}/artifacts\x12\x83\x01\n\x0bGetArtifact\x12\x1c.prism.v1.GetArtifactRequest\x1a\x14.google.api.HttpBody\"@\x82\xd3\xe4\x93\x02:\x12\x38/v1/sweeps/{sweep_id}/trials/{index}/artifacts/{name=**}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,22 +41,70 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORCHESTRATOR'].methods_by_name['RunSweep']._serialized_options = b'\202\323\344\223\002\006\"\001/:\001*'
   _globals['_ORCHESTRATOR'].methods_by_name['GetSweepStatus']._loaded_options = None
   _globals['_ORCHESTRATOR'].methods_by_name['GetSweepStatus']._serialized_options = b'\202\323\344\223\002\024\022\022/sweeps/{sweep_id}'
-  _globals['_GETLANDINGREQUEST']._serialized_start=71
-  _globals['_GETLANDINGREQUEST']._serialized_end=90
-  _globals['_LANDING']._serialized_start=92
-  _globals['_LANDING']._serialized_end=168
-  _globals['_USAGE']._serialized_start=170
-  _globals['_USAGE']._serialized_end=219
-  _globals['_RUNSWEEPREQUEST']._serialized_start=221
-  _globals['_RUNSWEEPREQUEST']._serialized_end=266
-  _globals['_RUNSWEEPRESPONSE']._serialized_start=268
-  _globals['_RUNSWEEPRESPONSE']._serialized_end=345
-  _globals['_RUNNERRESULT']._serialized_start=347
-  _globals['_RUNNERRESULT']._serialized_end=409
-  _globals['_GETSWEEPSTATUSREQUEST']._serialized_start=411
-  _globals['_GETSWEEPSTATUSREQUEST']._serialized_end=452
-  _globals['_SWEEPSTATUS']._serialized_start=454
-  _globals['_SWEEPSTATUS']._serialized_end=557
-  _globals['_ORCHESTRATOR']._serialized_start=560
-  _globals['_ORCHESTRATOR']._serialized_end=830
+  _globals['_ORCHESTRATOR'].methods_by_name['CreateSweep']._loaded_options = None
+  _globals['_ORCHESTRATOR'].methods_by_name['CreateSweep']._serialized_options = b'\202\323\344\223\002\023\"\n/v1/sweeps:\005sweep'
+  _globals['_ORCHESTRATOR'].methods_by_name['GetSweep']._loaded_options = None
+  _globals['_ORCHESTRATOR'].methods_by_name['GetSweep']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/sweeps/{sweep_id}'
+  _globals['_ORCHESTRATOR'].methods_by_name['ListSweeps']._loaded_options = None
+  _globals['_ORCHESTRATOR'].methods_by_name['ListSweeps']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/sweeps'
+  _globals['_ORCHESTRATOR'].methods_by_name['GetTrialLogs']._loaded_options = None
+  _globals['_ORCHESTRATOR'].methods_by_name['GetTrialLogs']._serialized_options = b'\202\323\344\223\002+\022)/v1/sweeps/{sweep_id}/trials/{index}/logs'
+  _globals['_ORCHESTRATOR'].methods_by_name['ListArtifacts']._loaded_options = None
+  _globals['_ORCHESTRATOR'].methods_by_name['ListArtifacts']._serialized_options = b'\202\323\344\223\0020\022./v1/sweeps/{sweep_id}/trials/{index}/artifacts'
+  _globals['_ORCHESTRATOR'].methods_by_name['GetArtifact']._loaded_options = None
+  _globals['_ORCHESTRATOR'].methods_by_name['GetArtifact']._serialized_options = b'\202\323\344\223\002:\0228/v1/sweeps/{sweep_id}/trials/{index}/artifacts/{name=**}'
+  _globals['_GETLANDINGREQUEST']._serialized_start=161
+  _globals['_GETLANDINGREQUEST']._serialized_end=180
+  _globals['_LANDING']._serialized_start=182
+  _globals['_LANDING']._serialized_end=258
+  _globals['_USAGE']._serialized_start=260
+  _globals['_USAGE']._serialized_end=309
+  _globals['_RUNSWEEPREQUEST']._serialized_start=311
+  _globals['_RUNSWEEPREQUEST']._serialized_end=356
+  _globals['_RUNSWEEPRESPONSE']._serialized_start=358
+  _globals['_RUNSWEEPRESPONSE']._serialized_end=435
+  _globals['_RUNNERRESULT']._serialized_start=437
+  _globals['_RUNNERRESULT']._serialized_end=499
+  _globals['_GETSWEEPSTATUSREQUEST']._serialized_start=501
+  _globals['_GETSWEEPSTATUSREQUEST']._serialized_end=542
+  _globals['_SWEEPSTATUS']._serialized_start=544
+  _globals['_SWEEPSTATUS']._serialized_end=647
+  _globals['_SWEEPSPEC']._serialized_start=650
+  _globals['_SWEEPSPEC']._serialized_end=890
+  _globals['_PARAMETERSPACE']._serialized_start=893
+  _globals['_PARAMETERSPACE']._serialized_end=1045
+  _globals['_RANDOMSEARCH']._serialized_start=1047
+  _globals['_RANDOMSEARCH']._serialized_end=1136
+  _globals['_OBJECTIVE']._serialized_start=1138
+  _globals['_OBJECTIVE']._serialized_end=1179
+  _globals['_LIMITS']._serialized_start=1181
+  _globals['_LIMITS']._serialized_end=1304
+  _globals['_CREATESWEEPREQUEST']._serialized_start=1306
+  _globals['_CREATESWEEPREQUEST']._serialized_end=1382
+  _globals['_GETSWEEPREQUEST']._serialized_start=1384
+  _globals['_GETSWEEPREQUEST']._serialized_end=1419
+  _globals['_LISTSWEEPSREQUEST']._serialized_start=1421
+  _globals['_LISTSWEEPSREQUEST']._serialized_end=1479
+  _globals['_LISTSWEEPSRESPONSE']._serialized_start=1481
+  _globals['_LISTSWEEPSRESPONSE']._serialized_end=1559
+  _globals['_SWEEP']._serialized_start=1562
+  _globals['_SWEEP']._serialized_end=1838
+  _globals['_TRIALCOUNTS']._serialized_start=1840
+  _globals['_TRIALCOUNTS']._serialized_end=1939
+  _globals['_TRIAL']._serialized_start=1942
+  _globals['_TRIAL']._serialized_end=2258
+  _globals['_ARTIFACTINFO']._serialized_start=2260
+  _globals['_ARTIFACTINFO']._serialized_end=2308
+  _globals['_GETTRIALLOGSREQUEST']._serialized_start=2310
+  _globals['_GETTRIALLOGSREQUEST']._serialized_end=2364
+  _globals['_TRIALLOGS']._serialized_start=2366
+  _globals['_TRIALLOGS']._serialized_end=2428
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=2430
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=2485
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=2487
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=2570
+  _globals['_GETARTIFACTREQUEST']._serialized_start=2572
+  _globals['_GETARTIFACTREQUEST']._serialized_end=2639
+  _globals['_ORCHESTRATOR']._serialized_start=2642
+  _globals['_ORCHESTRATOR']._serialized_end=3573
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from prism.v1 import orchestrator_pb2 as prism_dot_v1_dot_orchestrator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -52,6 +53,36 @@ class OrchestratorStub:
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepStatusRequest.SerializeToString,
                 response_deserializer=prism_dot_v1_dot_orchestrator__pb2.SweepStatus.FromString,
                 _registered_method=True)
+        self.CreateSweep = channel.unary_unary(
+                '/prism.v1.Orchestrator/CreateSweep',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+                _registered_method=True)
+        self.GetSweep = channel.unary_unary(
+                '/prism.v1.Orchestrator/GetSweep',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+                _registered_method=True)
+        self.ListSweeps = channel.unary_unary(
+                '/prism.v1.Orchestrator/ListSweeps',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.ListSweepsRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.ListSweepsResponse.FromString,
+                _registered_method=True)
+        self.GetTrialLogs = channel.unary_unary(
+                '/prism.v1.Orchestrator/GetTrialLogs',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetTrialLogsRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.TrialLogs.FromString,
+                _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/prism.v1.Orchestrator/ListArtifacts',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
+        self.GetArtifact = channel.unary_unary(
+                '/prism.v1.Orchestrator/GetArtifact',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetArtifactRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -84,6 +115,50 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSweep(self, request, context):
+        """POST /v1/sweeps : create a sweep from a spec. Answers at once with the
+        recorded sweep (its id, state "running", its trials queued); poll it with
+        GetSweep. A retried create with the same request_id returns the same sweep.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSweep(self, request, context):
+        """GET /v1/sweeps/{sweep_id} : a sweep with every trial and the best one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSweeps(self, request, context):
+        """GET /v1/sweeps : sweeps, newest first, a page at a time (without trials).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrialLogs(self, request, context):
+        """GET /v1/sweeps/{sweep_id}/trials/{index}/logs : a trial's captured output.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArtifacts(self, request, context):
+        """GET /v1/sweeps/{sweep_id}/trials/{index}/artifacts : the files a trial left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArtifact(self, request, context):
+        """GET /v1/sweeps/{sweep_id}/trials/{index}/artifacts/{name} : one file's bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +176,36 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.GetSweepStatus,
                     request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepStatusRequest.FromString,
                     response_serializer=prism_dot_v1_dot_orchestrator__pb2.SweepStatus.SerializeToString,
+            ),
+            'CreateSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSweep,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
+            ),
+            'GetSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSweep,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
+            ),
+            'ListSweeps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSweeps,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.ListSweepsRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.ListSweepsResponse.SerializeToString,
+            ),
+            'GetTrialLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrialLogs,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetTrialLogsRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.TrialLogs.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'GetArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArtifact,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetArtifactRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -187,6 +292,168 @@ class Orchestrator:
             '/prism.v1.Orchestrator/GetSweepStatus',
             prism_dot_v1_dot_orchestrator__pb2.GetSweepStatusRequest.SerializeToString,
             prism_dot_v1_dot_orchestrator__pb2.SweepStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/CreateSweep',
+            prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/GetSweep',
+            prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSweeps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/ListSweeps',
+            prism_dot_v1_dot_orchestrator__pb2.ListSweepsRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.ListSweepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrialLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/GetTrialLogs',
+            prism_dot_v1_dot_orchestrator__pb2.GetTrialLogsRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.TrialLogs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/ListArtifacts',
+            prism_dot_v1_dot_orchestrator__pb2.ListArtifactsRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/GetArtifact',
+            prism_dot_v1_dot_orchestrator__pb2.GetArtifactRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

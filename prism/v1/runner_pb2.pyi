@@ -1,8 +1,9 @@
 from prism.v1 import trial_pb2 as _trial_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -14,26 +15,30 @@ class RunnerCommand(_message.Message):
     def __init__(self, run_trial: _Optional[_Union[RunTrial, _Mapping]] = ...) -> None: ...
 
 class RunTrial(_message.Message):
-    __slots__ = ("trial_id", "script", "params_json", "limits")
+    __slots__ = ("trial_id", "script", "params_json", "limits", "requirements")
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     SCRIPT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     trial_id: str
     script: str
     params_json: str
     limits: _trial_pb2.TrialLimits
-    def __init__(self, trial_id: _Optional[str] = ..., script: _Optional[str] = ..., params_json: _Optional[str] = ..., limits: _Optional[_Union[_trial_pb2.TrialLimits, _Mapping]] = ...) -> None: ...
+    requirements: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, trial_id: _Optional[str] = ..., script: _Optional[str] = ..., params_json: _Optional[str] = ..., limits: _Optional[_Union[_trial_pb2.TrialLimits, _Mapping]] = ..., requirements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunnerEvent(_message.Message):
-    __slots__ = ("accepted", "started", "finished")
+    __slots__ = ("accepted", "started", "finished", "metric")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
     accepted: TrialAccepted
     started: TrialStarted
     finished: TrialFinished
-    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ...) -> None: ...
+    metric: TrialMetric
+    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ..., metric: _Optional[_Union[TrialMetric, _Mapping]] = ...) -> None: ...
 
 class TrialAccepted(_message.Message):
     __slots__ = ("trial_id", "previous")
@@ -58,6 +63,14 @@ class TrialStarted(_message.Message):
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     trial_id: str
     def __init__(self, trial_id: _Optional[str] = ...) -> None: ...
+
+class TrialMetric(_message.Message):
+    __slots__ = ("trial_id", "values_json")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUES_JSON_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    values_json: str
+    def __init__(self, trial_id: _Optional[str] = ..., values_json: _Optional[str] = ...) -> None: ...
 
 class TrialFinished(_message.Message):
     __slots__ = ("trial_id", "result")

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14prism/v1/trial.proto\x12\x08prism.v1\"\x89\x01\n\x0bTrialLimits\x12\x14\n\x0cwall_seconds\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04\x63pus\x18\x03 \x01(\x01\x12\x11\n\tprocesses\x18\x04 \x01(\x05\x12\x14\n\x0coutput_bytes\x18\x05 \x01(\x03\x12\x17\n\x0fworkspace_bytes\x18\x06 \x01(\x03\"\xa8\x01\n\x0bTrialResult\x12\"\n\x07outcome\x18\x01 \x01(\x0e\x32\x11.prism.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06stdout\x18\x04 \x01(\t\x12\x0e\n\x06stderr\x18\x05 \x01(\t\x12\x18\n\x10output_truncated\x18\x06 \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x07 \x01(\x01*\xe1\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x15\n\x11OUTCOME_TIMED_OUT\x10\x03\x12\x16\n\x12OUTCOME_OOM_KILLED\x10\x04\x12\x18\n\x14OUTCOME_OUTPUT_LIMIT\x10\x05\x12\x15\n\x11OUTCOME_CANCELLED\x10\x06\x12\x19\n\x15OUTCOME_SANDBOX_ERROR\x10\x07\x12\x17\n\x13OUTCOME_RUNNER_LOST\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14prism/v1/trial.proto\x12\x08prism.v1\"\x89\x01\n\x0bTrialLimits\x12\x14\n\x0cwall_seconds\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04\x63pus\x18\x03 \x01(\x01\x12\x11\n\tprocesses\x18\x04 \x01(\x05\x12\x14\n\x0coutput_bytes\x18\x05 \x01(\x03\x12\x17\n\x0fworkspace_bytes\x18\x06 \x01(\x03\"&\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x9a\x02\n\x0bTrialResult\x12\"\n\x07outcome\x18\x01 \x01(\x0e\x32\x11.prism.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06stdout\x18\x04 \x01(\t\x12\x0e\n\x06stderr\x18\x05 \x01(\t\x12\x18\n\x10output_truncated\x18\x06 \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x07 \x01(\x01\x12\x13\n\x0bresult_json\x18\x08 \x01(\t\x12\x19\n\x11peak_memory_bytes\x18\t \x01(\x03\x12%\n\tartifacts\x18\n \x03(\x0b\x32\x12.prism.v1.Artifact\x12\x19\n\x11\x61rtifacts_skipped\x18\x0b \x03(\t*\xe1\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x15\n\x11OUTCOME_TIMED_OUT\x10\x03\x12\x16\n\x12OUTCOME_OOM_KILLED\x10\x04\x12\x18\n\x14OUTCOME_OUTPUT_LIMIT\x10\x05\x12\x15\n\x11OUTCOME_CANCELLED\x10\x06\x12\x19\n\x15OUTCOME_SANDBOX_ERROR\x10\x07\x12\x17\n\x13OUTCOME_RUNNER_LOST\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prism.v1.trial_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=346
-  _globals['_OUTCOME']._serialized_end=571
+  _globals['_OUTCOME']._serialized_start=500
+  _globals['_OUTCOME']._serialized_end=725
   _globals['_TRIALLIMITS']._serialized_start=35
   _globals['_TRIALLIMITS']._serialized_end=172
-  _globals['_TRIALRESULT']._serialized_start=175
-  _globals['_TRIALRESULT']._serialized_end=343
+  _globals['_ARTIFACT']._serialized_start=174
+  _globals['_ARTIFACT']._serialized_end=212
+  _globals['_TRIALRESULT']._serialized_start=215
+  _globals['_TRIALRESULT']._serialized_end=497
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -42,8 +44,16 @@ class TrialLimits(_message.Message):
     workspace_bytes: int
     def __init__(self, wall_seconds: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., cpus: _Optional[float] = ..., processes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., workspace_bytes: _Optional[int] = ...) -> None: ...
 
+class Artifact(_message.Message):
+    __slots__ = ("name", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class TrialResult(_message.Message):
-    __slots__ = ("outcome", "reason", "exit_code", "stdout", "stderr", "output_truncated", "duration_seconds")
+    __slots__ = ("outcome", "reason", "exit_code", "stdout", "stderr", "output_truncated", "duration_seconds", "result_json", "peak_memory_bytes", "artifacts", "artifacts_skipped")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +61,10 @@ class TrialResult(_message.Message):
     STDERR_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     reason: str
     exit_code: int
@@ -58,4 +72,8 @@ class TrialResult(_message.Message):
     stderr: str
     output_truncated: bool
     duration_seconds: float
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+    result_json: str
+    peak_memory_bytes: int
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    artifacts_skipped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., result_json: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., artifacts_skipped: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,127 @@
+"""The v1 resources as the API shows them, built from stored rows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from orchestrator_svc import store
+from prism.errors import InvalidArgument
+from prism.v1 import orchestrator_pb2
+
+
+def _struct(value_json: str) -> struct_pb2.Struct | None:
+    if not value_json:
+        return None
+    value = json.loads(value_json)
+    if not isinstance(value, dict):
+        return None
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _time(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def trial(row: store.Trial, artifacts: list[tuple[str, int]]) -> orchestrator_pb2.Trial:
+    return orchestrator_pb2.Trial(
+        index=row.position,
+        name=row.name,
+        params=_struct(row.params_json),
+        state=row.state,
+        outcome=row.outcome or "",
+        reason=row.reason,
+        metrics=_struct(row.result_json),
+        exit_code=row.exit_code if row.exit_code is not None else 0,
+        duration_seconds=row.duration_seconds or 0.0,
+        peak_memory_bytes=row.peak_memory_bytes,
+        attempts=row.attempts,
+        runner=row.runner or "",
+        artifacts=[orchestrator_pb2.ArtifactInfo(name=n, size_bytes=size) for n, size in artifacts],
+    )
+
+
+def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
+    """The succeeded trial with the best finite value of the objective metric
+    (the lowest index among equals)."""
+    objective = spec.get("objective") or {}
+    metric = objective.get("metric")
+    if not metric:
+        return None
+    scored = []
+    for row in rows:
+        if row.outcome != "succeeded" or not row.result_json:
+            continue
+        value = json.loads(row.result_json).get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            scored.append(
+                (value if objective.get("goal") == "maximize" else -value, -row.position, row)
+            )
+    return max(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
+
+
+def counts(by_state: dict[str, int]) -> orchestrator_pb2.TrialCounts:
+    return orchestrator_pb2.TrialCounts(
+        total=sum(by_state.get(s, 0) for s in (store.PENDING, *store.IN_FLIGHT, store.FINISHED)),
+        pending=by_state.get(store.PENDING, 0),
+        running=sum(by_state.get(s, 0) for s in store.IN_FLIGHT),
+        finished=by_state.get(store.FINISHED, 0),
+        succeeded=by_state.get("succeeded", 0),
+    )
+
+
+def sweep(
+    row: store.Sweep,
+    rows: list[store.Trial] | None = None,
+    artifacts: dict[str, list[tuple[str, int]]] | None = None,
+    by_state: dict[str, int] | None = None,
+) -> orchestrator_pb2.Sweep:
+    """With `rows`, every trial and the best one; without, a summary."""
+    spec = row.spec
+    shown = orchestrator_pb2.Sweep(
+        id=row.id,
+        state=row.status,
+        spec=json_format.ParseDict(spec, orchestrator_pb2.SweepSpec()),
+        create_time=_time(row.created_at),
+        finish_time=_time(row.finished_at),
+    )
+    if rows is not None:
+        by_state = {}
+        for t in rows:
+            by_state[t.state] = by_state.get(t.state, 0) + 1
+            if t.outcome == "succeeded":
+                by_state["succeeded"] = by_state.get("succeeded", 0) + 1
+        artifacts = artifacts or {}
+        shown.trials.extend(trial(t, artifacts.get(t.id, [])) for t in rows)
+        top = best(spec, rows)
+        if top is not None:
+            shown.best_trial.CopyFrom(trial(top, artifacts.get(top.id, [])))
+    shown.counts.CopyFrom(counts(by_state or {}))
+    return shown
+
+
+def page_token(row: store.Sweep) -> str:
+    raw = json.dumps([row.created_at, row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_page_token(token: str) -> tuple[float, str] | None:
+    if not token:
+        return None
+    try:
+        created, sweep_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if isinstance(created, (int, float)) and isinstance(sweep_id, str):
+            return float(created), sweep_id
+    except (ValueError, TypeError):
+        pass
+    raise InvalidArgument("pageToken", "is not a token from a previous page")
