@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -84,8 +85,33 @@ class RunningStack:
         headers_lower = {k.lower(): v for k, v in reply_headers.items()}
         return Reply(status, headers_lower, json.loads(raw) if raw else None)
 
+    def raw(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """Status, content type and body bytes, for non-JSON replies."""
+        request = urllib.request.Request(
+            f"http://{self.gateway}{path}",
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, reply.headers.get("content-type", ""), reply.read()
+
     def post_task(self, task: Any, **kwargs: Any) -> Reply:
         return self.http("POST", "/", json.dumps({"task": task}).encode(), **kwargs)
+
+    def create(self, spec: Mapping[str, Any], query: str = "") -> Reply:
+        """POST /v1/sweeps with a spec."""
+        return self.http("POST", f"/v1/sweeps{query}", json.dumps(spec).encode())
+
+    def finished(self, sweep_id: str, timeout: float = 120) -> dict[str, Any]:
+        """GET /v1/sweeps/{id} until the sweep is no longer running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = self.http("GET", f"/v1/sweeps/{sweep_id}")
+            assert reply.status == 200, reply.body
+            if reply.body["state"] != "running":
+                return dict(reply.body)
+            time.sleep(0.2)
+        raise AssertionError(f"sweep {sweep_id} still running after {timeout} s")
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)
