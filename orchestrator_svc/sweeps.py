@@ -24,8 +24,10 @@ LANDING = orchestrator_pb2.Landing(
         start='POST / with {"task": "..."} runs the default sweep and returns its results',
         poll="GET /sweeps/{sweepId} shows a sweep's progress and results",
         api=(
-            "every route needs an 'Authorization: Bearer' token; the same API is gRPC service "
-            "prism.v1.Orchestrator on this port (server reflection is on)"
+            "your own script over a parameter space: POST /v1/sweeps with a sweep spec, then "
+            "GET /v1/sweeps/{id} (the README has the reference); every route needs an "
+            "'Authorization: Bearer' token; the same API is gRPC service prism.v1.Orchestrator "
+            "on this port (server reflection is on)"
         ),
     ),
 )

@@ -153,12 +153,18 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):
 
 
 def new_server(
-    *, token: str | None, what: str, services: list[str]
+    *,
+    token: str | None,
+    what: str,
+    services: list[str],
+    options: list[tuple[str, Any]] | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer]:
-    """A grpc.aio server with bearer-token auth, keepalive, health (starting
-    NOT_SERVING) and reflection for `services` plus health and reflection."""
+    """A grpc.aio server with bearer-token auth, keepalive, health (reporting
+    nothing until `set_serving`) and reflection for `services`, health and
+    reflection itself."""
     server = grpc.aio.server(
-        interceptors=[BearerTokenAuth(token, what=what)], options=SERVER_KEEPALIVE
+        interceptors=[BearerTokenAuth(token, what=what)],
+        options=[*SERVER_KEEPALIVE, *(options or [])],
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

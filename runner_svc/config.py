@@ -7,6 +7,8 @@ from pathlib import Path
 
 from prism.service import env, read_secret
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -16,6 +18,11 @@ class Settings:
     token: str | None
     image: str
     slots: int
+    # pip's sources for the images derived for a trial's requirements: a folder of
+    # distributions, an index in place of PyPI, and whether to use no index at all.
+    pip_find_links: Path | None = None
+    pip_index_url: str | None = None
+    pip_no_index: bool = False
 
     @property
     def db_path(self) -> Path:
@@ -23,11 +30,25 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        slots = int(env("PRISM_RUNNER_SLOTS", "4"))
+        if slots < 1:
+            raise ValueError(f"PRISM_RUNNER_SLOTS must be at least 1, got {slots}")
+        find_links = env("PRISM_PIP_FIND_LINKS", "")
         return cls(
             name=env("PRISM_RUNNER_NAME", "runner-1"),
             address=env("PRISM_RUNNER_ADDR", "127.0.0.1:50061"),
             data_dir=Path(env("PRISM_DATA_DIR", ".prism")),
             token=read_secret("PRISM_RUNNER_TOKEN"),
             image=env("PRISM_SANDBOX_IMAGE", "prism-sandbox:latest"),
-            slots=int(env("PRISM_RUNNER_SLOTS", "4")),
+            slots=slots,
+            pip_find_links=Path(find_links) if find_links else None,
+            pip_index_url=env("PRISM_PIP_INDEX_URL", "") or None,
+            pip_no_index=_flag("PRISM_PIP_NO_INDEX"),
         )
+
+
+def _flag(name: str) -> bool:
+    value = env(name, "false").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"{name} must be one of {', '.join(_TRUE + _FALSE)}, got {value!r}")
+    return value in _TRUE

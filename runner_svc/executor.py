@@ -2,7 +2,11 @@
 
 Concurrency model: grpc.aio on one event loop. SQLite work goes to the store's
 DbThread; each sandbox run (blocking Docker SDK calls) goes to a pool with one
-thread per slot, so at most `slots` containers run at once here.
+thread per slot, so at most `slots` containers run at once here. A trial's metrics
+come from its sandbox's output reader thread and are handed to the loop with
+call_soon_threadsafe, so they reach the streams before the trial's TrialFinished.
+An image for a trial's requirements is made before the trial takes a slot (see
+runner_svc.images): a long build holds no slot.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from prism.service import log
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, trial_pb2
 from runner_svc import store
+from runner_svc.images import ImageUnavailable, TrialImages
 from sandbox import MAX_SCRIPT_BYTES, Execution, Limits, Sandbox
 
 logger = logging.getLogger("runner.executor")
@@ -78,7 +83,8 @@ def failed_event(trial_id: str, reason: str) -> runner_pb2.RunnerEvent:
     )
 
 
-def finished_event(row: store.Trial) -> runner_pb2.RunnerEvent:
+def finished_event(recorded: store.Recorded) -> runner_pb2.RunnerEvent:
+    row = recorded.trial
     return runner_pb2.RunnerEvent(
         finished=runner_pb2.TrialFinished(
             trial_id=row.id,
@@ -92,23 +98,52 @@ def finished_event(row: store.Trial) -> runner_pb2.RunnerEvent:
                 stderr=row.stderr,
                 output_truncated=row.output_truncated,
                 duration_seconds=row.duration_seconds or 0.0,
+                result_json=row.result_json,
+                peak_memory_bytes=row.peak_memory_bytes,
+                artifacts=[
+                    trial_pb2.Artifact(name=name, data=data) for name, data in recorded.artifacts
+                ],
+                artifacts_skipped=json.loads(row.artifacts_skipped),
             ),
         )
     )
 
 
+def metric_event(trial_id: str, values: dict[str, Any]) -> runner_pb2.RunnerEvent:
+    return runner_pb2.RunnerEvent(
+        metric=runner_pb2.TrialMetric(trial_id=trial_id, values_json=json.dumps(values))
+    )
+
+
+def not_run(outcome: str, reason: str) -> Execution:
+    return Execution(
+        outcome=outcome,
+        reason=reason,
+        exit_code=-1,
+        stdout="",
+        stderr="",
+        output_truncated=False,
+        duration_seconds=0.0,
+    )
+
+
 class TrialExecutor:
-    def __init__(self, db: DbThread, sandbox: Sandbox, *, slots: int) -> None:
+    def __init__(self, db: DbThread, sandbox: Sandbox, images: TrialImages, *, slots: int) -> None:
+        self.slots = slots
         self._db = db
         self._sandbox = sandbox
+        self._images = images
         self._slots = asyncio.Semaphore(slots)
         self._pool = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="sandbox")
         self._closing = False
         self._running: dict[str, asyncio.Task[None]] = {}
+        # Trials waiting for their requirements' image: a shutdown cancels them.
+        self._preparing: set[str] = set()
         self._subscribers: dict[str, set[Outbox]] = {}
 
     async def submit(self, run: runner_pb2.RunTrial, outbox: Outbox) -> None:
-        """Answer a RunTrial on `outbox`: accepted at once, finished when it is."""
+        """Answer a RunTrial on `outbox`: accepted at once, then metrics while it runs,
+        finished when it is."""
         if self._closing:
             raise Unavailable("the runner is shutting down")
         problem = trial_problem(run)
@@ -118,7 +153,7 @@ class TrialExecutor:
             outbox.put_nowait(accepted_event(run.trial_id, None))
             outbox.put_nowait(failed_event(run.trial_id, problem))
             return
-        previous, row = await self._db(store.admit, run.trial_id, run.params_json)
+        previous = await self._db(store.admit, run.trial_id, run.params_json)
         # No await from here on until the subscription is in place, so a
         # finishing execution cannot slip between the check and the subscribe.
         accepted = accepted_event(run.trial_id, previous)
@@ -131,13 +166,15 @@ class TrialExecutor:
             self._subscribers[run.trial_id].add(outbox)
             outbox.put_nowait(accepted)
         else:
-            if row.state != store.FINISHED:
-                # It finished between the admit and now: read the result.
-                row = await self._db(store.get, run.trial_id)
-            if row.state != store.FINISHED:
-                raise Unavailable(f"trial {run.trial_id} is in an unexpected state {row.state}")
+            # Finished, or it finished between the admit and now: a finished
+            # trial never changes, so the awaits here are safe.
+            recorded = await self._db(store.recorded, run.trial_id)
+            if recorded.trial.state != store.FINISHED:
+                raise Unavailable(
+                    f"trial {run.trial_id} is in an unexpected state {recorded.trial.state}"
+                )
             outbox.put_nowait(accepted)
-            outbox.put_nowait(finished_event(row))
+            outbox.put_nowait(finished_event(recorded))
 
     def forget(self, outbox: Outbox) -> None:
         for subscribers in self._subscribers.values():
@@ -149,71 +186,87 @@ class TrialExecutor:
 
     async def _execute(self, run: runner_pb2.RunTrial) -> None:
         trial_id = run.trial_id
-        loop = asyncio.get_running_loop()
-        started = runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))
         try:
-            async with self._slots:
-                if self._closing:
-                    # Never started: the row stays queued and the trial runs
-                    # when it is sent again after the restart.
-                    self._running.pop(trial_id, None)
-                    self._subscribers.pop(trial_id, None)
-                    return
-                await self._db(store.mark_started, trial_id)
-                self._publish(trial_id, started)
-                execution = await loop.run_in_executor(
-                    self._pool,
-                    lambda: self._sandbox.run(
-                        trial_id, run.script, run.params_json, limits_from_proto(run.limits)
-                    ),
+            try:
+                execution = await self._attempt(run)
+            except Exception as error:  # the sandbox reports the trial's misbehaviour; this is ours
+                logger.exception("trial execution failed", extra={"fields": {"trial": trial_id}})
+                execution = not_run(
+                    "sandbox_error",
+                    f"the runner could not execute the trial: {type(error).__name__}",
                 )
-            if self._closing and execution.outcome == "cancelled":
-                # Stopped by our own shutdown, not by a user: infrastructure.
-                execution = dataclasses.replace(
-                    execution,
-                    outcome="sandbox_error",
-                    reason="the runner shut down during the trial",
-                )
-        except Exception as error:  # the sandbox reports trial misbehaviour itself; this is ours
-            logger.exception("trial execution failed", extra={"fields": {"trial": trial_id}})
-            execution = Execution(
-                outcome="sandbox_error",
-                reason=f"the runner could not execute the trial: {type(error).__name__}",
-                exit_code=-1,
-                stdout="",
-                stderr="",
-                output_truncated=False,
-                duration_seconds=0.0,
+            if execution is None:
+                # Never started: the row stays queued and the trial runs when it is
+                # sent again after the restart.
+                return
+            recorded = await self._db(store.finish, trial_id, execution)
+            log(
+                logger,
+                "trial finished",
+                trial=trial_id,
+                outcome=execution.outcome,
+                seconds=round(execution.duration_seconds, 3),
             )
-        row = await self._db(
-            store.finish,
-            trial_id,
-            outcome=execution.outcome,
-            reason=execution.reason,
-            exit_code=execution.exit_code,
-            stdout=execution.stdout,
-            stderr=execution.stderr,
-            output_truncated=execution.output_truncated,
-            duration_seconds=execution.duration_seconds,
-        )
-        log(
-            logger,
-            "trial finished",
-            trial=trial_id,
-            outcome=execution.outcome,
-            seconds=round(execution.duration_seconds, 3),
-        )
-        self._publish(trial_id, finished_event(row))
-        self._running.pop(trial_id, None)
-        self._subscribers.pop(trial_id, None)
+            self._publish(trial_id, finished_event(recorded))
+        finally:
+            self._running.pop(trial_id, None)
+            self._subscribers.pop(trial_id, None)
+
+    async def _attempt(self, run: runner_pb2.RunTrial) -> Execution | None:
+        """Run the trial once; None when the runner shut down before it started."""
+        trial_id = run.trial_id
+        loop = asyncio.get_running_loop()
+        image = None
+        if run.requirements:
+            self._preparing.add(trial_id)
+            try:
+                image = await self._images.image_for(run.requirements)
+            except ImageUnavailable as error:
+                return not_run(error.outcome, error.reason)
+            finally:
+                self._preparing.discard(trial_id)
+
+        def on_metric(values: dict[str, Any]) -> None:  # on the sandbox's reader thread
+            loop.call_soon_threadsafe(self._publish, trial_id, metric_event(trial_id, values))
+
+        async with self._slots:
+            if self._closing:
+                return None
+            await self._db(store.mark_started, trial_id)
+            self._publish(
+                trial_id, runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))
+            )
+            execution = await loop.run_in_executor(
+                self._pool,
+                lambda: self._sandbox.run(
+                    trial_id,
+                    run.script,
+                    run.params_json,
+                    limits_from_proto(run.limits),
+                    image=image,
+                    on_metric=on_metric,
+                ),
+            )
+        if self._closing and execution.outcome == "cancelled":
+            # Stopped by our own shutdown, not by a user: infrastructure.
+            execution = dataclasses.replace(
+                execution,
+                outcome="sandbox_error",
+                reason="the runner shut down during the trial",
+            )
+        return execution
 
     async def close(self) -> None:
         """Stop what runs (the sandbox kills the containers) and record it.
         Cancel again until all are done: a trial between its slot and its
-        container is not yet known to the sandbox on the first pass."""
+        container is not yet known to the sandbox on the first pass. A trial
+        still waiting for its image is dropped: it never started."""
         self._closing = True
         while self._running:
-            for trial_id in list(self._running):
-                await asyncio.to_thread(self._sandbox.cancel, trial_id)
+            for trial_id, task in list(self._running.items()):
+                if trial_id in self._preparing:
+                    task.cancel()
+                else:
+                    await asyncio.to_thread(self._sandbox.cancel, trial_id)
             await asyncio.wait(list(self._running.values()), timeout=0.2)
         self._pool.shutdown(wait=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import docker
@@ -13,12 +14,15 @@ from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc import store
 from runner_svc.config import Settings
 from runner_svc.executor import TrialExecutor
+from runner_svc.images import TrialImages
 from runner_svc.servicer import RunnerServicer
 from sandbox import Sandbox
+from sandbox.images import ensure_requirements_image
 
 logger = logging.getLogger("runner")
 
 GRACE_SECONDS = 10.0
+MAX_MESSAGE_BYTES = 64 * 2**20
 
 
 async def serve(settings: Settings) -> None:
@@ -26,7 +30,7 @@ async def serve(settings: Settings) -> None:
     # Fail fast, with the engine's own message, when the image is missing.
     await asyncio.to_thread(client.images.get, settings.image)
     sandbox = Sandbox(client, image=settings.image, owner=settings.name)
-    db = DbThread(store.db, settings.db_path, store.MODELS)
+    db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
     # Nothing runs here yet, so every container with our label is an orphan of
     # an earlier process, and every trial marked running was interrupted.
     orphans = await asyncio.to_thread(sandbox.remove_orphans)
@@ -39,11 +43,23 @@ async def serve(settings: Settings) -> None:
         interrupted=interrupted,
     )
 
-    executor = TrialExecutor(db, sandbox, slots=settings.slots)
+    images = TrialImages(
+        functools.partial(
+            ensure_requirements_image,
+            client,
+            base=settings.image,
+            find_links=settings.pip_find_links,
+            index_url=settings.pip_index_url,
+            no_index=settings.pip_no_index,
+        )
+    )
+    executor = TrialExecutor(db, sandbox, images, slots=settings.slots)
     server, health = new_server(
         token=settings.token,
         what="runner token",
         services=[runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name],
+        # A result carries captured output and artifacts: well over gRPC's 4 MiB.
+        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
     )
     runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(executor), server)
     port = server.add_insecure_port(settings.address)

@@ -14,6 +14,9 @@ from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc.executor import TrialExecutor
 
 MAX_TRIAL_ID = 200
+# Initial metadata of every stream: how many trials this runner executes at once,
+# so the orchestrator never sends more than that.
+SLOTS_KEY = "prism-slots"
 
 logger = logging.getLogger("runner.servicer")
 
@@ -37,8 +40,8 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         """Events for every trial sent on this stream. When the orchestrator
         half-closes, the stream ends once those trials have all finished."""
         # Headers go out at once, so the orchestrator knows the stream is open
-        # (and the token accepted) before any trial event exists.
-        await context.send_initial_metadata(())
+        # (and the token accepted, and our slots) before any trial event exists.
+        await context.send_initial_metadata(((SLOTS_KEY, str(self._executor.slots)),))
         outbox: asyncio.Queue[runner_pb2.RunnerEvent | PrismError | None] = asyncio.Queue()
 
         async def read_commands() -> None:

@@ -6,11 +6,17 @@ trial id that arrives again is answered from here instead of running again.
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 
 import peewee
 
+from sandbox import Execution as SandboxExecution
+
 db = peewee.SqliteDatabase(None)
+# 2: results, peak memory and artifacts.
+SCHEMA_VERSION = 2
 
 QUEUED, RUNNING, FINISHED = "queued", "running", "finished"
 
@@ -29,6 +35,11 @@ class Trial(peewee.Model):
     stderr = peewee.TextField(default="")
     output_truncated = peewee.BooleanField(default=False)
     duration_seconds = peewee.FloatField(null=True)
+    # The trial's result object as JSON; "" when it left none.
+    result_json = peewee.TextField(default="")
+    peak_memory_bytes = peewee.IntegerField(default=0)
+    # A JSON list of strings: the output files left out, and why.
+    artifacts_skipped = peewee.TextField(default="[]")
 
     class Meta:
         database = db
@@ -44,19 +55,39 @@ class Execution(peewee.Model):
         database = db
 
 
-MODELS = [Trial, Execution]
+class Artifact(peewee.Model):
+    """A file of a finished trial's output folder."""
+
+    trial = peewee.ForeignKeyField(Trial, backref="artifacts")
+    position = peewee.IntegerField()
+    name = peewee.TextField()
+    data = peewee.BlobField()
+
+    class Meta:
+        database = db
+        indexes = ((("trial", "position"), True),)
 
 
-def admit(trial_id: str, params_json: str) -> tuple[str | None, Trial]:
+MODELS = [Trial, Execution, Artifact]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A finished trial as recorded: what a re-sent trial id is answered with."""
+
+    trial: Trial
+    artifacts: list[tuple[str, bytes]]
+
+
+def admit(trial_id: str, params_json: str) -> str | None:
     """Record a trial unless it is known; return its state before this call."""
     with db.atomic("IMMEDIATE"):
         row = Trial.get_or_none(Trial.id == trial_id)
         if row is not None:
-            return row.state, row
-        row = Trial.create(
-            id=trial_id, state=QUEUED, params_json=params_json, received_at=time.time()
-        )
-        return None, row
+            state: str = row.state
+            return state
+        Trial.create(id=trial_id, state=QUEUED, params_json=params_json, received_at=time.time())
+        return None
 
 
 def mark_started(trial_id: str) -> None:
@@ -66,34 +97,35 @@ def mark_started(trial_id: str) -> None:
         Execution.create(trial=trial_id, started_at=now)
 
 
-def finish(
-    trial_id: str,
-    *,
-    outcome: str,
-    reason: str,
-    exit_code: int,
-    stdout: str,
-    stderr: str,
-    output_truncated: bool,
-    duration_seconds: float,
-) -> Trial:
+def finish(trial_id: str, execution: SandboxExecution) -> Recorded:
     with db.atomic("IMMEDIATE"):
         Trial.update(
             state=FINISHED,
             finished_at=time.time(),
-            outcome=outcome,
-            reason=reason,
-            exit_code=exit_code,
-            stdout=stdout,
-            stderr=stderr,
-            output_truncated=output_truncated,
-            duration_seconds=duration_seconds,
+            outcome=execution.outcome,
+            reason=execution.reason,
+            exit_code=execution.exit_code,
+            stdout=execution.stdout,
+            stderr=execution.stderr,
+            output_truncated=execution.output_truncated,
+            duration_seconds=execution.duration_seconds,
+            result_json="" if execution.result is None else json.dumps(execution.result),
+            peak_memory_bytes=execution.peak_memory_bytes,
+            artifacts_skipped=json.dumps(list(execution.artifacts_skipped)),
         ).where(Trial.id == trial_id).execute()
-        return Trial.get_by_id(trial_id)
+        Artifact.delete().where(Artifact.trial == trial_id).execute()
+        for position, (name, data) in enumerate(execution.artifacts):
+            Artifact.create(trial=trial_id, position=position, name=name, data=data)
+        return recorded(trial_id)
 
 
-def get(trial_id: str) -> Trial:
-    return Trial.get_by_id(trial_id)
+def recorded(trial_id: str) -> Recorded:
+    artifacts = (
+        Artifact.select(Artifact.name, Artifact.data)
+        .where(Artifact.trial == trial_id)
+        .order_by(Artifact.position)
+    )
+    return Recorded(Trial.get_by_id(trial_id), [(a.name, bytes(a.data)) for a in artifacts])
 
 
 def recover() -> tuple[int, int]:

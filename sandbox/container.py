@@ -4,21 +4,29 @@ Blocking code: the runner calls ``Sandbox.run`` from worker threads; one Sandbox
 the DockerClient it holds, serve all of them at once. Each run takes two threads: the
 caller's, which drives the container's life (create, attach, start, wait, kill,
 remove), and a reader that drains the container's output to its end, because a kill
-while nobody reads the attached output can hang the engine. The reader only reads and
-raises flags; every kill is issued by the caller's thread or by ``cancel``.
+while nobody reads the attached output can hang the engine. The reader only reads,
+raises flags and calls ``on_metric``; every kill is issued by the caller's thread or by
+``cancel``.
+
+The reader also takes the bootstrap's report (see ``sandbox/bootstrap.py``) out of
+stderr: it is found by the run's random key, even split across reads, and does not
+count against the output limit. Everything in it is checked again here, because the
+trial could have forged it. The trial contract is described in ``sandbox/__init__.py``.
 """
 
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import re
+import secrets
 import signal
 import struct
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +34,17 @@ import docker
 import docker.errors
 import requests
 from docker.types import LogConfig, Ulimit
+
+from sandbox.bootstrap import (
+    MAX_ARTIFACT_BYTES,
+    MAX_ARTIFACT_FILES,
+    MAX_RESULT_BYTES,
+    MAX_SKIPPED_LISTED,
+    REPORT_KEY_ENV,
+    REPORT_MARK,
+    RESULT_FILE,
+)
+from sandbox.prism_trial import MAX_METRIC_LINE_BYTES, METRIC_PREFIX
 
 OUTCOMES = (
     "succeeded",
@@ -45,6 +64,15 @@ _TMP_BYTES = 16 * _MiB
 _SHM_BYTES = 16 * _MiB
 _OPEN_FILES = 1024
 _NOBODY = "65534:65534"
+# The bootstrap lives beside the trial's processes: its memory and its one process
+# come on top of the trial's limits.
+_BOOTSTRAP_BYTES = 16 * _MiB
+_BOOTSTRAP_PROCESSES = 1
+# Metric events one trial may report; later metric lines only stay in stdout.
+MAX_METRICS = 10_000
+# The bootstrap's report: artifacts plus one line of JSON about them.
+_MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + _MiB
+_MAX_NAME_CHARS = 4096
 # How long a killed container, or the output stream of an exited one, may take to end.
 _GRACE_SECONDS = 10.0
 # Linux refuses to exec with an environment string longer than this (MAX_ARG_STRLEN).
@@ -61,7 +89,8 @@ class Limits:
 
     ``memory_bytes`` is for the trial's processes. The container's memory limit is that
     plus the workspace, /tmp and /dev/shm sizes, because tmpfs pages are charged to the
-    container too: a full workspace must not leave the trial short of memory.
+    container too: a full workspace must not leave the trial short of memory; plus
+    16 MiB for the bootstrap. ``processes`` likewise leaves the bootstrap out.
 
     ``output_bytes`` bounds stdout and stderr together. A trial that writes more is
     killed (outcome ``output_limit``) and keeps the first ``output_bytes`` it wrote.
@@ -82,7 +111,12 @@ class Limits:
 
 @dataclass(frozen=True, kw_only=True)
 class Execution:
-    """How a trial ended. ``exit_code`` is -1 when the process did not exit on its own."""
+    """How a trial ended. ``exit_code`` is -1 when the process did not exit on its own.
+
+    ``result`` is the trial's result object, None when it left none or did not run to
+    its end. ``peak_memory_bytes`` is the container's peak memory, 0 when unknown (a
+    container the host killed). ``artifacts`` are (name, content) pairs in name order;
+    ``artifacts_skipped`` says which files were left out, and why."""
 
     outcome: str
     reason: str
@@ -91,14 +125,162 @@ class Execution:
     stderr: str
     output_truncated: bool
     duration_seconds: float
+    result: dict[str, Any] | None = None
+    peak_memory_bytes: int = 0
+    artifacts: tuple[tuple[str, bytes], ...] = ()
+    artifacts_skipped: tuple[str, ...] = ()
+
+
+MetricCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Report:
+    """What the bootstrap found once the script had ended."""
+
+    result: dict[str, Any] | None
+    result_ignored: str | None
+    signal: int
+    peak_memory_bytes: int
+    oom_kills: int
+    artifacts: tuple[tuple[str, bytes], ...]
+    artifacts_skipped: tuple[str, ...]
+
+
+class _ReportReader:
+    """Separates the bootstrap's report from the stderr around it.
+
+    Bytes that may be the start of the mark are held back until the next read shows
+    whether they are. Only the first well-formed report counts; a malformed header
+    and anything after the report are ordinary stderr."""
+
+    _TEXT, _HEADER, _PAYLOAD, _AFTER = range(4)
+
+    def __init__(self, key: str) -> None:
+        self._mark = REPORT_MARK + key.encode() + b" "
+        self._state = self._TEXT
+        self._held = b""
+        self._payload = bytearray()
+        self._length = 0
+        self.payload: bytes | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the stderr text among ``data``."""
+        text = bytearray()
+        data, self._held = self._held + data, b""
+        while data:
+            if self._state == self._TEXT:
+                at = data.find(self._mark)
+                if at < 0:
+                    held = _partial_mark(data, self._mark)
+                    text += data[: len(data) - held]
+                    self._held = data[len(data) - held :]
+                    break
+                text += data[:at]
+                data = data[at + len(self._mark) :]
+                self._state = self._HEADER
+            elif self._state == self._HEADER:
+                end = data.find(b"\n", 0, 16)
+                if end < 0 and len(data) < 16:
+                    self._held = data
+                    break
+                digits = data[:end] if end >= 0 else b""
+                if not (digits.isdigit() and int(digits) <= _MAX_REPORT_BYTES):
+                    # Not a report after all: the mark was text.
+                    text += self._mark
+                    self._state = self._TEXT
+                    continue
+                self._length = int(digits)
+                data = data[end + 1 :]
+                self._state = self._PAYLOAD
+                if self._length == 0:
+                    self._complete()
+            elif self._state == self._PAYLOAD:
+                taken = data[: self._length - len(self._payload)]
+                self._payload += taken
+                data = data[len(taken) :]
+                if len(self._payload) == self._length:
+                    self._complete()
+            else:
+                text += data
+                break
+        return bytes(text)
+
+    def end(self) -> bytes:
+        """The stream ended: held bytes are text, unless they were a cut-off report."""
+        held, self._held = self._held, b""
+        if self._state == self._HEADER:
+            return self._mark + held
+        return held if self._state == self._TEXT else b""
+
+    def _complete(self) -> None:
+        self.payload = bytes(self._payload)
+        self._payload = bytearray()
+        self._state = self._AFTER
+
+
+class _MetricLines:
+    """Finds metric lines in stdout as it arrives and hands their values over."""
+
+    def __init__(self, on_metric: MetricCallback | None) -> None:
+        self._on_metric = on_metric
+        self._prefix = METRIC_PREFIX.encode()
+        self._line = bytearray()
+        # The current line cannot be a metric: another start, or too long.
+        self._skip = False
+        self.count = 0
+        self.closed = False
+
+    def feed(self, data: bytes) -> None:
+        if self._on_metric is None:
+            return
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if not self._skip:
+                self._line += data[start:] if end < 0 else data[start:end]
+                known = min(len(self._line), len(self._prefix))
+                if (
+                    self._line[:known] != self._prefix[:known]
+                    or len(self._line) > MAX_METRIC_LINE_BYTES
+                ):
+                    self._skip = True
+                    self._line.clear()
+            if end < 0:
+                return
+            self._end_line()
+            start = end + 1
+
+    def end(self) -> None:
+        """The output ended: a last line without a newline counts too."""
+        if self._on_metric is not None:
+            self._end_line()
+
+    def _end_line(self) -> None:
+        line, skip = bytes(self._line), self._skip
+        self._line.clear()
+        self._skip = False
+        if skip or len(line) < len(self._prefix) or self.count >= MAX_METRICS or self.closed:
+            return
+        values = _json_object(line[len(self._prefix) :])
+        if values is None or self._on_metric is None:
+            return
+        self.count += 1
+        try:
+            self._on_metric(values)
+        except Exception:  # the caller's bug must not cost the trial its output
+            logger.exception("a metric callback failed")
 
 
 class _Trial:
     """One run's state, shared by its caller's thread, its reader thread and cancel()."""
 
-    def __init__(self, output_bytes: int) -> None:
+    def __init__(self, output_bytes: int, on_metric: MetricCallback | None) -> None:
         self.output_bytes = output_bytes
         self.container_id: str | None = None
+        self.report_key = secrets.token_hex(16)
+        self.report = _ReportReader(self.report_key)
+        self.metrics = _MetricLines(on_metric)
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.truncated = False
@@ -122,19 +304,25 @@ class _Trial:
                 kind, length = struct.unpack(">BxxxL", header)
                 while length > 0 and (data := output.read(min(length, 2**16))):
                     length -= len(data)
-                    self._keep(self.stderr if kind == 2 else self.stdout, data)
+                    if kind == 2:
+                        self._keep(self.stderr, self.report.feed(data))
+                    else:
+                        self.metrics.feed(self._keep(self.stdout, data))
+            self._keep(self.stderr, self.report.end())
+            self.metrics.end()
         except Exception as error:  # reported by run(): a reader must not die unseen
             self.read_error = error
         finally:
             self.wake.set()
 
-    def _keep(self, kept: bytearray, data: bytes) -> None:
+    def _keep(self, kept: bytearray, data: bytes) -> bytes:
         room = self.output_bytes - len(self.stdout) - len(self.stderr)
         if len(data) > room:
             self.truncated = True
             data = data[: max(room, 0)]
             self.stop("output_limit")
         kept += data
+        return data
 
 
 class Sandbox:
@@ -149,19 +337,33 @@ class Sandbox:
         self._trials: dict[str, _Trial] = {}
         self._lock = threading.Lock()
 
-    def run(self, trial_id: str, script: str, params_json: str, limits: Limits) -> Execution:
-        """Run the script in a new container and remove it; never raises for the trial's
-        misbehaviour, and reports engine failures as outcome ``sandbox_error``."""
-        trial = _Trial(limits.output_bytes)
+    def run(
+        self,
+        trial_id: str,
+        script: str,
+        params_json: str,
+        limits: Limits,
+        *,
+        image: str | None = None,
+        on_metric: MetricCallback | None = None,
+    ) -> Execution:
+        """Run the script in a new container of ``image`` (the sandbox's own by default)
+        and remove it; never raises for the trial's misbehaviour, and reports engine
+        failures as outcome ``sandbox_error``.
+
+        ``on_metric`` is called with each metric's values while the trial runs, in
+        order, from the thread that reads its output; never after run() returns."""
+        trial = _Trial(limits.output_bytes, on_metric)
         with self._lock:
             if trial_id in self._trials:
                 return _sandbox_error(f"trial {trial_id} is already running in this sandbox")
             self._trials[trial_id] = trial
         try:
-            return self._run(trial_id, trial, script, params_json, limits)
+            return self._run(trial_id, trial, script, params_json, limits, image or self._image)
         except (docker.errors.DockerException, requests.RequestException) as error:
             return _sandbox_error(f"docker engine: {error}")
         finally:
+            trial.metrics.closed = True
             with self._lock:
                 del self._trials[trial_id]
 
@@ -199,12 +401,19 @@ class Sandbox:
         return removed
 
     def _run(
-        self, trial_id: str, trial: _Trial, script: str, params_json: str, limits: Limits
+        self,
+        trial_id: str,
+        trial: _Trial,
+        script: str,
+        params_json: str,
+        limits: Limits,
+        image: str,
     ) -> Execution:
         environment = {
             "PRISM_SCRIPT": script,
             "PRISM_PARAMS": params_json or "{}",  # an unset message field arrives empty
             "PRISM_TRIAL_ID": trial_id,
+            REPORT_KEY_ENV: trial.report_key,
             "HOME": "/workspace",
             "PYTHONDONTWRITEBYTECODE": "1",
             # Unbuffered, so a trial that is killed still shows what it printed.
@@ -219,7 +428,7 @@ class Sandbox:
             return _not_run("cancelled", "cancelled before it started")
 
         container_id: str = self._api.create_container(
-            self._image,
+            image,
             name=_container_name(self._owner, trial_id),
             user=_NOBODY,
             environment=environment,
@@ -291,19 +500,40 @@ class Sandbox:
         limits: Limits,
         duration: float,
     ) -> Execution:
-        outcome, reason, exit_code = self._verdict(container_id, trial, status, limits)
+        report = None
+        if trial.report.payload is not None:
+            report = _parse_report(trial.report.payload)
+        outcome, reason, exit_code = self._verdict(container_id, trial, status, limits, report)
+        ran_to_end = outcome in ("succeeded", "failed", "oom_killed")
+        result = None
+        stderr = trial.stderr.decode("utf-8", errors="replace")
+        if ran_to_end:
+            result = report.result if report is not None else None
+            result = result if result is not None else _last_line_result(trial.stdout)
+            if report is not None and report.result_ignored is not None:
+                # Said after the verdict, so stderr's last line in a reason is the trial's.
+                stderr += f"prism: {RESULT_FILE} ignored: {report.result_ignored}\n"
         return Execution(
             outcome=outcome,
             reason=reason,
             exit_code=exit_code,
             stdout=trial.stdout.decode("utf-8", errors="replace"),
-            stderr=trial.stderr.decode("utf-8", errors="replace"),
+            stderr=stderr,
             output_truncated=trial.truncated,
             duration_seconds=duration,
+            result=result,
+            peak_memory_bytes=report.peak_memory_bytes if report else 0,
+            artifacts=report.artifacts if report and ran_to_end else (),
+            artifacts_skipped=report.artifacts_skipped if report and ran_to_end else (),
         )
 
     def _verdict(
-        self, container_id: str, trial: _Trial, status: dict[str, Any], limits: Limits
+        self,
+        container_id: str,
+        trial: _Trial,
+        status: dict[str, Any],
+        limits: Limits,
+        report: _Report | None,
     ) -> tuple[str, str, int]:
         """Outcome, reason and exit code: a stop we caused explains the exit first."""
         code: int = status["StatusCode"]
@@ -316,9 +546,27 @@ class Sandbox:
             return "cancelled", "cancelled", -1
         if trial.read_error is not None:
             return "sandbox_error", f"lost the trial's output: {trial.read_error!r}", -1
-        if code == 137 and self._oom_killed(container_id):
-            limit = f"{limits.memory_bytes} bytes"
-            return "oom_killed", f"killed by the kernel: out of memory ({limit} limit)", -1
+        out_of_memory = f"killed by the kernel: out of memory ({limits.memory_bytes} bytes limit)"
+        if report is None and trial.report.payload is not None:
+            # Only a script that dug up the key can have sent it: its own doing.
+            reason = f"{_exit_reason(code, trial.stderr)}; the sandbox's report was malformed"
+            return "failed", reason, code
+        if report is None:
+            # The bootstrap did not get to report: it was killed (by the kernel, or by
+            # the script, which runs as the same user), or it failed.
+            if code == 137 and self._oom_killed(container_id):
+                return "oom_killed", out_of_memory, -1
+            if code == 0:
+                return "sandbox_error", "the sandbox's bootstrap ended without a report", -1
+            reason = _exit_reason(code, trial.stderr)
+            return "failed", f"{reason} (the sandbox's bootstrap did not report)", code
+        if report.oom_kills:
+            # Any process of the trial counts, a child the script survived included.
+            count = report.oom_kills
+            reason = f"{count} process{'es' if count > 1 else ''} {out_of_memory}"
+            if report.signal:
+                return "oom_killed", reason, -1
+            return "oom_killed", f"{reason}; the script then exited with code {code}", code
         return ("succeeded" if code == 0 else "failed"), _exit_reason(code, trial.stderr), code
 
     def _oom_killed(self, container_id: str) -> bool:
@@ -327,7 +575,9 @@ class Sandbox:
         return bool(state.get("OOMKilled"))
 
     def _host_config(self, limits: Limits) -> Any:
-        memory = limits.memory_bytes + limits.workspace_bytes + _TMP_BYTES + _SHM_BYTES
+        memory = sum(
+            (limits.memory_bytes, limits.workspace_bytes, _TMP_BYTES, _SHM_BYTES, _BOOTSTRAP_BYTES)
+        )
         cpu_seconds = math.ceil(limits.wall_seconds * limits.cpus) + 1
         return self._api.create_host_config(
             network_mode="none",
@@ -341,7 +591,7 @@ class Sandbox:
             shm_size=_SHM_BYTES,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            pids_limit=limits.processes,
+            pids_limit=limits.processes + _BOOTSTRAP_PROCESSES,
             mem_limit=memory,
             memswap_limit=memory,
             nano_cpus=round(limits.cpus * 1e9),
@@ -398,6 +648,90 @@ def _exit_reason(code: int, stderr: bytes | bytearray) -> str:
         if lines:
             reason += f": {lines[-1][:200]}"
     return reason
+
+
+def _partial_mark(data: bytes, mark: bytes) -> int:
+    """How many bytes at the end of ``data`` may be the start of ``mark``."""
+    for size in range(min(len(mark) - 1, len(data)), 0, -1):
+        if data.endswith(mark[:size]):
+            return size
+    return 0
+
+
+def _finite(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _json_object(text: bytes | str) -> dict[str, Any] | None:
+    """A JSON object, with NaN and infinities as null (JSON has neither); else None."""
+    try:
+        value = json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _last_line_result(stdout: bytearray) -> dict[str, Any] | None:
+    text = bytes(stdout).rstrip()
+    line = text[text.rfind(b"\n") + 1 :]
+    if not line or len(line) > MAX_RESULT_BYTES:
+        return None
+    return _json_object(line)
+
+
+def _parse_report(payload: bytes) -> _Report | None:
+    """The report, checked as untrusted input against every cap; None if it breaks one."""
+    head, _, contents = payload.partition(b"\n")
+    meta = _json_object(head)
+    if meta is None:
+        return None
+    try:
+        result = None
+        if meta["result"] is not None:
+            text: str = meta["result"]
+            if len(text.encode()) > MAX_RESULT_BYTES:
+                return None
+            result = _json_object(text)
+            if result is None:
+                return None
+        ignored = meta["result_ignored"]
+        if ignored is not None:
+            ignored = str(ignored)[:200]
+        numbers = [meta[name] for name in ("signal", "peak_memory_bytes", "oom_kills")]
+        if not all(type(n) is int and n >= 0 for n in numbers):
+            return None
+        listed = meta["artifacts"]
+        if len(listed) > MAX_ARTIFACT_FILES:
+            return None
+        artifacts, offset = [], 0
+        for name, size in listed:
+            if not (isinstance(name, str) and 0 < len(name) <= _MAX_NAME_CHARS):
+                return None
+            name.encode()  # a lone surrogate raises: names must be UTF-8
+            if not (type(size) is int and 0 <= size <= len(contents) - offset):
+                return None
+            artifacts.append((name, contents[offset : offset + size]))
+            offset += size
+        if offset != len(contents) or offset > MAX_ARTIFACT_BYTES:
+            return None
+        skipped = meta["artifacts_skipped"]
+        if len(skipped) > MAX_SKIPPED_LISTED or not all(isinstance(s, str) for s in skipped):
+            return None
+        for entry in skipped:
+            entry.encode()
+    except (KeyError, TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return None
+    signalled, peak, oom_kills = numbers
+    return _Report(
+        result=result,
+        result_ignored=ignored,
+        signal=signalled,
+        peak_memory_bytes=peak,
+        oom_kills=oom_kills,
+        artifacts=tuple(artifacts),
+        artifacts_skipped=tuple(s[:512] for s in skipped),
+    )
 
 
 def _read(output: Any, size: int) -> bytes:

@@ -1,45 +1,96 @@
-"""The sandbox image and the base it is built on, each built at most once per content.
+"""The sandbox image, the base it is built on, and the images derived from it for a
+sweep's ``requirements``: each built at most once per content.
 
 The base is ``python:3.11-slim`` where a registry answers. Without one (as on the
-project's machines) it is ``prism-base:bookworm``, made offline with debootstrap and
-``docker import``. ``PRISM_SANDBOX_BASE`` names another base instead.
+project's machines) it is ``prism-base:bookworm-pip``, made offline with debootstrap
+and ``docker import``. ``PRISM_SANDBOX_BASE`` names another base instead. Either way
+the base has pip, which a derived image needs.
+
+A derived image (``prism-sandbox-req:<hash>``) adds the requirements, installed by
+pip into /opt/prism/site (on PYTHONPATH), to the sandbox image. Its build is the only
+time anything of a sweep's touches a network; the trials in it run without one, like
+every trial.
 """
 
 import contextlib
 import hashlib
 import io
+import ipaddress
+import json
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+import urllib.parse
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import docker
 import docker.errors
 import requests
 
 from sandbox.engine import EngineError, apt_install
+from sandbox.requirements import parse_requirements
 
 SLIM_BASE = "python:3.11-slim"
-LOCAL_BASE = "prism-base:bookworm"
+# A new tag whenever what debootstrap puts in changes, so machines with an older
+# base build this one instead of using that.
+LOCAL_BASE = "prism-base:bookworm-pip"
+_LOCAL_BASE_PACKAGES = ("python3", "python3-pip")
 SANDBOX_TAG = "prism-sandbox:latest"
 HASH_LABEL = "prism.sandbox.hash"
+REQUIREMENTS_REPOSITORY = "prism-sandbox-req"
+REQUIREMENTS_LABEL = "prism.requirements.hash"
+# Marks the throw-away install stage of one derived build, removed after it.
+_STAGE_LABEL = "prism.requirements.stage"
+SITE_DIR = "/opt/prism/site"
+_LINKS_DIR = "/opt/prism/links"
+
+# A build that prints nothing for this long is taken as hung.
+BUILD_READ_TIMEOUT_SECONDS = 900
+# What a derived build may use: package builds run code from the index.
+BUILD_MEMORY_BYTES = 4 * 2**30
+# Lines of pip's output kept for the error message of a failed install.
+_PIP_TAIL_LINES = 20
+# The builder colours a step's stderr.
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+# pip's output when it could not reach the index: the machine's fault, not the sweep's.
+_NETWORK_TROUBLE = (
+    "NewConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "Max retries exceeded",
+    "Temporary failure in name resolution",
+    "ProxyError",
+    "SSLError",
+)
 
 # A pull goes through the SDK without any read timeout, so an unreachable registry
 # that drops packets instead of refusing would block forever: give up after this.
 PULL_TIMEOUT_SECONDS = 60.0
 
-_CONTEXT_FILES = ("Dockerfile", "bootstrap.py")
+_CONTEXT_FILES = ("Dockerfile", "bootstrap.py", "prism_trial.py")
 _HERE = Path(__file__).resolve().parent
 
 
 class ImageError(RuntimeError):
-    """An image could not be made; the message says what to do about it."""
+    """An image could not be made; the message says what to do about it.
+
+    ImageError                 the engine, the base or the index failed: infrastructure
+    └── RequirementsError      pip refused the requirements: the sweep's own error
+    """
+
+
+class RequirementsError(ImageError):
+    """The requirements cannot be installed (unknown package, no matching version,
+    a failing package build); the message ends with pip's own explanation."""
 
 
 def ensure_base_image(client: docker.DockerClient) -> str:
@@ -88,8 +139,230 @@ def ensure_sandbox_image(client: docker.DockerClient, tag: str = SANDBOX_TAG) ->
     return tag
 
 
+def ensure_requirements_image(
+    client: docker.DockerClient,
+    requirements: Sequence[str],
+    *,
+    base: str = SANDBOX_TAG,
+    find_links: Path | None = None,
+    index_url: str | None = None,
+    no_index: bool = False,
+) -> str:
+    """Return the tag of ``base`` plus ``requirements``, building it unless an image
+    for the same requirements, base image and pip options exists. Blocking: a build
+    takes as long as pip does.
+
+    ``find_links`` is a folder of distributions copied into the build; ``index_url``
+    replaces pip's index (one on loopback is reached through the host's network);
+    ``no_index`` keeps pip off every index, and the build off every network.
+    Raises RequirementsError when pip refuses the requirements, ImageError otherwise.
+    """
+    try:
+        normalised = parse_requirements(requirements)
+    except ValueError as error:
+        raise RequirementsError(str(error)) from None
+    if not normalised:
+        return base
+    network_mode = _build_network(index_url, no_index)
+    try:
+        base_id = client.images.get(base).id
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"no image {base!r} to add the requirements to") from None
+    except (docker.errors.DockerException, requests.RequestException) as error:
+        raise ImageError(f"docker engine: {error}") from None
+    links = _links(find_links)
+    pip_options = _pip_options(index_url, no_index=no_index, find_links=bool(links))
+    dockerfile = _requirements_dockerfile(normalised, pip_options, with_links=bool(links))
+
+    digest = hashlib.sha256()
+    for part in (dockerfile, base_id, *(f"{name}\0{sha}" for name, sha, _ in links)):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    content = digest.hexdigest()
+    tag = f"{REQUIREMENTS_REPOSITORY}:{content[:12]}"
+
+    with _build_lock(content):
+        try:
+            built = client.images.list(filters={"label": f"{REQUIREMENTS_LABEL}={content}"})
+            if built:
+                if tag not in built[0].tags:
+                    built[0].tag(tag)
+                return tag
+            _log(f"building {tag}: {', '.join(normalised)}")
+            _build_requirements_image(client, tag, content, base, dockerfile, links, network_mode)
+        except (docker.errors.DockerException, requests.RequestException) as error:
+            raise ImageError(f"building {tag}: docker engine: {error}") from None
+    return tag
+
+
+def _build_network(index_url: str | None, no_index: bool) -> str:
+    """Networking for the build's pip step: none without an index, the host's for an
+    index on loopback (the bridge cannot reach the host's loopback), else the default."""
+    if no_index:
+        return "none"
+    if index_url is None:
+        return "default"
+    url = urllib.parse.urlsplit(index_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ImageError(f"index_url must be an http or https URL, got {index_url!r}")
+    if url.hostname == "localhost":
+        return "host"
+    try:
+        loopback = ipaddress.ip_address(url.hostname).is_loopback
+    except ValueError:
+        loopback = False
+    return "host" if loopback else "default"
+
+
+def _links(find_links: Path | None) -> list[tuple[str, str, Path]]:
+    """(name, sha256, path) of the distributions in the find_links folder, by name."""
+    if find_links is None:
+        return []
+    if not find_links.is_dir():
+        raise ImageError(f"find_links {str(find_links)!r} is not a folder")
+    links = []
+    try:
+        for path in sorted(find_links.iterdir()):
+            if path.is_file():
+                links.append((path.name, hashlib.sha256(path.read_bytes()).hexdigest(), path))
+    except OSError as error:
+        raise ImageError(f"find_links {str(find_links)!r}: {error}") from None
+    return links
+
+
+def _pip_options(index_url: str | None, *, no_index: bool, find_links: bool) -> list[str]:
+    options = []
+    if no_index:
+        options.append("--no-index")
+    elif index_url is not None:
+        options += ["--index-url", index_url]
+    if find_links:
+        options += ["--find-links", _LINKS_DIR]
+    return options
+
+
+def _requirements_dockerfile(
+    requirements: list[str], pip_options: list[str], *, with_links: bool
+) -> str:
+    # Two stages: pip, and whatever package builds it runs, work as nobody in a stage
+    # that is thrown away; the image gets only the installed files, owned by root.
+    # The command is in exec form (JSON), so no shell ever sees a requirement.
+    pip = [
+        "python3", "-m", "pip", "install", "--target", "/tmp/site",
+        "--no-warn-script-location", *pip_options, "--", *requirements,
+    ]  # fmt: skip
+    lines = [
+        "ARG BASE",
+        "FROM ${BASE} AS install",
+        "ARG STAGE",
+        f'LABEL {HASH_LABEL}="" {_STAGE_LABEL}="${{STAGE}}"',
+        "USER 65534:65534",
+        "ENV HOME=/tmp PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 "
+        "PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off",
+    ]
+    if with_links:
+        lines.append(f"COPY links {_LINKS_DIR}")
+    lines += [
+        f"RUN {json.dumps(pip)}",
+        "FROM ${BASE}",
+        # The sandbox image's own label would make ensure_sandbox_image take this one.
+        f'LABEL {HASH_LABEL}=""',
+        # Without --chown the files would keep the install stage's owner, nobody.
+        f"COPY --from=install --chown=0:0 /tmp/site {SITE_DIR}",
+        f"ENV PYTHONPATH={SITE_DIR}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _build_requirements_image(
+    client: docker.DockerClient,
+    tag: str,
+    content: str,
+    base: str,
+    dockerfile: str,
+    links: list[tuple[str, str, Path]],
+    network_mode: str,
+) -> None:
+    stage = secrets.token_hex(8)
+    output: deque[str] = deque(maxlen=200)
+    error: dict[str, Any] | None = None
+    # On disk, not in memory: a folder of wheels can be large.
+    with tempfile.TemporaryFile() as context:
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            _add_file(tar, "Dockerfile", dockerfile.encode())
+            for name, _, path in links:
+                _add_file(tar, f"links/{name}", path.read_bytes())
+        context.seek(0)
+        try:
+            for chunk in client.api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                buildargs={"BASE": base, "STAGE": stage},
+                labels={REQUIREMENTS_LABEL: content},
+                network_mode=network_mode,
+                container_limits={"memory": BUILD_MEMORY_BYTES, "memswap": BUILD_MEMORY_BYTES},
+                nocache=True,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                timeout=BUILD_READ_TIMEOUT_SECONDS,
+            ):
+                if "stream" in chunk:
+                    output.extend(str(chunk["stream"]).splitlines())
+                if "error" in chunk:
+                    error = chunk
+        finally:
+            _remove_stage(client, stage)
+    if error is not None:
+        message = str(error.get("error", "")).strip()
+        if "returned a non-zero code" not in message:
+            raise ImageError(f"building {tag}: {message}")
+        tail = _pip_tail(output)
+        if any(marker in tail for marker in _NETWORK_TROUBLE):
+            raise ImageError(f"building {tag}: pip could not reach the index:\n{tail}")
+        raise RequirementsError(f"pip could not install the requirements:\n{tail}")
+    if not client.images.list(filters={"label": f"{REQUIREMENTS_LABEL}={content}"}):
+        raise ImageError(f"building {tag} ended without an image")
+
+
+def _remove_stage(client: docker.DockerClient, stage: str) -> None:
+    # Removing the stage's last image removes its untagged parents with it.
+    for image in client.images.list(filters={"label": f"{_STAGE_LABEL}={stage}"}):
+        with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+            client.images.remove(image.id)
+
+
+def _pip_tail(output: deque[str]) -> str:
+    """pip's last lines: from the RUN step on, without the builder's own lines."""
+    lines = list(output)
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("Step ") and " : RUN " in lines[index]:
+            lines = lines[index + 1 :]
+            break
+    kept = [
+        _COLOUR.sub("", line).rstrip()
+        for line in lines
+        if line.strip() and not line.startswith((" ---> ", "Removing intermediate"))
+    ]
+    kept = [line for line in kept if line]
+    return "\n".join(kept[-_PIP_TAIL_LINES:])
+
+
+_locks_guard = threading.Lock()
+_build_locks: dict[str, threading.Lock] = {}
+
+
+def _build_lock(content: str) -> threading.Lock:
+    # One per distinct image, so concurrent trials wanting the same set wait for a
+    # single build while different sets build side by side.
+    with _locks_guard:
+        return _build_locks.setdefault(content, threading.Lock())
+
+
 def build_local_base(client: docker.DockerClient, name: str) -> None:
-    """Make a Debian bookworm image with python3 from the Debian archive, no registry."""
+    """Make a Debian bookworm image with python3 and pip from the Debian archive, no
+    registry."""
     if os.geteuid() != 0:
         raise ImageError(
             f"no base image: {SLIM_BASE} cannot be pulled and building {name} with "
@@ -106,7 +379,8 @@ def build_local_base(client: docker.DockerClient, name: str) -> None:
     with tempfile.TemporaryDirectory(prefix="prism-base-", dir="/var/tmp") as root:
         _log(f"building {name} with debootstrap (about a minute)")
         # No mirror argument: debootstrap's default is the one the machines reach.
-        _run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm", root])
+        include = ",".join(_LOCAL_BASE_PACKAGES)
+        _run(["debootstrap", "--variant=minbase", f"--include={include}", "bookworm", root])
         with subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE) as tar:
             assert tar.stdout is not None  # stdout=PIPE
             client.api.import_image_from_stream(
@@ -153,12 +427,16 @@ def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
+            _add_file(tar, name, data)
     buffer.seek(0)
     return buffer
+
+
+def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
 
 
 def _run(argv: list[str]) -> None:

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
+from pathlib import Path
 
 import docker
+import docker.errors
 import grpc
 import pytest
 
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
-from sandbox import MAX_SCRIPT_BYTES
+from runner_svc.config import Settings
+from sandbox import MAX_ARTIFACT_BYTES, MAX_SCRIPT_BYTES
 from sandbox.container import OWNER_LABEL, TRIAL_LABEL
+from sandbox.images import ensure_requirements_image
 from tests.conftest import RunningStack, StackFactory
+from tests.test_requirements import write_wheel
 
 PREVIOUS = runner_pb2.TrialAccepted
+MiB = 2**20
+# As the orchestrator's channel: a finished trial with its artifacts passes 4 MiB.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * MiB)]
 
 
-def run(trial_id: str, script: str, **params: object) -> runner_pb2.RunnerCommand:
+def run(
+    trial_id: str, script: str, *, requirements: Sequence[str] = (), **params: object
+) -> runner_pb2.RunnerCommand:
     return runner_pb2.RunnerCommand(
         run_trial=runner_pb2.RunTrial(
             trial_id=trial_id,
             script=script,
             params_json=json.dumps(params),
             limits=trial_pb2.TrialLimits(wall_seconds=30),
+            requirements=requirements,
         )
     )
 
@@ -45,7 +57,8 @@ def connect(
         if token is None
         else (("authorization", f"Bearer {stack.runner_token if token == 'default' else token}"),)
     )
-    with stack.channel(runner) as channel:
+    address = stack.layout.address(runner)
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = runner_pb2_grpc.RunnerStub(channel)
         return list(stub.Connect(iter(commands), metadata=metadata, timeout=timeout))
 
@@ -191,3 +204,148 @@ def test_a_runner_without_a_token_configured_is_closed(make_stack: StackFactory,
         connect(stack, [run("x/0", "print(1)")], token="anything")
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "no runner token" in (caught.value.details() or "")
+
+
+def test_runner_advertises_its_slots(make_stack: StackFactory) -> None:
+    stack = make_stack(gateway=False, runners=1, env={"PRISM_RUNNER_SLOTS": "3"})
+    [runner] = stack.layout.runners
+    metadata = (("authorization", f"Bearer {stack.runner_token}"),)
+    with stack.channel(runner) as channel:
+        call = runner_pb2_grpc.RunnerStub(channel).Connect(iter(()), metadata=metadata, timeout=30)
+        assert dict(call.initial_metadata())["prism-slots"] == "3"
+        assert list(call) == []
+
+
+def test_metrics_arrive_on_the_stream_before_the_trial_finishes(
+    runner_stack: RunningStack,
+) -> None:
+    script = (
+        "import time\n"
+        "for step in range(3):\n"
+        '    print(\'PRISM_METRIC {"step": %d, "loss": %s}\' % (step, 1 / (step + 1)))\n'
+        "print('PRISM_METRIC not json')\n"
+        "print('{\"loss\": 0.33}')\n"
+    )
+    events = connect(runner_stack, [run("m/0", script)])
+
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["accepted", "started", "metric", "metric", "metric", "finished"]
+    metrics = [e.metric for e in events if e.HasField("metric")]
+    assert {m.trial_id for m in metrics} == {"m/0"}
+    assert [json.loads(m.values_json) for m in metrics] == [
+        {"step": 0, "loss": 1.0},
+        {"step": 1, "loss": 0.5},
+        {"step": 2, "loss": 1 / 3},
+    ]
+    result = finished(events)["m/0"]
+    assert result.outcome == trial_pb2.OUTCOME_SUCCEEDED
+    assert json.loads(result.result_json) == {"loss": 0.33}
+
+
+def test_a_resent_trial_replays_its_result_and_artifacts(runner_stack: RunningStack) -> None:
+    script = """
+import json, os, random
+print('PRISM_METRIC {"step": 1}')
+os.makedirs("/workspace/output/nested")
+open("/workspace/output/nested/model.bin", "wb").write(os.urandom(1000))
+open("/workspace/output/random.txt", "w").write(str(random.random()))
+os.symlink("/etc/hostname", "/workspace/output/link")
+json.dump({"value": random.random()}, open("/workspace/result.json", "w"))
+"""
+    first = connect(runner_stack, [run("art/0", script)])
+    result = finished(first)["art/0"]
+    assert result.outcome == trial_pb2.OUTCOME_SUCCEEDED, result
+    assert set(json.loads(result.result_json)) == {"value"}
+    assert [(a.name, len(a.data)) for a in result.artifacts] == [
+        ("nested/model.bin", 1000),
+        ("random.txt", len(result.artifacts[1].data)),
+    ]
+    assert list(result.artifacts_skipped) == ["link: a symlink, not a regular file"]
+    assert 0 < result.peak_memory_bytes < 256 * MiB
+
+    again = connect(runner_stack, [run("art/0", script)])
+    # Replayed from the record: the same result, artifacts included; metrics are not.
+    assert [e.WhichOneof("event") for e in again] == ["accepted", "finished"]
+    assert again[0].accepted.previous == PREVIOUS.PREVIOUS_FINISHED
+    assert finished(again)["art/0"] == result
+    assert runner_stack.executions() == {"art/0": 1}
+
+
+def test_a_result_larger_than_grpcs_default_message_reaches_the_orchestrator(
+    runner_stack: RunningStack,
+) -> None:
+    # 4 MiB of artifacts and 1 MiB of output: over gRPC's 4 MiB default.
+    script = f"""
+import os
+for name in ("a", "b"):
+    open(f"/workspace/output/{{name}}.bin", "wb").write(os.urandom({MAX_ARTIFACT_BYTES // 2}))
+print("x" * ({MiB} - 100))
+"""
+    events = connect(runner_stack, [run("big/0", script)])
+    result = finished(events)["big/0"]
+    assert result.outcome == trial_pb2.OUTCOME_SUCCEEDED, result.reason
+    assert result.ByteSize() > 4 * MiB + MiB // 2
+    assert sum(len(a.data) for a in result.artifacts) == MAX_ARTIFACT_BYTES
+
+
+@pytest.fixture
+def wheels(tmp_path: Path) -> tuple[Path, str]:
+    """A folder with one wheel whose module holds a value unique to this test."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    value = secrets.token_hex(8)
+    write_wheel(
+        folder, "prism-runner-probe", "1.0", {"prism_runner_probe.py": f"VALUE = {value!r}\n"}
+    )
+    return folder, value
+
+
+def test_requirements_run_in_a_derived_image(
+    make_stack: StackFactory, sandbox_image: str, wheels: tuple[Path, str]
+) -> None:
+    folder, value = wheels
+    env = {"PRISM_PIP_FIND_LINKS": str(folder), "PRISM_PIP_NO_INDEX": "1"}
+    stack = make_stack(gateway=False, runners=1, env=env)
+    script = "import prism_runner_probe\nprint(prism_runner_probe.VALUE)"
+    commands = [run(f"req/{i}", script, requirements=["prism-runner-probe"]) for i in range(2)]
+    commands.append(run("req/bad", script, requirements=["prism-no-such-package"]))
+    try:
+        events = connect(stack, commands, timeout=300)
+    finally:
+        with closing(docker.from_env()) as client:
+            # The same call finds the image the runner made (or makes it): remove it.
+            tag = ensure_requirements_image(
+                client, ["prism-runner-probe"], base=sandbox_image, find_links=folder, no_index=True
+            )
+            client.images.remove(tag, force=True)
+
+    results = finished(events)
+    for i in range(2):
+        assert results[f"req/{i}"].outcome == trial_pb2.OUTCOME_SUCCEEDED, results[f"req/{i}"]
+        assert results[f"req/{i}"].stdout == f"{value}\n"
+    bad = results["req/bad"]
+    assert bad.outcome == trial_pb2.OUTCOME_FAILED
+    assert "No matching distribution found for prism-no-such-package" in bad.reason
+    # It never started: no container for a trial whose image could not be made.
+    assert stack.executions() == {"req/0": 1, "req/1": 1}
+
+
+def test_pip_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISM_PIP_FIND_LINKS", "/srv/wheels")
+    monkeypatch.setenv("PRISM_PIP_INDEX_URL", "http://127.0.0.1:3141/simple")
+    monkeypatch.setenv("PRISM_PIP_NO_INDEX", "yes")
+    settings = Settings.from_env()
+    assert settings.pip_find_links == Path("/srv/wheels")
+    assert settings.pip_index_url == "http://127.0.0.1:3141/simple"
+    assert settings.pip_no_index is True
+    monkeypatch.setenv("PRISM_PIP_NO_INDEX", "maybe")
+    with pytest.raises(ValueError, match="PRISM_PIP_NO_INDEX"):
+        Settings.from_env()
+    for name in ("PRISM_PIP_FIND_LINKS", "PRISM_PIP_INDEX_URL", "PRISM_PIP_NO_INDEX"):
+        monkeypatch.delenv(name)
+    settings = Settings.from_env()
+    assert (settings.pip_find_links, settings.pip_index_url, settings.pip_no_index) == (
+        None,
+        None,
+        False,
+    )

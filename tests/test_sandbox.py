@@ -11,16 +11,29 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
 import pytest
 
-from sandbox import OUTCOMES, Execution, Limits, Sandbox
-from sandbox.container import OWNER_LABEL, TRIAL_LABEL
+import sandbox
+from sandbox import (
+    MAX_ARTIFACT_BYTES,
+    MAX_ARTIFACT_FILES,
+    MAX_METRICS,
+    MAX_RESULT_BYTES,
+    OUTCOMES,
+    Execution,
+    Limits,
+    Sandbox,
+    bootstrap,
+    prism_trial,
+)
+from sandbox.container import OWNER_LABEL, TRIAL_LABEL, _ReportReader
 from sandbox.engine import ensure_engine, stop_engine
 from sandbox.images import ensure_sandbox_image
 
@@ -61,8 +74,14 @@ def ours(client: docker.DockerClient, owner: str) -> list[dict[str, object]]:
     return client.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})  # type: ignore[no-any-return]
 
 
-def run(box: Sandbox, script: str, limits: Limits = SMALL, params: str = "{}") -> Execution:
-    execution = box.run(f"t-{secrets.token_hex(4)}", script, params, limits)
+def run(
+    box: Sandbox,
+    script: str,
+    limits: Limits = SMALL,
+    params: str = "{}",
+    on_metric: Callable[[dict[str, Any]], None] | None = None,
+) -> Execution:
+    execution = box.run(f"t-{secrets.token_hex(4)}", script, params, limits, on_metric=on_metric)
     assert execution.outcome in OUTCOMES
     return execution
 
@@ -75,6 +94,7 @@ print(json.dumps({
     "file": json.load(open("/workspace/params.json")),
     "cwd": os.getcwd(),
     "script_in_env": "PRISM_SCRIPT" in os.environ,
+    "report_key_in_env": "PRISM_REPORT_KEY" in os.environ,
     "output_dir": os.path.isdir("/workspace/output"),
 }))
 """
@@ -87,11 +107,14 @@ print(json.dumps({
         "file": params,
         "cwd": "/workspace",
         "script_in_env": False,
+        "report_key_in_env": False,
         "output_dir": True,
     }
     assert execution.stderr == ""
     assert not execution.output_truncated
     assert 0 < execution.duration_seconds < 10
+    # The printed line is the trial's result too: the last stdout line, a JSON object.
+    assert execution.result == json.loads(execution.stdout)
 
 
 def test_no_network_but_loopback(box: Sandbox) -> None:
@@ -234,8 +257,9 @@ def test_fork_bomb_is_contained(box: Sandbox) -> None:
     [
         ("def f():\n    raise ValueError('boom')\nf()", 1, "ValueError: boom"),
         ("import sys\nsys.exit(3)", 3, None),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)", 143, None),
     ],
-    ids=["exception", "exit"],
+    ids=["exception", "exit", "signal"],
 )
 def test_failure_reports_code_and_traceback(
     box: Sandbox, script: str, exit_code: int, last_line: str | None
@@ -244,6 +268,8 @@ def test_failure_reports_code_and_traceback(
 
     assert (execution.outcome, execution.exit_code) == ("failed", exit_code)
     assert execution.reason.startswith(f"exited with code {exit_code}")
+    if exit_code > 128:
+        assert "(SIGTERM)" in execution.reason
     if last_line is not None:
         assert "Traceback (most recent call last)" in execution.stderr
         assert 'File "/workspace/trial.py", line 2, in f' in execution.stderr
@@ -291,6 +317,311 @@ def test_concurrent_runs_keep_their_own_output(box: Sandbox) -> None:
     assert {i: (e.outcome, e.stdout) for i, e in results.items()} == {
         i: ("succeeded", f"{i}\n") for i in range(4)
     }
+
+
+# The trial contract: result, metrics, artifacts, peak memory, stragglers.
+
+
+def test_contract_constants_agree_inside_and_outside_the_image() -> None:
+    assert sandbox.RESULT_FILE == bootstrap.RESULT_FILE == prism_trial.RESULT_FILE
+    assert sandbox.OUTPUT_DIR == "/workspace/output"
+    assert sandbox.METRIC_PREFIX == "PRISM_METRIC "
+    assert MAX_RESULT_BYTES == bootstrap.MAX_RESULT_BYTES == prism_trial.MAX_RESULT_BYTES
+    assert (MAX_ARTIFACT_FILES, MAX_ARTIFACT_BYTES, MAX_METRICS) == (32, 4 * MiB, 10_000)
+
+
+def test_result_file_beats_the_last_stdout_line(box: Sandbox) -> None:
+    script = """
+import json
+json.dump({"from": "file", "loss": 0.25}, open("/workspace/result.json", "w"))
+print(json.dumps({"from": "stdout"}))
+"""
+    execution = run(box, script)
+
+    assert execution.outcome == "succeeded", execution
+    assert execution.result == {"from": "file", "loss": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("script", "result", "note"),
+    [
+        ("print('log line')\nprint('{\"loss\": 0.5}')\nprint()\nprint('   ')", {"loss": 0.5}, None),
+        (
+            "open('/workspace/result.json', 'w').write('[1, 2]')\nprint('{\"loss\": 0.5}')",
+            {"loss": 0.5},
+            "it is not a JSON object",
+        ),
+        ('print(\'{"loss": NaN, "best": Infinity}\')', {"loss": None, "best": None}, None),
+        ("print('{\"loss\": 0.5}')\nprint('done')", None, None),
+        ("print('[1, 2]')", None, None),
+        ("print('{\"loss\": 0.5')", None, None),
+        ("print('PRISM_METRIC {\"loss\": 0.5}')", None, None),
+        ("pass", None, None),
+        (
+            f"open('/workspace/result.json', 'w').write('{{\"x\": \"' + 'y' * {MAX_RESULT_BYTES} "
+            "+ '\"}')",
+            None,
+            f"it is larger than {MAX_RESULT_BYTES} bytes",
+        ),
+        (f"print('{{\"x\": \"' + 'y' * {MAX_RESULT_BYTES} + '\"}}')", None, None),
+    ],
+    ids=[
+        "last-line",
+        "bad-file-then-line",
+        "nan",
+        "last-line-not-json",
+        "not-an-object",
+        "broken-json",
+        "metric-line",
+        "nothing",
+        "file-too-large",
+        "line-too-large",
+    ],
+)
+def test_result_falls_back_to_the_last_stdout_line(
+    box: Sandbox, script: str, result: dict[str, Any] | None, note: str | None
+) -> None:
+    execution = run(box, script, Limits(wall_seconds=20, output_bytes=4 * MAX_RESULT_BYTES))
+
+    assert execution.outcome == "succeeded", execution
+    assert execution.result == result
+    if note is None:
+        assert "result.json ignored" not in execution.stderr
+    else:
+        assert execution.stderr.endswith(f"prism: /workspace/result.json ignored: {note}\n")
+
+
+def test_a_failed_trial_keeps_its_result_and_its_own_last_stderr_line(box: Sandbox) -> None:
+    script = """
+open("/workspace/result.json", "w").write("not json")
+print('{"partial": true}')
+raise SystemExit("gave up")
+"""
+    execution = run(box, script)
+
+    assert (execution.outcome, execution.exit_code) == ("failed", 1)
+    assert execution.reason == "exited with code 1: gave up"
+    assert execution.result == {"partial": True}
+    assert execution.stderr == "gave up\nprism: /workspace/result.json ignored: it is not JSON\n"
+
+
+def test_helper_module_reads_params_and_writes_metrics_and_result(box: Sandbox) -> None:
+    script = """
+import prism_trial, time
+params = prism_trial.params()
+for step in range(3):
+    prism_trial.report(step=step, loss=params["lr"] * step)
+prism_trial.report({"val/loss": float("nan")})
+time.sleep(1.5)
+prism_trial.result(lr=params["lr"], done=True)
+"""
+    seen: list[tuple[float, dict[str, Any]]] = []
+    began = time.monotonic()
+    execution = run(
+        box,
+        script,
+        params=json.dumps({"lr": 0.5}),
+        on_metric=lambda v: seen.append((time.monotonic(), v)),
+    )
+    ended = time.monotonic()
+
+    assert execution.outcome == "succeeded", execution
+    assert [values for _, values in seen] == [
+        {"step": 0, "loss": 0.0},
+        {"step": 1, "loss": 0.5},
+        {"step": 2, "loss": 1.0},
+        {"val/loss": None},
+    ]
+    # Reported while the trial ran, not after it ended.
+    assert began < seen[0][0] < ended - 1.0
+    assert execution.result == {"lr": 0.5, "done": True}
+    # Metric lines stay in stdout.
+    assert execution.stdout.splitlines()[0] == 'PRISM_METRIC {"step": 0, "loss": 0.0}'
+    assert len(execution.stdout.splitlines()) == 4
+
+
+def test_metric_lines_are_exact(box: Sandbox) -> None:
+    script = r"""
+import sys
+print("PRISM_METRIC {\"a\": 1}")
+print("PRISM_METRIC  {\"b\": 2}\r")
+print(" PRISM_METRIC {\"no\": 1}")
+print("PRISM_METRIC{\"no\": 2}")
+print("prism_metric {\"no\": 3}")
+print("PRISM_METRIC [1, 2]")
+print("PRISM_METRIC {broken")
+print("PRISM_METRIC {\"c\": 3}", file=sys.stderr)
+sys.stdout.write("PRISM_METRIC {\"d\":")
+sys.stdout.flush()
+sys.stdout.write(" 4}\nordinary output\n")
+print("PRISM_METRIC {\"big\": \"" + "x" * 70000 + "\"}")
+print("PRISM_METRIC " + "[" * 5000 + "]" * 5000)
+sys.stdout.write("PRISM_METRIC {\"last\": true}")
+"""
+    seen: list[dict[str, Any]] = []
+    execution = run(box, script, on_metric=seen.append)
+
+    assert execution.outcome == "succeeded", execution
+    assert seen == [{"a": 1}, {"b": 2}, {"d": 4}, {"last": True}]
+
+
+def test_metrics_are_capped_per_trial(box: Sandbox) -> None:
+    script = f"""
+for i in range({MAX_METRICS + 50}):
+    print('PRISM_METRIC {{"i": %d}}' % i)
+print("done")
+"""
+    seen: list[dict[str, Any]] = []
+    execution = run(
+        box, script, Limits(wall_seconds=30, output_bytes=4 * MiB), on_metric=seen.append
+    )
+
+    assert execution.outcome == "succeeded", execution
+    assert len(seen) == MAX_METRICS
+    assert seen[-1] == {"i": MAX_METRICS - 1}
+    assert execution.stdout.count("PRISM_METRIC") == MAX_METRICS + 50
+
+
+def test_a_failing_metric_callback_costs_nothing(box: Sandbox) -> None:
+    def broken(values: dict[str, Any]) -> None:
+        raise RuntimeError("the caller's bug")
+
+    execution = run(box, "print('PRISM_METRIC {\"a\": 1}')\nprint('after')", on_metric=broken)
+
+    assert (execution.outcome, execution.stdout) == (
+        "succeeded",
+        'PRISM_METRIC {"a": 1}\nafter\n',
+    )
+
+
+def test_output_files_become_artifacts(box: Sandbox) -> None:
+    script = """
+import os
+os.chdir("/workspace/output")
+os.makedirs("plots/deep", exist_ok=True)
+open("metrics.csv", "w").write("step,loss\\n1,0.5\\n")
+open("plots/loss.png", "wb").write(bytes(range(256)))
+open("plots/deep/empty.txt", "w").close()
+os.symlink("/etc/passwd", "passwd")
+os.symlink("plots", "plots-link")
+os.mkfifo("pipe")
+open("/workspace/not-output.txt", "w").write("ignored")
+"""
+    execution = run(box, script)
+
+    assert execution.outcome == "succeeded", execution
+    assert execution.artifacts == (
+        ("metrics.csv", b"step,loss\n1,0.5\n"),
+        ("plots/deep/empty.txt", b""),
+        ("plots/loss.png", bytes(range(256))),
+    )
+    assert execution.artifacts_skipped == (
+        "passwd: a symlink, not a regular file",
+        "pipe: a fifo, not a regular file",
+        "plots-link: a symlink, not a regular file",
+    )
+
+
+def test_artifacts_are_capped_in_count_and_size(box: Sandbox) -> None:
+    script = f"""
+import os
+os.chdir("/workspace/output")
+os.makedirs("many")
+for i in range({MAX_ARTIFACT_FILES + 3}):
+    open(f"many/{{i:03}}.txt", "w").write(str(i))
+os.makedirs("big")
+for name in ("a", "b", "c"):
+    open(f"big/{{name}}.bin", "wb").write(b"x" * (3 * 2**20 // 2))
+open("big/d.txt", "w").write("small")
+"""
+    limits = Limits(wall_seconds=20, workspace_bytes=16 * MiB)
+    execution = run(box, script, limits)
+
+    assert execution.outcome == "succeeded", execution
+    names = [name for name, _ in execution.artifacts]
+    # In name order: big/a.bin and big/b.bin fill 3 MiB, big/c.bin would pass 4 MiB,
+    # the small big/d.txt still fits; then files until there are 32.
+    assert names[:3] == ["big/a.bin", "big/b.bin", "big/d.txt"]
+    assert names[3:] == [f"many/{i:03}.txt" for i in range(MAX_ARTIFACT_FILES - 3)]
+    assert sum(len(data) for _, data in execution.artifacts) <= MAX_ARTIFACT_BYTES
+    assert execution.artifacts_skipped == (
+        f"big/c.bin: over the cap of {MAX_ARTIFACT_BYTES} bytes in all",
+        *(
+            f"many/{i:03}.txt: over the cap of {MAX_ARTIFACT_FILES} files"
+            for i in range(MAX_ARTIFACT_FILES - 3, MAX_ARTIFACT_FILES + 3)
+        ),
+    )
+
+
+def test_peak_memory_is_measured(box: Sandbox) -> None:
+    script = "hoard = bytearray(100 * 2**20)\nhoard[::4096] = b'x' * len(hoard[::4096])"
+    execution = run(box, script, Limits(wall_seconds=20, memory_bytes=256 * MiB))
+
+    assert execution.outcome == "succeeded", execution
+    assert 100 * MiB < execution.peak_memory_bytes < 180 * MiB
+
+
+def test_out_of_memory_in_a_child_process_is_oom_killed(box: Sandbox) -> None:
+    # The script survives its child's death and exits 0: still oom_killed.
+    script = """
+import subprocess, sys
+child = subprocess.run([sys.executable, "-c", "b = []\\nwhile True: b.append(bytearray(2**20))"])
+print("child ended with", child.returncode)
+"""
+    execution = run(box, script, Limits(wall_seconds=30, memory_bytes=64 * MiB))
+
+    assert (execution.outcome, execution.exit_code) == ("oom_killed", 0), execution
+    assert execution.stdout == "child ended with -9\n"
+    assert execution.reason.startswith("1 process killed by the kernel: out of memory")
+    assert execution.reason.endswith("the script then exited with code 0")
+    assert execution.peak_memory_bytes > 64 * MiB
+
+
+def test_processes_left_behind_are_killed_when_the_script_exits(box: Sandbox) -> None:
+    script = """
+import os, subprocess
+subprocess.Popen(["sleep", "600"])  # keeps stdout open
+subprocess.Popen(["sleep", "600"], start_new_session=True, stdout=subprocess.DEVNULL)
+if os.fork() == 0:  # a daemon: detached and orphaned
+    os.setsid()
+    if os.fork() == 0:
+        import time
+        time.sleep(600)
+    os._exit(0)
+print("bye")
+"""
+    began = time.monotonic()
+    execution = run(box, script, Limits(wall_seconds=60))
+
+    assert (execution.outcome, execution.stdout) == ("succeeded", "bye\n"), execution
+    assert time.monotonic() - began < 10
+
+
+def test_report_is_found_across_any_split_and_stays_out_of_stderr() -> None:
+    key = "k" * 32
+    artifacts = b"abc"
+    meta = b'{"result": null}\n'
+    report = bootstrap.REPORT_MARK + key.encode() + b" %d\n" % (len(meta) + 3) + meta + artifacts
+    stream = b"warning: one\n\x1ePRISM-REPORT wrong-key 5\nerr" + report + b"after\x1ePRISM"
+    for size in (1, 2, 7, len(stream)):
+        reader = _ReportReader(key)
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        text = b"".join(reader.feed(chunk) for chunk in chunks) + reader.end()
+        assert text == b"warning: one\n\x1ePRISM-REPORT wrong-key 5\nerrafter\x1ePRISM"
+        assert reader.payload == meta + artifacts
+
+
+def test_a_cut_or_malformed_report_is_not_a_report() -> None:
+    key = "k" * 32
+    mark = bootstrap.REPORT_MARK + key.encode() + b" "
+    cut = _ReportReader(key)
+    assert cut.feed(b"text" + mark + b"100\n{") + cut.end() == b"text"
+    assert cut.payload is None
+    malformed = _ReportReader(key)
+    assert (
+        malformed.feed(mark + b"99999999999\nrest") + malformed.end() == mark + b"99999999999\nrest"
+    )
+    assert malformed.payload is None
 
 
 def test_remove_orphans_spares_kept_and_foreign_containers(
