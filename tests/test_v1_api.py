@@ -3,12 +3,14 @@ objectives, listing, idempotent create, logs and artifacts."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import RunningStack, StackFactory
 from tests.test_recovery import wait_until
+from tests.test_requirements import write_wheel
 
 # Prints its parameters back with a score, as the last stdout line.
 ECHO = """\
@@ -386,3 +388,35 @@ def test_infrastructure_failures_are_retried(make_stack: StackFactory) -> None:
     assert (trial["outcome"], trial["attempts"]) == ("succeeded", 2), trial
     assert trial["metrics"] == {"ok": 1}
     assert stack.executions() == {f"{sweep_id}/0": 1, f"{sweep_id}/0@2": 1}
+
+
+def test_requirements_through_the_api(make_stack: StackFactory, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    write_wheel(
+        wheels, "prism-api-probe", "2.5", {"prism_api_probe.py": "VALUE = 'from a wheel'\n"}
+    )
+    stack = make_stack(
+        runners=1, env={"PRISM_PIP_FIND_LINKS": str(wheels), "PRISM_PIP_NO_INDEX": "1"}
+    )
+    script = (
+        "import json, os, prism_api_probe\n"
+        "print(json.dumps({'value': prism_api_probe.VALUE, 'net': os.listdir('/sys/class/net')}))"
+    )
+    spec = {"task": "deps", "script": script, "requirements": ["Prism_API_Probe==2.5"]}
+    sweep = stack.finished(stack.create(spec).body["id"], timeout=300)
+    [trial] = sweep["trials"]
+    assert trial["outcome"] == "succeeded", trial
+    assert trial["metrics"] == {"value": "from a wheel", "net": ["lo"]}
+    assert sweep["spec"]["requirements"] == ["prism-api-probe==2.5"]
+
+    missing = {
+        "task": "no such",
+        "script": "print(1)",
+        "requirements": ["prism-absent"],
+        "retries": 2,
+    }
+    sweep = stack.finished(stack.create(missing).body["id"], timeout=300)
+    [trial] = sweep["trials"]
+    assert (trial["outcome"], trial["attempts"]) == ("failed", 1), trial
+    assert "prism-absent" in trial["reason"]
