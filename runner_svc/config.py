@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class Settings:
     pip_find_links: Path | None = None
     pip_index_url: str | None = None
     pip_no_index: bool = False
+    pip_cert: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -44,7 +46,18 @@ class Settings:
             pip_find_links=Path(find_links) if find_links else None,
             pip_index_url=env("PRISM_PIP_INDEX_URL", "") or None,
             pip_no_index=_flag("PRISM_PIP_NO_INDEX"),
+            # The CA bundle this host's pip trusts (a proxy's, say) is the
+            # one requirements builds need too.
+            pip_cert=_cert(env("PRISM_PIP_CERT", os.environ.get("PIP_CERT", ""))),
         )
+
+
+def _cert(path: str) -> Path | None:
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ValueError(f"PRISM_PIP_CERT (or PIP_CERT): no file {path}")
+    return Path(path)
 
 
 def _flag(name: str) -> bool:

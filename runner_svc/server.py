@@ -51,6 +51,7 @@ async def serve(settings: Settings) -> None:
             find_links=settings.pip_find_links,
             index_url=settings.pip_index_url,
             no_index=settings.pip_no_index,
+            cert=settings.pip_cert,
         )
     )
     executor = TrialExecutor(db, sandbox, images, slots=settings.slots)

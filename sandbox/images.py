@@ -52,6 +52,8 @@ REQUIREMENTS_LABEL = "prism.requirements.hash"
 _STAGE_LABEL = "prism.requirements.stage"
 SITE_DIR = "/opt/prism/site"
 _LINKS_DIR = "/opt/prism/links"
+# Only in the install stage: the final image does not keep it.
+_CERT_FILE = "/opt/prism/ca.pem"
 
 # A build that prints nothing for this long is taken as hung.
 BUILD_READ_TIMEOUT_SECONDS = 900
@@ -147,6 +149,7 @@ def ensure_requirements_image(
     find_links: Path | None = None,
     index_url: str | None = None,
     no_index: bool = False,
+    cert: Path | None = None,
 ) -> str:
     """Return the tag of ``base`` plus ``requirements``, building it unless an image
     for the same requirements, base image and pip options exists. Blocking: a build
@@ -154,7 +157,8 @@ def ensure_requirements_image(
 
     ``find_links`` is a folder of distributions copied into the build; ``index_url``
     replaces pip's index (one on loopback is reached through the host's network);
-    ``no_index`` keeps pip off every index, and the build off every network.
+    ``no_index`` keeps pip off every index, and the build off every network;
+    ``cert`` is a CA bundle pip trusts (an intercepting proxy's, say).
     Raises RequirementsError when pip refuses the requirements, ImageError otherwise.
     """
     try:
@@ -171,11 +175,20 @@ def ensure_requirements_image(
     except (docker.errors.DockerException, requests.RequestException) as error:
         raise ImageError(f"docker engine: {error}") from None
     links = _links(find_links)
+    try:
+        ca = cert.read_bytes() if cert is not None else None
+    except OSError as error:
+        raise ImageError(f"cert {str(cert)!r}: {error}") from None
     pip_options = _pip_options(index_url, no_index=no_index, find_links=bool(links))
-    dockerfile = _requirements_dockerfile(normalised, pip_options, with_links=bool(links))
+    if ca is not None:
+        pip_options += ["--cert", _CERT_FILE]
+    dockerfile = _requirements_dockerfile(
+        normalised, pip_options, with_links=bool(links), with_cert=ca is not None
+    )
 
     digest = hashlib.sha256()
-    for part in (dockerfile, base_id, *(f"{name}\0{sha}" for name, sha, _ in links)):
+    cert_part = hashlib.sha256(ca).hexdigest() if ca is not None else ""
+    for part in (dockerfile, base_id, cert_part, *(f"{name}\0{sha}" for name, sha, _ in links)):
         digest.update(part.encode())
         digest.update(b"\0")
     content = digest.hexdigest()
@@ -189,7 +202,9 @@ def ensure_requirements_image(
                     built[0].tag(tag)
                 return tag
             _log(f"building {tag}: {', '.join(normalised)}")
-            _build_requirements_image(client, tag, content, base, dockerfile, links, network_mode)
+            _build_requirements_image(
+                client, tag, content, base, dockerfile, links, network_mode, ca
+            )
         except (docker.errors.DockerException, requests.RequestException) as error:
             raise ImageError(f"building {tag}: docker engine: {error}") from None
     return tag
@@ -242,7 +257,7 @@ def _pip_options(index_url: str | None, *, no_index: bool, find_links: bool) -> 
 
 
 def _requirements_dockerfile(
-    requirements: list[str], pip_options: list[str], *, with_links: bool
+    requirements: list[str], pip_options: list[str], *, with_links: bool, with_cert: bool
 ) -> str:
     # Two stages: pip, and whatever package builds it runs, work as nobody in a stage
     # that is thrown away; the image gets only the installed files, owned by root.
@@ -262,6 +277,8 @@ def _requirements_dockerfile(
     ]
     if with_links:
         lines.append(f"COPY links {_LINKS_DIR}")
+    if with_cert:
+        lines.append(f"COPY ca.pem {_CERT_FILE}")
     lines += [
         f"RUN {json.dumps(pip)}",
         "FROM ${BASE}",
@@ -282,6 +299,7 @@ def _build_requirements_image(
     dockerfile: str,
     links: list[tuple[str, str, Path]],
     network_mode: str,
+    ca: bytes | None,
 ) -> None:
     stage = secrets.token_hex(8)
     output: deque[str] = deque(maxlen=200)
@@ -292,6 +310,8 @@ def _build_requirements_image(
             _add_file(tar, "Dockerfile", dockerfile.encode())
             for name, _, path in links:
                 _add_file(tar, f"links/{name}", path.read_bytes())
+            if ca is not None:
+                _add_file(tar, "ca.pem", ca)
         context.seek(0)
         try:
             for chunk in client.api.build(

@@ -269,9 +269,30 @@ def test_derived_image_is_built_once_and_then_reused(
     assert again == tag
     assert client.images.get(tag).id == first.id
     assert client.images.get(tag).attrs["Created"] == first.attrs["Created"]
-    assert reuse_seconds < 2
     # Nothing of the throw-away install stage is left.
     assert client.images.list(filters={"label": "prism.requirements.stage"}) == []
+
+
+def test_a_ca_bundle_is_part_of_the_build_and_of_its_hash(
+    client: docker.DockerClient,
+    wheels: Wheels,
+    probe_image: tuple[str, float],
+    built: set[str],
+    tmp_path: Path,
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nnot used offline\n-----END CERTIFICATE-----\n")
+    tag = ensure_requirements_image(
+        client, ["prism-probe-app"], find_links=wheels.folder, no_index=True, cert=ca
+    )
+    built.add(tag)
+    assert tag != probe_image[0]
+    ca.write_text("another bundle\n")
+    other = ensure_requirements_image(
+        client, ["prism-probe-app"], find_links=wheels.folder, no_index=True, cert=ca
+    )
+    built.add(other)
+    assert other not in (tag, probe_image[0])
 
 
 def test_derived_image_does_not_pass_for_the_sandbox_image(

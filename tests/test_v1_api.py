@@ -3,6 +3,7 @@ objectives, listing, idempotent create, logs and artifacts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,8 @@ def test_unknown_sweeps_and_trials_are_404(stack: RunningStack) -> None:
 
 LOGS_AND_FILES = """\
 import json, os, sys
+import prism_trial
+prism_trial.report(step=1, loss=0.7)
 print("to stdout")
 print("to stderr", file=sys.stderr)
 os.makedirs("/workspace/output/plots", exist_ok=True)
@@ -304,7 +307,12 @@ def test_logs_and_artifacts_per_trial(stack: RunningStack) -> None:
     assert trial["peakMemoryBytes"] and int(trial["peakMemoryBytes"]) > 0
     base = f"/v1/sweeps/{sweep['id']}/trials/0"
     logs = stack.http("GET", f"{base}/logs").body
-    assert logs["stdout"] == "to stdout\n" and logs["stderr"] == "to stderr\n"
+    assert logs["stdout"] == 'PRISM_METRIC {"step": 1, "loss": 0.7}\nto stdout\n'
+    assert logs["stderr"] == "to stderr\n"
+    metrics = stack.orchestrator_query(
+        "SELECT data FROM event WHERE sweep_id = ? AND kind = 'metric'", sweep["id"]
+    )
+    assert [json.loads(data) for (data,) in metrics] == [{"values": {"step": 1, "loss": 0.7}}]
     assert logs["truncated"] is False
     listed = stack.http("GET", f"{base}/artifacts").body
     assert {a["name"]: int(a["sizeBytes"]) for a in listed["artifacts"]} == {
