@@ -17,6 +17,8 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -28,6 +30,7 @@ from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
 
 logger = logging.getLogger("orchestrator.dispatch")
+T = TypeVar("T")
 
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 2.0
 # A stream that stayed open this long was healthy: reopening it starts fast.
@@ -59,6 +62,10 @@ def run_command(item: store.Dispatchable) -> runner_pb2.RunnerCommand:
             requirements=item.spec.get("requirements", []),
         )
     )
+
+
+def cancel_command(execution_id: str) -> runner_pb2.RunnerCommand:
+    return runner_pb2.RunnerCommand(cancel_trial=runner_pb2.CancelTrial(trial_id=execution_id))
 
 
 def result_from_proto(result: trial_pb2.TrialResult) -> store.TrialResult:
@@ -143,7 +150,9 @@ class RunnerLink:
             unanswered = {item.trial.execution_id for item in held}
             self.in_flight = set(unanswered)
             for item in held:
-                outbox.put_nowait(run_command(item))
+                outbox.put_nowait(
+                    cancel_command(item.trial.execution_id) if item.cancelled else run_command(item)
+                )
             self._outbox = outbox
             self.connected = True
             log(
@@ -160,7 +169,7 @@ class RunnerLink:
                     if not unanswered:
                         self.reconciled.set()
                 elif kind == "started":
-                    await self._dispatcher.db(store.mark_started, event.started.trial_id)
+                    await self._dispatcher.write(store.mark_started, event.started.trial_id)
                 elif kind == "metric":
                     await self._dispatcher.metric(event.metric.trial_id, event.metric.values_json)
                 elif kind == "finished":
@@ -207,13 +216,17 @@ class Dispatcher:
         self.links = [RunnerLink(n, a, settings.runner_token, self) for n, a in settings.runners]
         self._kicked = asyncio.Event()
         self._sweep_done: dict[str, asyncio.Event] = {}
+        # Set (and replaced) whenever events were appended: what watchers wait on.
+        self._news = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        finished = await self.db(store.finish_complete_sweeps)
+        finished = await self.write(store.finish_complete_sweeps)
         if finished:
             log(logger, "finished sweeps completed before a crash", sweeps=finished)
-        requeued = await self.db(store.release_unknown_runners, [link.name for link in self.links])
+        requeued = await self.write(
+            store.release_unknown_runners, [link.name for link in self.links]
+        )
         if requeued:
             log(logger, "trials of runners no longer configured queued again", trials=requeued)
         holders = await self.db(store.holders)
@@ -235,15 +248,44 @@ class Dispatcher:
     def kick(self) -> None:
         self._kicked.set()
 
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store call that may append events; watchers hear of it."""
+        try:
+            return await self.db(fn, *args)
+        finally:
+            self._news.set()
+            self._news = asyncio.Event()
+
+    def news(self) -> asyncio.Event:
+        """Set by the next write: take it before reading events, then wait on it."""
+        return self._news
+
     async def submit(self, plan: Plan, request_id: str = "") -> str:
         """Record a planned sweep and start it; a used request id returns the
         sweep that request made, recording nothing."""
-        sweep_id = await self.db(
+        sweep_id = await self.write(
             store.create_sweep, str(uuid.uuid4()), plan.task, plan.spec, plan.trials, request_id
         )
         log(logger, "sweep created", sweep=sweep_id, trials=len(plan.trials))
         self.kick()
         return sweep_id
+
+    async def cancel(self, sweep_id: str) -> None:
+        """Cancel a running sweep: what has not started ends at once; each runner
+        holding one of its trials is told to stop it (or will be, on reconnect)."""
+        status, in_flight = await self.write(store.cancel_sweep, sweep_id)
+        links = {link.name: link for link in self.links}
+        for runner, execution_id in in_flight:
+            if runner in links:
+                links[runner].send(cancel_command(execution_id))
+        log(logger, "sweep cancelled", sweep=sweep_id, stopping=len(in_flight))
+        if status is not None:
+            self._finished(sweep_id, status)
+
+    def _finished(self, sweep_id: str, status: str) -> None:
+        log(logger, "sweep finished", sweep=sweep_id, status=status)
+        if sweep_id in self._sweep_done:
+            self._sweep_done[sweep_id].set()
 
     async def metric(self, execution_id: str, values_json: str) -> None:
         try:
@@ -251,13 +293,13 @@ class Dispatcher:
         except ValueError:
             return
         if isinstance(values, dict):
-            await self.db(store.record_metric, execution_id, values)
+            await self.write(store.record_metric, execution_id, values)
 
     async def wait(self, sweep_id: str, within: float) -> bool:
         """True once the sweep has finished, False if `within` seconds ran out first."""
         done = self._sweep_done.setdefault(sweep_id, asyncio.Event())
         try:
-            if await self.db(store.sweep_status, sweep_id) != store.SWEEP_RUNNING:
+            if await self.db(store.sweep_finished, sweep_id):
                 return True
             async with asyncio.timeout(within):
                 await done.wait()
@@ -268,14 +310,11 @@ class Dispatcher:
             self._sweep_done.pop(sweep_id, None)
 
     async def record(self, execution_id: str, result: store.TrialResult) -> None:
-        status = await self.db(store.finish_trial, execution_id, result)
+        status = await self.write(store.finish_trial, execution_id, result)
         log(logger, "trial finished", trial=execution_id, outcome=result.outcome)
         self.kick()  # a slot is free, or a retry is queued
         if status is not None:
-            sweep_id = store.split_execution_id(execution_id)[0].rpartition("/")[0]
-            log(logger, "sweep finished", sweep=sweep_id, status=status)
-            if sweep_id in self._sweep_done:
-                self._sweep_done[sweep_id].set()
+            self._finished(store.split_execution_id(execution_id)[0].rpartition("/")[0], status)
 
     def _least_loaded(self) -> RunnerLink | None:
         """The connected runner with the most free slots, if any has one."""
@@ -298,7 +337,7 @@ class Dispatcher:
             link = self._least_loaded()
             if link is None:
                 return  # a runner connecting or a trial finishing kicks the loop again
-            trial = await self.db(store.assign, item.trial.id, link.name)
+            trial = await self.write(store.assign, item.trial.id, link.name)
             if trial is None:
                 continue
             link.in_flight.add(trial.execution_id)
@@ -306,7 +345,7 @@ class Dispatcher:
                 # The stream closed during the write: nothing was sent, so
                 # the trial may safely go to another runner.
                 link.in_flight.discard(trial.execution_id)
-                await self.db(store.unassign, trial.id, link.name, "stream closed before send")
+                await self.write(store.unassign, trial.id, link.name, "stream closed before send")
                 self.kick()
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 from google.api import httpbody_pb2
@@ -10,10 +11,14 @@ from google.api import httpbody_pb2
 from orchestrator_svc import store, sweeps, views
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.spec import plan
-from prism.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
-from prism.service import rpc
+from prism.errors import DeadlineExceeded, InvalidArgument, NotFound, PrismError, Unavailable
+from prism.service import abort, rpc
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
+# A watch with nothing new sends a heartbeat this often, well inside the
+# gateway's idle timeout for the stream (300 s) and friendly to proxies.
+HEARTBEAT_SECONDS = 15.0
+EVENTS_PER_READ = 500
 # Answer a little before the caller's deadline so it gets the sweep id.
 DEADLINE_MARGIN_SECONDS = 1.0
 MAX_REQUEST_ID = 100
@@ -97,11 +102,55 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return await self._full(sweep_id)
 
     @rpc
+    async def CancelSweep(
+        self, request: orchestrator_pb2.CancelSweepRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Sweep:
+        self._check_ready()
+        await self._sweep(request.sweep_id)  # NOT_FOUND before anything else
+        await self._dispatcher.cancel(request.sweep_id)
+        return await self._full(request.sweep_id)
+
+    @rpc
     async def GetSweep(
         self, request: orchestrator_pb2.GetSweepRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.Sweep:
         self._check_ready()
         return await self._full(request.sweep_id)
+
+    async def WatchSweep(
+        self, request: orchestrator_pb2.WatchSweepRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[orchestrator_pb2.SweepEvent]:
+        try:
+            self._check_ready()
+            row, _ = await self._sweep(request.sweep_id)
+            if not 0 <= request.after_seq <= row.last_seq:
+                raise InvalidArgument("afterSeq", f"must be 0 to the last seq, {row.last_seq}")
+        except PrismError as error:
+            await abort(context, error)
+            return
+        after = request.after_seq
+        if row.finished_at is not None and after >= row.last_seq:
+            # Everything was seen already, the end included: say so, once.
+            yield orchestrator_pb2.SweepEvent(
+                seq=after, kind="end", trial_index=-1, final=True, sweep_state=row.status
+            )
+            return
+        while True:
+            news = self._dispatcher.news()  # before reading: no write slips between
+            found = await self._db(store.events_after, row.id, after, EVENTS_PER_READ)
+            for found_event in found:
+                shown = views.event(found_event)
+                after = shown.seq
+                yield shown
+                if shown.final:
+                    return
+            if found:
+                continue
+            try:
+                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    await news.wait()
+            except TimeoutError:
+                yield orchestrator_pb2.SweepEvent(seq=after, kind="heartbeat", trial_index=-1)
 
     @rpc
     async def ListSweeps(

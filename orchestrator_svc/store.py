@@ -30,7 +30,7 @@ SCHEMA_VERSION = 2
 PENDING, DISPATCHED, RUNNING, FINISHED = "pending", "dispatched", "running", "finished"
 IN_FLIGHT = (DISPATCHED, RUNNING)
 # Sweep states.
-SWEEP_RUNNING, SWEEP_DONE, SWEEP_ERROR = "running", "done", "error"
+SWEEP_RUNNING, SWEEP_DONE, SWEEP_ERROR, SWEEP_CANCELLED = "running", "done", "error", "cancelled"
 # Outcomes the platform caused: retried while the sweep's retries last.
 INFRASTRUCTURE = ("sandbox_error", "runner_lost")
 
@@ -154,6 +154,8 @@ class Dispatchable:
     trial: Trial
     source: str
     spec: dict[str, Any]
+    # The sweep was cancelled: the runner is told to stop the trial instead.
+    cancelled: bool = False
 
 
 def split_execution_id(execution_id: str) -> tuple[str, int]:
@@ -220,7 +222,8 @@ def _dispatchables(query: Any) -> list[Dispatchable]:
     found = []
     for trial in rows:
         spec = specs.setdefault(trial.sweep_id, trial.sweep.spec)
-        found.append(Dispatchable(trial, trial.script.source, spec))
+        cancelled = trial.sweep.status == SWEEP_CANCELLED
+        found.append(Dispatchable(trial, trial.script.source, spec, cancelled))
     return found
 
 
@@ -341,7 +344,8 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
         trial = _current(execution_id)
         if trial is None:
             return None
-        retries = int(Sweep.get_by_id(trial.sweep_id).spec.get("retries", 0))
+        sweep = Sweep.get_by_id(trial.sweep_id)
+        retries = int(sweep.spec.get("retries", 0)) if sweep.status == SWEEP_RUNNING else 0
         if result.outcome in INFRASTRUCTURE and trial.attempts <= retries:
             trial.state, trial.runner, trial.dispatched_at, trial.started_at = (
                 PENDING,
@@ -386,25 +390,51 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
 
 
 def _finish_sweep_if_done(sweep_id: str) -> str | None:
+    """Once every trial has finished: the sweep's final state (a cancelled
+    sweep stays cancelled) and its last event."""
     outcomes = [t.outcome for t in Trial.select(Trial.outcome).where(Trial.sweep == sweep_id)]
-    if any(o is None for o in outcomes):
+    sweep = Sweep.get_by_id(sweep_id)
+    if any(o is None for o in outcomes) or sweep.finished_at is not None:
         return None
-    status = SWEEP_DONE if "succeeded" in outcomes else SWEEP_ERROR
-    updated = (
-        Sweep.update(status=status, finished_at=time.time())
-        .where((Sweep.id == sweep_id) & (Sweep.status == SWEEP_RUNNING))
-        .execute()
-    )
-    if updated:
-        _append(sweep_id, "sweep_finished", status=status)
+    if sweep.status == SWEEP_CANCELLED:
+        status = SWEEP_CANCELLED
+    else:
+        status = SWEEP_DONE if "succeeded" in outcomes else SWEEP_ERROR
+    Sweep.update(status=status, finished_at=time.time()).where(Sweep.id == sweep_id).execute()
+    _append(sweep_id, "sweep_finished", status=status)
     return status
+
+
+def cancel_sweep(sweep_id: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """Cancel a running sweep: trials not started end cancelled now. Returns
+    the sweep's status if this finished it, and the (runner, execution id) of
+    each trial in flight, which its runner must stop."""
+    with db.atomic("IMMEDIATE"):
+        sweep = Sweep.get_or_none(Sweep.id == sweep_id)
+        if sweep is None or sweep.status != SWEEP_RUNNING:
+            return None, []
+        Sweep.update(status=SWEEP_CANCELLED).where(Sweep.id == sweep_id).execute()
+        _append(sweep_id, "sweep_cancelled")
+        now = time.time()
+        for trial in Trial.select().where((Trial.sweep == sweep_id) & (Trial.state == PENDING)):
+            trial.state, trial.finished_at, trial.outcome = FINISHED, now, "cancelled"
+            trial.reason, trial.exit_code = "the sweep was cancelled before the trial started", -1
+            trial.save()
+            _append(
+                sweep_id, "trial_finished", trial.position, outcome="cancelled", reason=trial.reason
+            )
+        in_flight = [
+            (str(t.runner), t.execution_id)
+            for t in Trial.select().where((Trial.sweep == sweep_id) & Trial.state.in_(IN_FLIGHT))
+        ]
+        return _finish_sweep_if_done(sweep_id), in_flight
 
 
 def finish_complete_sweeps() -> list[str]:
     """Sweeps whose last trial finished just before a crash: finish them now."""
     finished = []
     with db.atomic("IMMEDIATE"):
-        for sweep in Sweep.select().where(Sweep.status == SWEEP_RUNNING):
+        for sweep in Sweep.select().where(Sweep.finished_at.is_null()):
             if _finish_sweep_if_done(sweep.id) is not None:
                 finished.append(sweep.id)
     return finished
@@ -426,9 +456,10 @@ def sweep_with_trials(sweep_id: str) -> tuple[Sweep, list[Trial]] | None:
     return sweep, list(Trial.select().where(Trial.sweep == sweep_id).order_by(Trial.position))
 
 
-def sweep_status(sweep_id: str) -> str | None:
+def sweep_finished(sweep_id: str) -> bool:
+    """True once the sweep has its final state (and an unknown one counts)."""
     sweep = Sweep.get_or_none(Sweep.id == sweep_id)
-    return None if sweep is None else str(sweep.status)
+    return sweep is None or sweep.finished_at is not None
 
 
 def list_sweeps(limit: int, before: tuple[float, str] | None) -> list[tuple[Sweep, dict[str, int]]]:
@@ -484,3 +515,13 @@ def artifacts_by_trial(trial_ids: list[str]) -> dict[str, list[tuple[str, int]]]
 def artifact_data(trial_id: str, name: str) -> bytes | None:
     row = Artifact.get_or_none((Artifact.trial == trial_id) & (Artifact.name == name))
     return None if row is None else bytes(row.data)
+
+
+def events_after(sweep_id: str, after: int, limit: int) -> list[Event]:
+    query = (
+        Event.select()
+        .where((Event.sweep == sweep_id) & (Event.seq > after))
+        .order_by(Event.seq)
+        .limit(limit)
+    )
+    return list(query)

@@ -125,3 +125,17 @@ def parse_page_token(token: str) -> tuple[float, str] | None:
     except (ValueError, TypeError):
         pass
     raise InvalidArgument("pageToken", "is not a token from a previous page")
+
+
+def event(row: store.Event) -> orchestrator_pb2.SweepEvent:
+    shown = orchestrator_pb2.SweepEvent(
+        seq=row.seq,
+        kind=row.kind,
+        trial_index=row.trial_index if row.trial_index is not None else -1,
+        data=_struct(row.data),
+        time=_time(row.at),
+    )
+    if row.kind == "sweep_finished":
+        shown.final = True
+        shown.sweep_state = json.loads(row.data).get("status", "")
+    return shown

@@ -140,6 +140,36 @@ class TrialExecutor:
         # Trials waiting for their requirements' image: a shutdown cancels them.
         self._preparing: set[str] = set()
         self._subscribers: dict[str, set[Outbox]] = {}
+        # Trials asked to stop: checked again before a container starts.
+        self._cancelled: set[str] = set()
+
+    async def cancel(self, trial_id: str, outbox: Outbox) -> None:
+        """Answer a CancelTrial on `outbox`: accepted at once, finished when it is.
+        A running trial is killed; a finished one replays its result; an unknown
+        one is recorded as cancelled, so a later RunTrial never runs it."""
+        if self._closing:
+            raise Unavailable("the runner is shutting down")
+        previous = await self._db(store.admit, trial_id, "{}")
+        if previous is None:
+            recorded = await self._db(
+                store.finish, trial_id, not_run("cancelled", "cancelled before it started")
+            )
+            outbox.put_nowait(accepted_event(trial_id, None))
+            outbox.put_nowait(finished_event(recorded))
+            return
+        if previous != store.FINISHED:
+            # Running here, or about to be: stop it where it is. Its finished
+            # event goes to the stream that sent it, which is this one or a
+            # newer one of the same orchestrator.
+            self._cancelled.add(trial_id)
+            if trial_id in self._subscribers:
+                self._subscribers[trial_id].add(outbox)
+            outbox.put_nowait(accepted_event(trial_id, previous))
+            await asyncio.to_thread(self._sandbox.cancel, trial_id)
+            return
+        recorded = await self._db(store.recorded, trial_id)
+        outbox.put_nowait(accepted_event(trial_id, previous))
+        outbox.put_nowait(finished_event(recorded))
 
     async def submit(self, run: runner_pb2.RunTrial, outbox: Outbox) -> None:
         """Answer a RunTrial on `outbox`: accepted at once, then metrics while it runs,
@@ -211,6 +241,7 @@ class TrialExecutor:
         finally:
             self._running.pop(trial_id, None)
             self._subscribers.pop(trial_id, None)
+            self._cancelled.discard(trial_id)
 
     async def _attempt(self, run: runner_pb2.RunTrial) -> Execution | None:
         """Run the trial once; None when the runner shut down before it started."""
@@ -232,6 +263,8 @@ class TrialExecutor:
         async with self._slots:
             if self._closing:
                 return None
+            if trial_id in self._cancelled:
+                return not_run("cancelled", "cancelled before it started")
             await self._db(store.mark_started, trial_id)
             self._publish(
                 trial_id, runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))

@@ -21,11 +21,11 @@ SLOTS_KEY = "prism-slots"
 logger = logging.getLogger("runner.servicer")
 
 
-def validate(run: runner_pb2.RunTrial) -> None:
+def validate(trial_id: str) -> None:
     """The orchestrator makes trial ids: a bad one is a broken peer, which
     ends the stream. A bad script or bad parameters fail only their trial."""
-    if not run.trial_id or len(run.trial_id) > MAX_TRIAL_ID:
-        raise InvalidArgument("run_trial.trial_id", f"must be 1 to {MAX_TRIAL_ID} characters")
+    if not trial_id or len(trial_id) > MAX_TRIAL_ID:
+        raise InvalidArgument("trial_id", f"must be 1 to {MAX_TRIAL_ID} characters")
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
@@ -48,8 +48,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             try:
                 async for command in request_iterator:
                     if command.HasField("run_trial"):
-                        validate(command.run_trial)
+                        validate(command.run_trial.trial_id)
                         await self._executor.submit(command.run_trial, outbox)
+                    elif command.HasField("cancel_trial"):
+                        validate(command.cancel_trial.trial_id)
+                        await self._executor.cancel(command.cancel_trial.trial_id, outbox)
             except PrismError as error:
                 outbox.put_nowait(error)
             except Exception:

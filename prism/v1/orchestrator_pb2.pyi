@@ -152,6 +152,12 @@ class CreateSweepRequest(_message.Message):
     request_id: str
     def __init__(self, sweep: _Optional[_Union[SweepSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class CancelSweepRequest(_message.Message):
+    __slots__ = ("sweep_id",)
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    def __init__(self, sweep_id: _Optional[str] = ...) -> None: ...
+
 class GetSweepRequest(_message.Message):
     __slots__ = ("sweep_id",)
     SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -289,3 +295,29 @@ class GetArtifactRequest(_message.Message):
     index: int
     name: str
     def __init__(self, sweep_id: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class WatchSweepRequest(_message.Message):
+    __slots__ = ("sweep_id", "after_seq")
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    after_seq: int
+    def __init__(self, sweep_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class SweepEvent(_message.Message):
+    __slots__ = ("seq", "kind", "trial_index", "data", "time", "final", "sweep_state")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_STATE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    kind: str
+    trial_index: int
+    data: _struct_pb2.Struct
+    time: _timestamp_pb2.Timestamp
+    final: bool
+    sweep_state: str
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., trial_index: _Optional[int] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., final: _Optional[bool] = ..., sweep_state: _Optional[str] = ...) -> None: ...

@@ -58,10 +58,20 @@ class OrchestratorStub:
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.SerializeToString,
                 response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
                 _registered_method=True)
+        self.CancelSweep = channel.unary_unary(
+                '/prism.v1.Orchestrator/CancelSweep',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.CancelSweepRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+                _registered_method=True)
         self.GetSweep = channel.unary_unary(
                 '/prism.v1.Orchestrator/GetSweep',
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
                 response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+                _registered_method=True)
+        self.WatchSweep = channel.unary_stream(
+                '/prism.v1.Orchestrator/WatchSweep',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.WatchSweepRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.SweepEvent.FromString,
                 _registered_method=True)
         self.ListSweeps = channel.unary_unary(
                 '/prism.v1.Orchestrator/ListSweeps',
@@ -124,8 +134,29 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelSweep(self, request, context):
+        """POST /v1/sweeps/{sweep_id}:cancel : stop a sweep. Trials not started end
+        cancelled at once, running ones are killed and end cancelled (unless they
+        finished first); the sweep ends "cancelled". Cancelling a finished sweep
+        changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSweep(self, request, context):
         """GET /v1/sweeps/{sweep_id} : a sweep with every trial and the best one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSweep(self, request, context):
+        """GET /v1/sweeps/{sweep_id}/events : the sweep's events after after_seq,
+        then live as they happen; over HTTP as server-sent events. Reconnecting
+        with the last seq seen loses nothing and repeats nothing. The stream ends
+        with an event marked final that carries the sweep's state, so a client
+        can tell a finished stream from a cut one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,10 +213,20 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     request_deserializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.FromString,
                     response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
             ),
+            'CancelSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSweep,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.CancelSweepRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
+            ),
             'GetSweep': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSweep,
                     request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.FromString,
                     response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
+            ),
+            'WatchSweep': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSweep,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.WatchSweepRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.SweepEvent.SerializeToString,
             ),
             'ListSweeps': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSweeps,
@@ -330,6 +371,33 @@ class Orchestrator:
             _registered_method=True)
 
     @staticmethod
+    def CancelSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/CancelSweep',
+            prism_dot_v1_dot_orchestrator__pb2.CancelSweepRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetSweep(request,
             target,
             options=(),
@@ -346,6 +414,33 @@ class Orchestrator:
             '/prism.v1.Orchestrator/GetSweep',
             prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
             prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/prism.v1.Orchestrator/WatchSweep',
+            prism_dot_v1_dot_orchestrator__pb2.WatchSweepRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.SweepEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,10 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunnerCommand(_message.Message):
-    __slots__ = ("run_trial",)
+    __slots__ = ("run_trial", "cancel_trial")
     RUN_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_TRIAL_FIELD_NUMBER: _ClassVar[int]
     run_trial: RunTrial
-    def __init__(self, run_trial: _Optional[_Union[RunTrial, _Mapping]] = ...) -> None: ...
+    cancel_trial: CancelTrial
+    def __init__(self, run_trial: _Optional[_Union[RunTrial, _Mapping]] = ..., cancel_trial: _Optional[_Union[CancelTrial, _Mapping]] = ...) -> None: ...
+
+class CancelTrial(_message.Message):
+    __slots__ = ("trial_id",)
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    def __init__(self, trial_id: _Optional[str] = ...) -> None: ...
 
 class RunTrial(_message.Message):
     __slots__ = ("trial_id", "script", "params_json", "limits", "requirements")
