@@ -47,6 +47,12 @@ class Settings:
     sync_wait_seconds: float
     # How long a restart waits for runners to report before serving anyway.
     reconcile_seconds: float
+    # How long a runner may stay unreachable before its trials count as
+    # runner_lost (and are retried elsewhere, per their sweep's retries).
+    runner_lost_seconds: float = 30.0
+    # A stream with no message (runners send a heartbeat every 2 s) for this
+    # long is taken for a hung runner and closed.
+    runner_silence_seconds: float = 10.0
 
     @property
     def db_path(self) -> Path:
@@ -69,6 +75,8 @@ class Settings:
             example_wall_seconds=float(env("PRISM_EXAMPLE_WALL_SECONDS", "60")),
             sync_wait_seconds=float(env("PRISM_SYNC_WAIT_SECONDS", "290")),
             reconcile_seconds=float(env("PRISM_RECONCILE_SECONDS", "10")),
+            runner_lost_seconds=float(env("PRISM_RUNNER_LOST_SECONDS", "30")),
+            runner_silence_seconds=float(env("PRISM_RUNNER_SILENCE_SECONDS", "10")),
         )
 
 

@@ -91,6 +91,8 @@ class RunnerLink:
         self.name = name
         self.address = address
         self.connected = False
+        # When the last stream closed (or this link began): how long it has been away.
+        self.down_since: float | None = time.monotonic()
         self.slots = DEFAULT_SLOTS
         # Execution ids sent on the current stream and not yet finished.
         self.in_flight: set[str] = set()
@@ -130,6 +132,8 @@ class RunnerLink:
                 # log it and reopen, which re-sends what the runner holds.
                 logger.exception("runner link failed", extra={"fields": {"runner": self.name}})
             finally:
+                if self.connected:
+                    self.down_since = time.monotonic()
                 self.connected = False
                 self._outbox = None
             # Back off from the first failure on; only a stream that lived a
@@ -155,6 +159,7 @@ class RunnerLink:
                 )
             self._outbox = outbox
             self.connected = True
+            self.down_since = None
             log(
                 logger, "runner connected", runner=self.name, address=self.address, resent=len(held)
             )
@@ -162,7 +167,21 @@ class RunnerLink:
                 self.reconciled.set()
             self._dispatcher.kick()
             writer = asyncio.create_task(self._write(call, outbox))
-            async for event in call:
+            silence = self._dispatcher.settings.runner_silence_seconds
+            while True:
+                try:
+                    async with asyncio.timeout(silence):
+                        event = await call.read()
+                except TimeoutError:
+                    log(
+                        logger,
+                        "runner silent; closing its stream",
+                        runner=self.name,
+                        seconds=silence,
+                    )
+                    return
+                if event is grpc.aio.EOF:
+                    return
                 kind = event.WhichOneof("event")
                 if kind == "accepted":
                     unanswered.discard(event.accepted.trial_id)
@@ -235,6 +254,7 @@ class Dispatcher:
                 link.reconciled.set()  # nothing to ask this runner about
         self._tasks = [asyncio.create_task(link.run()) for link in self.links]
         self._tasks.append(asyncio.create_task(self._dispatch_loop()))
+        self._tasks.append(asyncio.create_task(self._lease_loop()))
         self.kick()
 
     async def reconcile(self, within: float) -> list[str]:
@@ -320,6 +340,33 @@ class Dispatcher:
         """The connected runner with the most free slots, if any has one."""
         free = [link for link in self.links if link.connected and link.free > 0]
         return max(free, key=lambda link: link.free, default=None)
+
+    async def _lease_loop(self) -> None:
+        """A runner away longer than runner_lost_seconds loses its trials: each
+        ends runner_lost, or, with retries left, goes back to the queue for
+        another runner. A late report from the lost execution is then stale
+        and ignored, so only one result is ever kept."""
+        lost_after = self.settings.runner_lost_seconds
+        while True:
+            await asyncio.sleep(min(1.0, lost_after / 4))
+            now = time.monotonic()
+            for link in self.links:
+                if link.down_since is None or now - link.down_since < lost_after:
+                    continue
+                try:
+                    held = await self.db(store.in_flight, link.name)
+                    for item in held:
+                        await self.record(
+                            item.trial.execution_id,
+                            store.TrialResult(
+                                outcome="runner_lost",
+                                reason=f"runner {link.name} was unreachable for {lost_after:g} s",
+                                exit_code=-1,
+                            ),
+                        )
+                        link.in_flight.discard(item.trial.execution_id)
+                except Exception:
+                    logger.exception("marking the trials of a lost runner failed")
 
     async def _dispatch_loop(self) -> None:
         while True:

@@ -14,6 +14,10 @@ from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc.executor import TrialExecutor
 
 MAX_TRIAL_ID = 200
+# A stream quiet this long gets a heartbeat: the orchestrator takes a longer
+# silence (PRISM_RUNNER_SILENCE_SECONDS) for a hung runner.
+HEARTBEAT_SECONDS = 2.0
+HEARTBEAT = runner_pb2.RunnerEvent(heartbeat=runner_pb2.Heartbeat())
 # Initial metadata of every stream: how many trials this runner executes at once,
 # so the orchestrator never sends more than that.
 SLOTS_KEY = "prism-slots"
@@ -65,7 +69,12 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         closed = False
         try:
             while not (closed and not outstanding):
-                event = await outbox.get()
+                try:
+                    async with asyncio.timeout(HEARTBEAT_SECONDS):
+                        event = await outbox.get()
+                except TimeoutError:
+                    yield HEARTBEAT
+                    continue
                 if event is None:
                     closed = True
                     continue

@@ -37,16 +37,22 @@ class RunTrial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., script: _Optional[str] = ..., params_json: _Optional[str] = ..., limits: _Optional[_Union[_trial_pb2.TrialLimits, _Mapping]] = ..., requirements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunnerEvent(_message.Message):
-    __slots__ = ("accepted", "started", "finished", "metric")
+    __slots__ = ("accepted", "started", "finished", "metric", "heartbeat")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     accepted: TrialAccepted
     started: TrialStarted
     finished: TrialFinished
     metric: TrialMetric
-    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ..., metric: _Optional[_Union[TrialMetric, _Mapping]] = ...) -> None: ...
+    heartbeat: Heartbeat
+    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ..., metric: _Optional[_Union[TrialMetric, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class TrialAccepted(_message.Message):
     __slots__ = ("trial_id", "previous")

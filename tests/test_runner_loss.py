@@ -1,0 +1,90 @@
+"""A runner that dies or hangs loses its trials after PRISM_RUNNER_LOST_SECONDS:
+they are retried on another runner per the sweep's retries, or end runner_lost.
+Only one result per trial is ever kept."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from contextlib import closing
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningStack, StackFactory
+from tests.test_recovery import wait_until
+
+SLOW = "import json, time\ntime.sleep(4)\nprint(json.dumps({'ok': 1}))"
+
+
+@pytest.fixture
+def pair(make_stack: StackFactory) -> RunningStack:
+    return make_stack(runners=2, env={"PRISM_RUNNER_LOST_SECONDS": "3"})
+
+
+def running_on(stack: RunningStack, sweep_id: str) -> str:
+    def runner() -> str | None:
+        [trial] = stack.http("GET", f"/v1/sweeps/{sweep_id}").body["trials"]
+        return str(trial["runner"]) if trial["state"] == "running" else None
+
+    return str(wait_until(runner, what="the trial to run"))
+
+
+def only_trial(sweep: dict[str, Any]) -> dict[str, Any]:
+    [trial] = sweep["trials"]
+    return dict(trial)
+
+
+def test_a_killed_runner_s_trial_is_retried_on_another(pair: RunningStack) -> None:
+    sweep_id = pair.create({"task": "move", "script": SLOW, "retries": 1}).body["id"]
+    lost = running_on(pair, sweep_id)
+    pair.stack.kill(lost)
+    trial = only_trial(pair.finished(sweep_id))
+    assert (trial["outcome"], trial["attempts"]) == ("succeeded", 2), trial
+    assert trial["runner"] != lost
+    assert trial["metrics"] == {"ok": 1}
+    events = pair.orchestrator_query(
+        "SELECT kind, data FROM event WHERE sweep_id = ? AND kind = 'trial_retrying'", sweep_id
+    )
+    assert len(events) == 1 and "runner_lost" in events[0][1]
+
+
+def test_without_retries_the_trial_ends_runner_lost(pair: RunningStack) -> None:
+    sweep_id = pair.create({"task": "lose", "script": SLOW}).body["id"]
+    lost = running_on(pair, sweep_id)
+    pair.stack.kill(lost)
+    sweep = pair.finished(sweep_id)
+    trial = only_trial(sweep)
+    assert trial["outcome"] == "runner_lost"
+    assert lost in trial["reason"]
+    assert sweep["state"] == "error"
+
+
+def test_a_hung_runner_is_detected_and_its_late_result_ignored(pair: RunningStack) -> None:
+    sweep_id = pair.create({"task": "hang", "script": SLOW, "retries": 1}).body["id"]
+    hung = running_on(pair, sweep_id)
+    pair.stack.signal(hung, signal.SIGSTOP)
+    try:
+        trial = only_trial(pair.finished(sweep_id, timeout=120))
+    finally:
+        pair.stack.signal(hung, signal.SIGCONT)
+    assert (trial["outcome"], trial["attempts"], trial["runner"] != hung) == (
+        "succeeded",
+        2,
+        True,
+    )
+
+    # The hung runner wakes and finishes the first execution: whatever it says
+    # of it is stale, and the recorded result stays the second execution's.
+    def first_finished() -> bool:
+        with closing(sqlite3.connect(pair.runner_db(hung))) as db:
+            rows = db.execute("SELECT state FROM trial WHERE id = ?", (f"{sweep_id}/0",))
+            return rows.fetchall() == [("finished",)]
+
+    wait_until(first_finished, what="the first execution to end on the hung runner")
+    after = only_trial(pair.finished(sweep_id))
+    assert (after["attempts"], after["runner"]) == (2, trial["runner"])
+    finished = pair.orchestrator_query(
+        "SELECT COUNT(*) FROM event WHERE sweep_id = ? AND kind = 'trial_finished'", sweep_id
+    )
+    assert finished == [(1,)]
