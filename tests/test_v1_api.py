@@ -428,3 +428,17 @@ def test_requirements_through_the_api(make_stack: StackFactory, tmp_path: Path) 
     [trial] = sweep["trials"]
     assert (trial["outcome"], trial["attempts"]) == ("failed", 1), trial
     assert "prism-absent" in trial["reason"]
+
+
+def test_the_largest_artifact_downloads_whole(stack: RunningStack) -> None:
+    script = (
+        "import os\n"
+        "with open('/workspace/output/big.bin', 'wb') as f:\n"
+        "    f.write(bytes(range(256)) * (4 * 2**20 // 256))\n"
+    )
+    sweep = stack.finished(stack.create({"task": "big", "script": script}).body["id"])
+    [trial] = sweep["trials"]
+    assert trial["outcome"] == "succeeded", trial
+    status, kind, data = stack.raw("GET", f"/v1/sweeps/{sweep['id']}/trials/0/artifacts/big.bin")
+    assert (status, kind, len(data)) == (200, "application/octet-stream", 4 * 2**20)
+    assert data == bytes(range(256)) * (4 * 2**20 // 256)
