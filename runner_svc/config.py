@@ -48,16 +48,20 @@ class Settings:
             pip_no_index=_flag("PRISM_PIP_NO_INDEX"),
             # The CA bundle this host's pip trusts (a proxy's, say) is the
             # one requirements builds need too.
-            pip_cert=_cert(env("PRISM_PIP_CERT", os.environ.get("PIP_CERT", ""))),
+            pip_cert=_cert(),
         )
 
 
-def _cert(path: str) -> Path | None:
-    if not path:
-        return None
-    if not Path(path).is_file():
-        raise ValueError(f"PRISM_PIP_CERT (or PIP_CERT): no file {path}")
-    return Path(path)
+def _cert() -> Path | None:
+    """PRISM_PIP_CERT, which must name a file; else this host's PIP_CERT when
+    it names one (a missing one is pip's own setting to worry about, not ours)."""
+    given = os.environ.get("PRISM_PIP_CERT", "")
+    if given:
+        if not Path(given).is_file():
+            raise ValueError(f"PRISM_PIP_CERT: no file {given}")
+        return Path(given)
+    inherited = os.environ.get("PIP_CERT", "")
+    return Path(inherited) if inherited and Path(inherited).is_file() else None
 
 
 def _flag(name: str) -> bool:

@@ -349,3 +349,16 @@ def test_pip_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         None,
         False,
     )
+
+
+def test_the_pip_ca_bundle_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("bundle")
+    monkeypatch.delenv("PRISM_PIP_CERT", raising=False)
+    monkeypatch.setenv("PIP_CERT", str(bundle))
+    assert Settings.from_env().pip_cert == bundle  # the host's pip bundle carries over
+    monkeypatch.setenv("PIP_CERT", str(tmp_path / "gone.pem"))
+    assert Settings.from_env().pip_cert is None  # pip's own setting: not ours to refuse
+    monkeypatch.setenv("PRISM_PIP_CERT", str(tmp_path / "gone.pem"))
+    with pytest.raises(ValueError, match="PRISM_PIP_CERT"):
+        Settings.from_env()
