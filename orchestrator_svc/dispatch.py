@@ -332,7 +332,7 @@ class Dispatcher:
     async def record(self, execution_id: str, result: store.TrialResult) -> None:
         status = await self.write(store.finish_trial, execution_id, result)
         log(logger, "trial finished", trial=execution_id, outcome=result.outcome)
-        self.kick()  # a slot is free, or a retry is queued
+        self.kick()  # a slot is free
         if status is not None:
             self._finished(store.split_execution_id(execution_id)[0].rpartition("/")[0], status)
 
@@ -342,13 +342,16 @@ class Dispatcher:
         return max(free, key=lambda link: link.free, default=None)
 
     async def _lease_loop(self) -> None:
-        """A runner away longer than runner_lost_seconds loses its trials: each
-        ends runner_lost, or, with retries left, goes back to the queue for
-        another runner. A late report from the lost execution is then stale
-        and ignored, so only one result is ever kept."""
+        """Every second: retries whose backoff has passed get dispatched, and a
+        runner away longer than runner_lost_seconds loses its trials: each ends
+        runner_lost, or, with retries left, goes back to the queue for another
+        runner. A late report from the lost execution is then stale and
+        ignored, so only one result is ever kept."""
         lost_after = self.settings.runner_lost_seconds
         while True:
             await asyncio.sleep(min(1.0, lost_after / 4))
+            # Retries whose backoff has passed are dispatchable now.
+            self.kick()
             now = time.monotonic()
             for link in self.links:
                 if link.down_since is None or now - link.down_since < lost_after:

@@ -23,7 +23,7 @@ from typing import Any
 import peewee
 
 db = peewee.SqliteDatabase(None)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Trial states. A trial moves forward only, except that an infrastructure
 # failure with retries left sends it back to pending.
@@ -33,6 +33,13 @@ IN_FLIGHT = (DISPATCHED, RUNNING)
 SWEEP_RUNNING, SWEEP_DONE, SWEEP_ERROR, SWEEP_CANCELLED = "running", "done", "error", "cancelled"
 # Outcomes the platform caused: retried while the sweep's retries last.
 INFRASTRUCTURE = ("sandbox_error", "runner_lost")
+# A retry waits 2, 4, 8… s (at most 30): an engine restarting or a runner
+# coming back gets time to, instead of the retry failing at once the same way.
+RETRY_BACKOFF_SECONDS, MAX_RETRY_BACKOFF_SECONDS = 2.0, 30.0
+
+
+def retry_backoff(attempts: int) -> float:
+    return float(min(RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_RETRY_BACKOFF_SECONDS))
 
 
 class BaseModel(peewee.Model):
@@ -74,6 +81,8 @@ class Trial(BaseModel):
     params_json = peewee.TextField()
     state = peewee.CharField(index=True)
     attempts = peewee.IntegerField(default=0)
+    # A retried trial is not dispatched again before this time (epoch seconds).
+    not_before = peewee.FloatField(default=0.0)
     runner = peewee.CharField(null=True, index=True)
     dispatched_at = peewee.FloatField(null=True)
     started_at = peewee.FloatField(null=True)
@@ -236,7 +245,11 @@ def dispatchable() -> list[Dispatchable]:
         .group_by(Trial.sweep)
         .tuples()
     )
-    query = Trial.select().where(Trial.state == PENDING).order_by(Sweep.created_at, Trial.position)
+    query = (
+        Trial.select()
+        .where((Trial.state == PENDING) & (Trial.not_before <= time.time()))
+        .order_by(Sweep.created_at, Trial.position)
+    )
     ready = []
     for candidate in _dispatchables(query):
         cap = int(candidate.spec.get("maxParallel", 0))
@@ -353,6 +366,7 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
                 None,
                 None,
             )
+            trial.not_before = time.time() + retry_backoff(trial.attempts)
             trial.save()
             _append(
                 trial.sweep_id,

@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,20 @@ class EngineError(RuntimeError):
 
 
 def engine_answers() -> bool:
+    """True when the engine answers its ping. On a unix socket (the usual case)
+    asked directly: the SDK leaks a socket each time it cannot connect, and
+    this is called in a loop while an engine starts."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(5)
+                conn.connect(host.removeprefix("unix://"))
+                conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                status_line = conn.recv(64).split(b"\r\n", 1)[0]
+        except OSError:
+            return False
+        return status_line.split(b" ")[1:2] == [b"200"]
     try:
         with contextlib.closing(docker.from_env(timeout=5)) as client:
             return bool(client.ping())
