@@ -23,10 +23,6 @@ START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
 _POLL_SECONDS = 0.1
 
-# Popen objects of the engines started by this process: dropping one while dockerd
-# runs would warn, and keeping it lets stop_engine reap the child.
-_started: dict[int, subprocess.Popen[bytes]] = {}
-
 
 class EngineError(RuntimeError):
     """No engine answers and none can be started here; the message says what to do."""
@@ -67,20 +63,24 @@ def ensure_engine(run_dir: Path) -> int | None:
         apt_install("docker.io")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "dockerd.log"
-    with log_path.open("ab") as log:
-        # Its own session, so a Ctrl-C or the end of the starting shell does not reach it.
-        dockerd = subprocess.Popen(
-            ["dockerd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    _started[dockerd.pid] = dockerd
-    (run_dir / "dockerd.pid").write_text(f"{dockerd.pid}\n")
+    # Detached through a shell that exits at once: dockerd is nobody's child
+    # here (init reaps it), and in its own session, so neither the end of this
+    # process nor a Ctrl-C in the starting terminal reaches it.
+    launched = subprocess.run(
+        ["sh", "-c", 'setsid dockerd </dev/null >>"$0" 2>&1 & echo $!', str(log_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(launched.stdout)
+    (run_dir / "dockerd.pid").write_text(f"{pid}\n")
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while not engine_answers():
-        if dockerd.poll() is not None or time.monotonic() > deadline:
+        if not _is_running(pid) or time.monotonic() > deadline:
             stop_engine(run_dir)
             raise EngineError(f"dockerd did not come up; see {log_path}")
         time.sleep(_POLL_SECONDS)
-    return dockerd.pid
+    return pid
 
 
 def stop_engine(run_dir: Path) -> bool:
@@ -120,13 +120,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def _is_running(pid: int) -> bool:
-    child = _started.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        del _started[pid]
-        return False
-    # Not our child: someone else reaps it, so a zombie counts as gone.
+    # Not our child: init reaps it, so a zombie counts as gone.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
