@@ -16,6 +16,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 
 import grpc
+import pytest
 from google.protobuf import json_format
 
 from prism.stack import ORCHESTRATOR
@@ -149,10 +150,13 @@ def check(stack: RunningStack, sweeps: list[str], counts: Counts) -> None:
         counts.lost += sum(1 for _, n in recorded if n != 1)
 
 
-def test_sigkill_anywhere_loses_nothing_and_reruns_nothing(make_stack: StackFactory) -> None:
+def test_sigkill_anywhere_loses_nothing_and_reruns_nothing(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     stack = make_stack(gateway=False, env={"PRISM_RECONCILE_SECONDS": "5"})
     seed = int(os.environ.get("PRISM_FAULT_SEED", "20261129"))
     counts = run_faults(stack, float(os.environ.get("PRISM_FAULT_SECONDS", "45")), seed)
-    print(counts.line(), f"seed={seed}")
+    with capsys.disabled():  # the counts belong in CI's output
+        print(f"\n{counts.line()} seed={seed}")
     assert counts.sweeps > 0 and sum(counts.kills.values()) > 0
     assert (counts.reexecuted, counts.lost) == (0, 0), counts.line()
