@@ -43,6 +43,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise NotFound(f"no sweep {sweep_id[:100]!r}")
         return found
 
+    async def _sweep_row(self, sweep_id: str) -> store.Sweep:
+        """The sweep alone, without reading its trials."""
+        found = await self._db(store.sweep, sweep_id)
+        if found is None:
+            raise NotFound(f"no sweep {sweep_id[:100]!r}")
+        return found
+
     async def _trial(self, sweep_id: str, index: int) -> store.Trial:
         self._check_ready()
         found = await self._db(store.trial_at, sweep_id, index)
@@ -106,7 +113,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.CancelSweepRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.Sweep:
         self._check_ready()
-        await self._sweep(request.sweep_id)  # NOT_FOUND before anything else
+        await self._sweep_row(request.sweep_id)  # NOT_FOUND before anything else
         await self._dispatcher.cancel(request.sweep_id)
         return await self._full(request.sweep_id)
 
@@ -122,7 +129,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     ) -> AsyncIterator[orchestrator_pb2.SweepEvent]:
         try:
             self._check_ready()
-            row, _ = await self._sweep(request.sweep_id)
+            row = await self._sweep_row(request.sweep_id)
             if not 0 <= request.after_seq <= row.last_seq:
                 raise InvalidArgument("afterSeq", f"must be 0 to the last seq, {row.last_seq}")
         except PrismError as error:

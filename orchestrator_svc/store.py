@@ -281,16 +281,22 @@ def assign(trial_id: str, runner: str) -> Trial | None:
         return trial
 
 
+def _requeue(trial: Trial, kind: str, **data: Any) -> None:
+    """Back to pending, off its runner, with the event saying why; call inside
+    the transaction. Its next dispatch is a new execution."""
+    trial.state, trial.runner, trial.dispatched_at, trial.started_at = PENDING, None, None, None
+    trial.save()
+    _append(trial.sweep_id, kind, trial.position, **data)
+
+
 def unassign(trial_id: str, runner: str, why: str) -> None:
     """Put a dispatched trial back to pending: it is known never to have reached `runner`."""
     with db.atomic("IMMEDIATE"):
         trial = Trial.get_by_id(trial_id)
         if trial.state != DISPATCHED or trial.runner != runner:
             return
-        trial.state, trial.runner, trial.dispatched_at = PENDING, None, None
-        trial.attempts -= 1
-        trial.save()
-        _append(trial.sweep_id, "trial_requeued", trial.position, runner=runner, reason=why)
+        trial.attempts -= 1  # that execution never existed
+        _requeue(trial, "trial_requeued", runner=runner, reason=why)
 
 
 def release_unknown_runners(runners: list[str]) -> list[str]:
@@ -299,20 +305,8 @@ def release_unknown_runners(runners: list[str]) -> list[str]:
     with db.atomic("IMMEDIATE"):
         held = list(Trial.select().where(Trial.state.in_(IN_FLIGHT) & Trial.runner.not_in(runners)))
         for trial in held:
-            old = trial.runner
-            trial.state, trial.runner, trial.dispatched_at, trial.started_at = (
-                PENDING,
-                None,
-                None,
-                None,
-            )
-            trial.save()
-            _append(
-                trial.sweep_id,
-                "trial_requeued",
-                trial.position,
-                runner=old,
-                reason="runner no longer configured",
+            _requeue(
+                trial, "trial_requeued", runner=trial.runner, reason="runner no longer configured"
             )
     return [t.id for t in held]
 
@@ -360,18 +354,10 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
         sweep = Sweep.get_by_id(trial.sweep_id)
         retries = int(sweep.spec.get("retries", 0)) if sweep.status == SWEEP_RUNNING else 0
         if result.outcome in INFRASTRUCTURE and trial.attempts <= retries:
-            trial.state, trial.runner, trial.dispatched_at, trial.started_at = (
-                PENDING,
-                None,
-                None,
-                None,
-            )
             trial.not_before = time.time() + retry_backoff(trial.attempts)
-            trial.save()
-            _append(
-                trial.sweep_id,
+            _requeue(
+                trial,
                 "trial_retrying",
-                trial.position,
                 outcome=result.outcome,
                 reason=result.reason,
                 attempt=trial.attempts,
@@ -461,6 +447,10 @@ def in_flight(runner: str) -> list[Dispatchable]:
         .where((Trial.runner == runner) & Trial.state.in_(IN_FLIGHT))
         .order_by(Trial.sweep, Trial.position)
     )
+
+
+def sweep(sweep_id: str) -> Sweep | None:
+    return Sweep.get_or_none(Sweep.id == sweep_id)
 
 
 def sweep_with_trials(sweep_id: str) -> tuple[Sweep, list[Trial]] | None:

@@ -24,7 +24,7 @@ from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, trial_pb2
 from runner_svc import store
 from runner_svc.images import ImageUnavailable, TrialImages
-from sandbox import MAX_SCRIPT_BYTES, Execution, Limits, Sandbox
+from sandbox import MAX_SCRIPT_BYTES, Execution, Limits, Sandbox, not_run
 
 logger = logging.getLogger("runner.executor")
 
@@ -112,18 +112,6 @@ def finished_event(recorded: store.Recorded) -> runner_pb2.RunnerEvent:
 def metric_event(trial_id: str, values: dict[str, Any]) -> runner_pb2.RunnerEvent:
     return runner_pb2.RunnerEvent(
         metric=runner_pb2.TrialMetric(trial_id=trial_id, values_json=json.dumps(values))
-    )
-
-
-def not_run(outcome: str, reason: str) -> Execution:
-    return Execution(
-        outcome=outcome,
-        reason=reason,
-        exit_code=-1,
-        stdout="",
-        stderr="",
-        output_truncated=False,
-        duration_seconds=0.0,
     )
 
 

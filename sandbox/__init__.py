@@ -56,6 +56,7 @@ from sandbox.container import (
     Limits,
     MetricCallback,
     Sandbox,
+    not_run,
 )
 from sandbox.prism_trial import MAX_METRIC_LINE_BYTES, METRIC_PREFIX
 
@@ -74,4 +75,5 @@ __all__ = [
     "Limits",
     "MetricCallback",
     "Sandbox",
+    "not_run",
 ]

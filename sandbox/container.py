@@ -425,7 +425,7 @@ class Sandbox:
                     f"{name} is longer than the {_ENV_STRING_MAX} bytes Linux allows"
                 )
         if trial.stop_reason is not None:
-            return _not_run("cancelled", "cancelled before it started")
+            return not_run("cancelled", "cancelled before it started")
 
         container_id: str = self._api.create_container(
             image,
@@ -750,10 +750,11 @@ def _close(response: requests.Response) -> None:
 
 
 def _sandbox_error(reason: str) -> Execution:
-    return _not_run("sandbox_error", reason)
+    return not_run("sandbox_error", reason)
 
 
-def _not_run(outcome: str, reason: str) -> Execution:
+def not_run(outcome: str, reason: str) -> Execution:
+    """The execution of a trial that never ran (or whose run was lost)."""
     return Execution(
         outcome=outcome,
         reason=reason,

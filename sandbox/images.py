@@ -122,10 +122,7 @@ def ensure_sandbox_image(client: docker.DockerClient, tag: str = SANDBOX_TAG) ->
     digest.update(client.images.get(base).id.encode())
     content = digest.hexdigest()
 
-    built = client.images.list(filters={"label": f"{HASH_LABEL}={content}"})
-    if built:
-        if tag not in built[0].tags:
-            built[0].tag(tag)
+    if _reuse(client, HASH_LABEL, content, tag):
         return tag
     _log(f"building {tag} on {base}")
     client.images.build(
@@ -196,10 +193,7 @@ def ensure_requirements_image(
 
     with _build_lock(content):
         try:
-            built = client.images.list(filters={"label": f"{REQUIREMENTS_LABEL}={content}"})
-            if built:
-                if tag not in built[0].tags:
-                    built[0].tag(tag)
+            if _reuse(client, REQUIREMENTS_LABEL, content, tag):
                 return tag
             _log(f"building {tag}: {', '.join(normalised)}")
             _build_requirements_image(
@@ -208,6 +202,15 @@ def ensure_requirements_image(
         except (docker.errors.DockerException, requests.RequestException) as error:
             raise ImageError(f"building {tag}: docker engine: {error}") from None
     return tag
+
+
+def _reuse(client: docker.DockerClient, label: str, content: str, tag: str) -> bool:
+    """True if an image of this content exists (labelled with its hash); it
+    gets `tag` if it lost it."""
+    built = client.images.list(filters={"label": f"{label}={content}"})
+    if built and tag not in built[0].tags:
+        built[0].tag(tag)
+    return bool(built)
 
 
 def _build_network(index_url: str | None, no_index: bool) -> str:

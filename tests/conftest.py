@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import grpc
@@ -30,6 +30,22 @@ from sandbox.images import ensure_sandbox_image
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "orchestrator_svc" / "examples"
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float = 60, what: str = "condition"
+) -> T:
+    """Poll `predicate` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -104,14 +120,13 @@ class RunningStack:
 
     def finished(self, sweep_id: str, timeout: float = 120) -> dict[str, Any]:
         """GET /v1/sweeps/{id} until the sweep is no longer running."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def done() -> dict[str, Any] | None:
             reply = self.http("GET", f"/v1/sweeps/{sweep_id}")
             assert reply.status == 200, reply.body
-            if reply.body["state"] != "running":
-                return dict(reply.body)
-            time.sleep(0.2)
-        raise AssertionError(f"sweep {sweep_id} still running after {timeout} s")
+            return dict(reply.body) if reply.body["state"] != "running" else None
+
+        return wait_until(done, timeout, f"sweep {sweep_id} to finish")
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox.engine import ensure_engine, stop_engine
-from tests.conftest import REPO, StackFactory
-from tests.test_recovery import wait_until
+from tests.conftest import REPO, StackFactory, wait_until
 
 RUN_DIR = REPO / ".prism" / "test-run"
 

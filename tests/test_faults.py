@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from prism.stack import ORCHESTRATOR
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from tests.conftest import RunningStack, StackFactory
+from tests.conftest import RunningStack, StackFactory, wait_until
 
 WORK = """\
 import json, os, time
@@ -69,11 +69,10 @@ def create(stack: RunningStack, rng: random.Random, number: int) -> str:
         orchestrator_pb2.SweepSpec(),
     )
     request = orchestrator_pb2.CreateSweepRequest(sweep=spec, request_id=f"faults-{number}")
-    while True:  # the same request id: a retried create never makes a second sweep
-        reply = call(stack, "CreateSweep", request)
-        if reply is not None:
-            return str(reply.id)  # type: ignore[attr-defined]
-        time.sleep(0.2)
+    # Retried with the same request id while the orchestrator is away: a
+    # retried create never makes a second sweep.
+    reply = wait_until(lambda: call(stack, "CreateSweep", request), what="a create to land")
+    return str(reply.id)  # type: ignore[attr-defined]
 
 
 def run_faults(stack: RunningStack, seconds: float, seed: int) -> Counts:
@@ -100,13 +99,11 @@ def run_faults(stack: RunningStack, seconds: float, seed: int) -> Counts:
 
 
 def settle(stack: RunningStack, sweep_id: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def complete() -> bool:
         sweep = call(stack, "GetSweep", orchestrator_pb2.GetSweepRequest(sweep_id=sweep_id))
-        if sweep is not None and sweep.finish_time.seconds:  # type: ignore[attr-defined]
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"sweep {sweep_id} did not complete")
+        return sweep is not None and bool(sweep.finish_time.seconds)  # type: ignore[attr-defined]
+
+    wait_until(complete, timeout, f"sweep {sweep_id} to complete")
 
 
 def check(stack: RunningStack, sweeps: list[str], counts: Counts) -> None:

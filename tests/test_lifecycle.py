@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from contextlib import closing
-
-import docker
 
 from prism.healthcheck import serving
 from prism.stack import GATEWAY, ORCHESTRATOR
-from prism.v1 import runner_pb2_grpc, trial_pb2
+from prism.v1 import trial_pb2
 from sandbox.container import OWNER_LABEL
 from tests.conftest import StackFactory
-from tests.test_recovery import wait_until
-from tests.test_runner import PREVIOUS, connect, finished, run
+from tests.test_runner import PREVIOUS, connect, finished, run, running
 
 
 def terminate(proc: subprocess.Popen[bytes]) -> int:
@@ -39,16 +35,8 @@ def test_runner_sigterm_mid_trial_records_it_and_removes_the_container(
     stack = make_stack(runners=1, gateway=False)
     [runner] = stack.layout.runners
     script = "import time\ntime.sleep(300)"
-    metadata = (("authorization", f"Bearer {stack.runner_token}"),)
-    with stack.channel(runner) as channel, closing(docker.from_env()) as client:
-        events = runner_pb2_grpc.RunnerStub(channel).Connect(
-            iter([run("term/0", script)]), metadata=metadata, timeout=60
-        )
-        for event in events:
-            if event.HasField("started"):
-                break
+    with running(stack, runner, run("term/0", script)) as client:
         mine = {"label": f"{OWNER_LABEL}={runner}"}
-        wait_until(lambda: client.containers.list(filters=mine), what="the container")
         assert terminate(stack.stack.procs.pop(runner)) == 0
         assert client.containers.list(all=True, filters=mine) == []
 

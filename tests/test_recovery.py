@@ -14,7 +14,7 @@ import pytest
 from prism.healthcheck import serving
 from prism.stack import ORCHESTRATOR
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from tests.conftest import RunningStack, StackFactory
+from tests.conftest import RunningStack, StackFactory, wait_until
 
 SLOW = """\
 import json, os, time
@@ -35,16 +35,6 @@ def slow_stack(make_stack: StackFactory) -> RunningStack:
 
 def stub(stack: RunningStack) -> orchestrator_pb2_grpc.OrchestratorStub:
     return orchestrator_pb2_grpc.OrchestratorStub(stack.channel())
-
-
-def wait_until(predicate, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finished_status(stack: RunningStack, sweep_id: str) -> orchestrator_pb2.SweepStatus:

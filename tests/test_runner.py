@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import docker
@@ -19,7 +18,7 @@ from runner_svc.config import Settings
 from sandbox import MAX_ARTIFACT_BYTES, MAX_SCRIPT_BYTES
 from sandbox.container import OWNER_LABEL, TRIAL_LABEL
 from sandbox.images import ensure_requirements_image
-from tests.conftest import RunningStack, StackFactory
+from tests.conftest import RunningStack, StackFactory, wait_until
 from tests.test_requirements import write_wheel
 
 PREVIOUS = runner_pb2.TrialAccepted
@@ -65,6 +64,26 @@ def connect(
 
 def finished(events: list[runner_pb2.RunnerEvent]) -> dict[str, trial_pb2.TrialResult]:
     return {e.finished.trial_id: e.finished.result for e in events if e.HasField("finished")}
+
+
+@contextmanager
+def running(
+    stack: RunningStack, runner: str, command: runner_pb2.RunnerCommand
+) -> Iterator[docker.DockerClient]:
+    """Send one trial on a stream held open until the block ends, once its
+    container runs; yields a Docker client for looking at it."""
+    metadata = (("authorization", f"Bearer {stack.runner_token}"),)
+    trial = command.run_trial.trial_id
+    with stack.channel(runner) as channel, closing(docker.from_env()) as client:
+        events = runner_pb2_grpc.RunnerStub(channel).Connect(
+            iter([command]), metadata=metadata, timeout=60
+        )
+        for event in events:
+            if event.HasField("started"):
+                break
+        labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}={trial}"]}
+        wait_until(lambda: client.containers.list(filters=labels), what="the trial's container")
+        yield client
 
 
 @pytest.fixture
@@ -166,20 +185,8 @@ def test_an_unrunnable_trial_fails_alone(
 def test_restarted_runner_removes_orphans_and_keeps_its_record(runner_stack: RunningStack) -> None:
     runner = next(iter(runner_stack.layout.runners))
     script = "import time\nprint('working', flush=True)\ntime.sleep(300)"
-    metadata = (("authorization", f"Bearer {runner_stack.runner_token}"),)
-    with runner_stack.channel(runner) as channel, closing(docker.from_env()) as client:
-        stream = runner_pb2_grpc.RunnerStub(channel).Connect(
-            iter([run("long/0", script)]), metadata=metadata, timeout=60
-        )
-        for event in stream:
-            if event.HasField("started"):
-                break
-        labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}=long/0"]}
-        deadline = time.monotonic() + 10
-        while not client.containers.list(filters=labels) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert client.containers.list(filters=labels), "the trial's container should be running"
-
+    labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}=long/0"]}
+    with running(runner_stack, runner, run("long/0", script)) as client:
         runner_stack.stack.kill(runner)
         assert client.containers.list(all=True, filters=labels), "SIGKILL leaves the container"
         runner_stack.stack.start(runner)

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningStack, StackFactory
-from tests.test_recovery import wait_until
+from tests.conftest import RunningStack, StackFactory, wait_until
 
 SLOW = "import json, time\ntime.sleep(4)\nprint(json.dumps({'ok': 1}))"
 

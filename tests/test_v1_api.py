@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningStack, StackFactory
-from tests.test_recovery import wait_until
+from tests.conftest import RunningStack, StackFactory, wait_until
 from tests.test_requirements import write_wheel
 
 # Prints its parameters back with a score, as the last stdout line.

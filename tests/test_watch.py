@@ -14,8 +14,7 @@ import grpc
 import pytest
 
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from tests.conftest import RunningStack
-from tests.test_recovery import wait_until
+from tests.conftest import RunningStack, wait_until
 
 PROGRESS = """\
 import json, time
