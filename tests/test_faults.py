@@ -103,7 +103,44 @@ def settle(stack: RunningStack, sweep_id: str, timeout: float = 180) -> None:
         sweep = call(stack, "GetSweep", orchestrator_pb2.GetSweepRequest(sweep_id=sweep_id))
         return sweep is not None and bool(sweep.finish_time.seconds)  # type: ignore[attr-defined]
 
-    wait_until(complete, timeout, f"sweep {sweep_id} to complete")
+    try:
+        wait_until(complete, timeout, f"sweep {sweep_id} to complete")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{diagnose(stack, sweep_id)}") from None
+
+
+def diagnose(stack: RunningStack, sweep_id: str) -> str:
+    """What a stuck sweep's trials look like on every side, and the logs about it."""
+    lines = ["orchestrator trials (position, state, attempts, runner, outcome, not_before):"]
+    lines += map(
+        str,
+        stack.orchestrator_query(
+            "SELECT position, state, attempts, runner, outcome, not_before - strftime('%s') "
+            "FROM trial WHERE sweep_id = ? ORDER BY position",
+            sweep_id,
+        ),
+    )
+    lines.append("events:")
+    lines += map(
+        str,
+        stack.orchestrator_query(
+            "SELECT seq, kind, trial_index, data FROM event WHERE sweep_id = ? ORDER BY seq",
+            sweep_id,
+        ),
+    )
+    for runner in stack.layout.runners:
+        with closing(sqlite3.connect(stack.runner_db(runner))) as db:
+            rows = db.execute(
+                "SELECT id, state, outcome FROM trial WHERE id LIKE ?", (f"{sweep_id}%",)
+            ).fetchall()
+        lines.append(f"{runner}: {rows}")
+    for service in stack.layout.services:
+        path = stack.layout.log_file(service)
+        if path.exists():
+            about = [line for line in path.read_text().splitlines() if sweep_id in line]
+            lines.append(f"{service} log ({len(about)} lines about it):")
+            lines += about[-20:]
+    return "\n".join(lines)
 
 
 def check(stack: RunningStack, sweeps: list[str], counts: Counts) -> None:
