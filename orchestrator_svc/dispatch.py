@@ -91,7 +91,10 @@ class RunnerLink:
         self.name = name
         self.address = address
         self.connected = False
-        # When the last stream closed (or this link began): how long it has been away.
+        # Since when this runner has not been answering (None while it is): its
+        # last stream closed, or the stream it reopened has not yet answered for
+        # every trial re-sent on it. A runner that connects but turns its trials
+        # away stays down, so the lease loop takes its trials from it.
         self.down_since: float | None = time.monotonic()
         self.slots = DEFAULT_SLOTS
         # Execution ids sent on the current stream and not yet finished.
@@ -132,7 +135,7 @@ class RunnerLink:
                 # log it and reopen, which re-sends what the runner holds.
                 logger.exception("runner link failed", extra={"fields": {"runner": self.name}})
             finally:
-                if self.connected:
+                if self.down_since is None:
                     self.down_since = time.monotonic()
                 self.connected = False
                 self._outbox = None
@@ -159,13 +162,11 @@ class RunnerLink:
                 )
             self._outbox = outbox
             self.connected = True
-            self.down_since = None
             log(
                 logger, "runner connected", runner=self.name, address=self.address, resent=len(held)
             )
             if not unanswered:
-                self.reconciled.set()
-            self._dispatcher.kick()
+                self._answered()
             writer = asyncio.create_task(self._write(call, outbox))
             silence = self._dispatcher.settings.runner_silence_seconds
             while True:
@@ -184,9 +185,10 @@ class RunnerLink:
                     return
                 kind = event.WhichOneof("event")
                 if kind == "accepted":
-                    unanswered.discard(event.accepted.trial_id)
-                    if not unanswered:
-                        self.reconciled.set()
+                    if unanswered:
+                        unanswered.discard(event.accepted.trial_id)
+                        if not unanswered:
+                            self._answered()
                 elif kind == "started":
                     await self._dispatcher.write(store.mark_started, event.started.trial_id)
                 elif kind == "metric":
@@ -203,6 +205,16 @@ class RunnerLink:
                 # Its error, if any, is the stream's, which the read above reports.
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await writer
+
+    def _answered(self) -> None:
+        """The runner has answered for everything it holds: it is up."""
+        self.down_since = None
+        self.reconciled.set()
+        self._dispatcher.kick()
+
+    @property
+    def up(self) -> bool:
+        return self.connected and self.down_since is None
 
     @staticmethod
     async def _write(
@@ -337,8 +349,8 @@ class Dispatcher:
             self._finished(store.split_execution_id(execution_id)[0].rpartition("/")[0], status)
 
     def _least_loaded(self) -> RunnerLink | None:
-        """The connected runner with the most free slots, if any has one."""
-        free = [link for link in self.links if link.connected and link.free > 0]
+        """The runner up with the most free slots, if any has one."""
+        free = [link for link in self.links if link.up and link.free > 0]
         return max(free, key=lambda link: link.free, default=None)
 
     async def _lease_loop(self) -> None:

@@ -9,7 +9,7 @@ from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.servicer import OrchestratorServicer
-from prism.service import log, new_server, serve_until_signalled, set_serving
+from prism.service import listen, log, new_server, serve_until_signalled, set_serving
 from prism.sqlite import DbThread
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -28,7 +28,7 @@ async def serve(settings: Settings) -> None:
     )
     servicer = OrchestratorServicer(dispatcher)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(servicer, server)
-    port = server.add_insecure_port(settings.address)
+    port = listen(server, settings.address)
     # While unfinished sweeps are reconciled with the runners, health answers
     # NOT_SERVING and the API answers UNAVAILABLE (retryable): no new work yet.
     await set_serving(health, False)

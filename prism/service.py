@@ -164,7 +164,9 @@ def new_server(
     reflection itself."""
     server = grpc.aio.server(
         interceptors=[BearerTokenAuth(token, what=what)],
-        options=[*SERVER_KEEPALIVE, *(options or [])],
+        # No SO_REUSEPORT: a second process on a taken port fails to start
+        # instead of silently sharing the port's connections with the first.
+        options=[*SERVER_KEEPALIVE, ("grpc.so_reuseport", 0), *(options or [])],
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -253,6 +255,20 @@ async def serve_until_signalled(
 S = TypeVar("S")
 
 
+class ListenError(RuntimeError):
+    """The service's address cannot be listened on."""
+
+
+def listen(server: grpc.aio.Server, address: str) -> int:
+    """Bind `address`; the port bound (for a ":0" address)."""
+    try:
+        return server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise ListenError(
+            f"cannot listen on {address}: the port is taken or the host is not local"
+        ) from error
+
+
 def run_service(
     service: str, load: Callable[[], S], serve: Callable[[S], Coroutine[Any, Any, None]]
 ) -> None:
@@ -266,6 +282,6 @@ def run_service(
         sys.exit(2)
     try:
         asyncio.run(serve(settings))
-    except SchemaError as error:
+    except (SchemaError, ListenError) as error:
         logging.getLogger(service).critical(f"cannot start: {error}")
         sys.exit(2)

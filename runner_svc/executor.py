@@ -137,27 +137,21 @@ class TrialExecutor:
         one is recorded as cancelled, so a later RunTrial never runs it."""
         if self._closing:
             raise Unavailable("the runner is shutting down")
-        previous = await self._db(store.admit, trial_id, "{}")
-        if previous is None:
-            recorded = await self._db(
-                store.finish, trial_id, not_run("cancelled", "cancelled before it started")
-            )
-            outbox.put_nowait(accepted_event(trial_id, None))
-            outbox.put_nowait(finished_event(recorded))
-            return
-        if previous != store.FINISHED:
-            # Running here, or about to be: stop it where it is. Its finished
-            # event goes to the stream that sent it, which is this one or a
-            # newer one of the same orchestrator.
+        previous = await self._db(
+            store.admit,
+            trial_id,
+            "{}",
+            ended=not_run("cancelled", "cancelled before it started"),
+        )
+        if trial_id in self._running:
+            # Stop it where it is. Its finished event goes to the stream that
+            # sent it, which is this one or a newer one of the same orchestrator.
             self._cancelled.add(trial_id)
-            if trial_id in self._subscribers:
-                self._subscribers[trial_id].add(outbox)
+            self._subscribers[trial_id].add(outbox)
             outbox.put_nowait(accepted_event(trial_id, previous))
             await asyncio.to_thread(self._sandbox.cancel, trial_id)
             return
-        recorded = await self._db(store.recorded, trial_id)
-        outbox.put_nowait(accepted_event(trial_id, previous))
-        outbox.put_nowait(finished_event(recorded))
+        await self._replay(trial_id, previous, outbox)
 
     async def submit(self, run: runner_pb2.RunTrial, outbox: Outbox) -> None:
         """Answer a RunTrial on `outbox`: accepted at once, then metrics while it runs,
@@ -171,28 +165,41 @@ class TrialExecutor:
             outbox.put_nowait(accepted_event(run.trial_id, None))
             outbox.put_nowait(failed_event(run.trial_id, problem))
             return
+        # The stream may be cut at any await here (the orchestrator crashed or
+        # gave up on it). Recording a new trial and starting it happen in a task
+        # of their own, so a cut can never leave it recorded but not running.
+        previous = await asyncio.shield(asyncio.create_task(self._admit(run, outbox)))
+        if run.trial_id in self._running:
+            self._subscribers[run.trial_id].add(outbox)
+            outbox.put_nowait(accepted_event(run.trial_id, previous))
+            return
+        await self._replay(run.trial_id, previous, outbox)
+
+    async def _admit(self, run: runner_pb2.RunTrial, outbox: Outbox) -> str | None:
         previous = await self._db(store.admit, run.trial_id, run.params_json)
-        # No await from here on until the subscription is in place, so a
-        # finishing execution cannot slip between the check and the subscribe.
-        accepted = accepted_event(run.trial_id, previous)
         if previous is None:
+            # Subscribed before the execution can publish anything.
             self._subscribers[run.trial_id] = {outbox}
             self._running[run.trial_id] = asyncio.create_task(self._execute(run))
-            outbox.put_nowait(accepted)
             log(logger, "trial accepted", trial=run.trial_id)
-        elif run.trial_id in self._running:
-            self._subscribers[run.trial_id].add(outbox)
-            outbox.put_nowait(accepted)
-        else:
-            # Finished, or it finished between the admit and now: a finished
-            # trial never changes, so the awaits here are safe.
-            recorded = await self._db(store.recorded, run.trial_id)
-            if recorded.trial.state != store.FINISHED:
-                raise Unavailable(
-                    f"trial {run.trial_id} is in an unexpected state {recorded.trial.state}"
-                )
-            outbox.put_nowait(accepted)
-            outbox.put_nowait(finished_event(recorded))
+        return previous
+
+    async def _replay(self, trial_id: str, previous: str | None, outbox: Outbox) -> None:
+        """Answer for a trial not executing here from its record. A finished trial
+        never changes, so the awaits here are safe. One neither executing nor
+        finished has lost its execution (it cannot happen, short of a bug or a
+        failed write): it ends as sandbox_error, which the orchestrator may
+        retry, rather than stay unanswered and hold its sweep forever."""
+        recorded = await self._db(store.recorded, trial_id)
+        if recorded.trial.state != store.FINISHED:
+            logger.error("trial %s is %s but not executing here", trial_id, recorded.trial.state)
+            recorded = await self._db(
+                store.finish,
+                trial_id,
+                not_run("sandbox_error", "the runner lost track of this execution"),
+            )
+        outbox.put_nowait(accepted_event(trial_id, previous))
+        outbox.put_nowait(finished_event(recorded))
 
     def forget(self, outbox: Outbox) -> None:
         for subscribers in self._subscribers.values():

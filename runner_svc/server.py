@@ -8,7 +8,7 @@ import logging
 
 import docker
 
-from prism.service import log, new_server, serve_until_signalled, set_serving
+from prism.service import listen, log, new_server, serve_until_signalled, set_serving
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc import store
@@ -26,6 +26,16 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 
 
 async def serve(settings: Settings) -> None:
+    server, health = new_server(
+        token=settings.token,
+        what="runner token",
+        services=[runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name],
+        # A result carries captured output and artifacts: well over gRPC's 4 MiB.
+        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+    )
+    # The address first: a second process started by mistake on a taken port
+    # stops here, before its recovery could remove the first one's containers.
+    port = listen(server, settings.address)
     client = docker.from_env(max_pool_size=max(8, 2 * settings.slots))
     # Fail fast, with the engine's own message, when the image is missing.
     await asyncio.to_thread(client.images.get, settings.image)
@@ -55,15 +65,7 @@ async def serve(settings: Settings) -> None:
         )
     )
     executor = TrialExecutor(db, sandbox, images, slots=settings.slots)
-    server, health = new_server(
-        token=settings.token,
-        what="runner token",
-        services=[runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name],
-        # A result carries captured output and artifacts: well over gRPC's 4 MiB.
-        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-    )
     runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(executor), server)
-    port = server.add_insecure_port(settings.address)
     await server.start()
     await set_serving(health, True)
     log(

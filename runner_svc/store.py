@@ -79,14 +79,18 @@ class Recorded:
     artifacts: list[tuple[str, bytes]]
 
 
-def admit(trial_id: str, params_json: str) -> str | None:
-    """Record a trial unless it is known; return its state before this call."""
+def admit(trial_id: str, params_json: str, *, ended: SandboxExecution | None = None) -> str | None:
+    """Record a trial unless it is known; return its state before this call.
+    With `ended`, a new trial is recorded as finished with it in the same
+    transaction (a cancel that came first), so it is never left queued."""
     with db.atomic("IMMEDIATE"):
         row = Trial.get_or_none(Trial.id == trial_id)
         if row is not None:
             state: str = row.state
             return state
         Trial.create(id=trial_id, state=QUEUED, params_json=params_json, received_at=time.time())
+        if ended is not None:
+            finish(trial_id, ended)
         return None
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import subprocess
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -13,8 +17,11 @@ import docker.errors
 import grpc
 import pytest
 
+from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
+from runner_svc import store as runner_store
 from runner_svc.config import Settings
+from runner_svc.executor import TrialExecutor
 from sandbox import MAX_ARTIFACT_BYTES, MAX_SCRIPT_BYTES
 from sandbox.container import OWNER_LABEL, TRIAL_LABEL
 from sandbox.images import ensure_requirements_image
@@ -369,3 +376,99 @@ def test_the_pip_ca_bundle_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("PRISM_PIP_CERT", str(tmp_path / "gone.pem"))
     with pytest.raises(ValueError, match="PRISM_PIP_CERT"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize("command", ["run", "cancel"])
+def test_a_stream_cut_while_a_trial_is_admitted_leaves_it_answerable(
+    runner_stack: RunningStack, command: str
+) -> None:
+    """The orchestrator may vanish (a crash, a silent stream it closes) at any
+    instant after sending a trial, even while the runner is recording it. A
+    trial cut off there must still be answered when it is sent again, never
+    turned away for good (which would leave its sweep running forever)."""
+    runner = next(iter(runner_stack.layout.runners))
+    metadata = (("authorization", f"Bearer {runner_stack.runner_token}"),)
+    ids = [f"cut/{i}" for i in range(40)]
+    with runner_stack.channel(runner) as channel:
+        stub = runner_pb2_grpc.RunnerStub(channel)
+        for i, trial_id in enumerate(ids):
+            held = threading.Event()
+
+            def commands(
+                trial_id: str = trial_id, held: threading.Event = held
+            ) -> Iterator[runner_pb2.RunnerCommand]:
+                if command == "run":
+                    yield run(trial_id, "print('{}')")
+                else:
+                    yield runner_pb2.RunnerCommand(
+                        cancel_trial=runner_pb2.CancelTrial(trial_id=trial_id)
+                    )
+                held.wait(30)  # the stream stays open until cut
+
+            call = stub.Connect(commands(), metadata=metadata, timeout=30)
+            # Cut at spread instants around the runner's write of the trial.
+            time.sleep((i % 10) * 0.002)
+            call.cancel()
+            held.set()
+    events = connect(runner_stack, [run(trial_id, "print('{}')") for trial_id in ids])
+    results = finished(events)
+    assert set(results) == set(ids)
+    expected = trial_pb2.OUTCOME_SUCCEEDED if command == "run" else trial_pb2.OUTCOME_CANCELLED
+    # A cancel that reached the runner stands; one cut before it did lets the trial run.
+    allowed = {trial_pb2.OUTCOME_SUCCEEDED, expected}
+    assert {r.outcome for r in results.values()} <= allowed, results
+    assert all(n == 1 for n in runner_stack.executions().values())
+
+
+def test_a_trial_recorded_but_not_executing_is_answered_not_refused(tmp_path: Path) -> None:
+    """Should a trial ever be recorded as queued here with nothing executing it
+    (a bug, a failed write), sending it again gets an answer, sandbox_error,
+    which the orchestrator may retry; a refusal would end every stream that
+    carries it and hold its sweep forever."""
+    db = DbThread(
+        runner_store.db,
+        tmp_path / "runner.db",
+        runner_store.MODELS,
+        schema_version=runner_store.SCHEMA_VERSION,
+    )
+
+    async def send_again() -> list[runner_pb2.RunnerEvent]:
+        await db(runner_store.admit, "stray/0", "{}")
+        executor = TrialExecutor(db, None, None, slots=1)  # type: ignore[arg-type]
+        outbox: asyncio.Queue[runner_pb2.RunnerEvent] = asyncio.Queue()
+        await executor.submit(run("stray/0", "print(1)").run_trial, outbox)
+        return [outbox.get_nowait() for _ in range(outbox.qsize())]
+
+    try:
+        events = asyncio.run(send_again())
+    finally:
+        db.close()
+    assert [e.WhichOneof("event") for e in events] == ["accepted", "finished"]
+    result = finished(events)["stray/0"]
+    assert result.outcome == trial_pb2.OUTCOME_SANDBOX_ERROR
+    assert "lost track" in result.reason
+
+
+def test_a_second_runner_process_on_a_taken_port_stops_before_touching_anything(
+    runner_stack: RunningStack,
+) -> None:
+    runner = next(iter(runner_stack.layout.runners))
+    script = "import time\ntime.sleep(3)\nprint('{}')"
+    labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}=held/0"]}
+    with running(runner_stack, runner, run("held/0", script)) as client:
+        # The same runner started again by mistake: same name, data and port.
+        second = subprocess.run(
+            runner_stack.layout.command(runner),
+            env=runner_stack.layout.service_env(runner),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 2
+        assert f"cannot listen on {runner_stack.layout.address(runner)}" in second.stdout
+        # It removed no container of the first and recorded nothing.
+        assert client.containers.list(filters=labels)
+    result = finished(connect(runner_stack, [run("held/0", script)]))["held/0"]
+    assert result.outcome == trial_pb2.OUTCOME_SUCCEEDED
+    assert runner_stack.executions() == {"held/0": 1}

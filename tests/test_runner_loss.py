@@ -4,13 +4,17 @@ Only one result per trial is ever kept."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
+import grpc
 import pytest
 
+from prism.v1 import runner_pb2, runner_pb2_grpc
 from tests.conftest import RunningStack, StackFactory, wait_until
 
 SLOW = "import json, time\ntime.sleep(4)\nprint(json.dumps({'ok': 1}))"
@@ -87,3 +91,39 @@ def test_a_hung_runner_is_detected_and_its_late_result_ignored(pair: RunningStac
         "SELECT COUNT(*) FROM event WHERE sweep_id = ? AND kind = 'trial_finished'", sweep_id
     )
     assert finished == [(1,)]
+
+
+class Refusing(runner_pb2_grpc.RunnerServicer):
+    """A runner that accepts the stream and then turns every trial away."""
+
+    def Connect(
+        self, request_iterator: Iterator[runner_pb2.RunnerCommand], context: grpc.ServicerContext
+    ) -> Iterator[runner_pb2.RunnerEvent]:
+        context.send_initial_metadata((("prism-slots", "4"),))
+        for _ in request_iterator:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "turning every trial away")
+        yield from ()
+
+
+def test_a_runner_that_connects_but_never_answers_loses_its_trials(
+    make_stack: StackFactory,
+) -> None:
+    # Reconnecting does not make a runner up: until it answers for the trials
+    # it holds, the lease runs on, so its trials cannot be held forever.
+    stack = make_stack(runners=1, env={"PRISM_RUNNER_LOST_SECONDS": "3"})
+    [runner] = stack.layout.runners
+    stack.stack.kill(runner)
+    fake = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+    runner_pb2_grpc.add_RunnerServicer_to_server(Refusing(), fake)
+    fake.add_insecure_port(stack.layout.address(runner))
+    fake.start()
+    try:
+        sweep_id = stack.create(
+            {"task": "refused", "script": SLOW, "parameters": {"list": [{}, {}]}}
+        ).body["id"]
+        sweep = stack.finished(sweep_id, timeout=60)
+    finally:
+        fake.stop(0)
+    assert [t["outcome"] for t in sweep["trials"]] == ["runner_lost", "runner_lost"]
+    assert all(runner in t["reason"] for t in sweep["trials"])
+    assert sweep["state"] == "error"
