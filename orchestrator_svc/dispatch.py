@@ -304,7 +304,11 @@ class Dispatcher:
 
     async def cancel(self, sweep_id: str) -> None:
         """Cancel a running sweep: what has not started ends at once; each runner
-        holding one of its trials is told to stop it (or will be, on reconnect)."""
+        holding one of its trials is told to stop it (or will be, on reconnect).
+        A caller that goes away meanwhile does not cut this short."""
+        await asyncio.shield(asyncio.create_task(self._cancel(sweep_id)))
+
+    async def _cancel(self, sweep_id: str) -> None:
         status, in_flight = await self.write(store.cancel_sweep, sweep_id)
         links = {link.name: link for link in self.links}
         for runner, execution_id in in_flight:
