@@ -49,7 +49,16 @@ SLOTS_KEY = "prism-slots"
 DEFAULT_SLOTS = 4
 # Results carry captured output and artifacts.
 MAX_MESSAGE_BYTES = 64 * 2**20
-CHANNEL_OPTIONS = [*CLIENT_KEEPALIVE, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+CHANNEL_OPTIONS = [
+    *CLIENT_KEEPALIVE,
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # The link reopens its stream every MAX_BACKOFF at most; the channel must not
+    # wait longer (gRPC's own default grows to 120 s) to reconnect to a runner
+    # that is back.
+    ("grpc.initial_reconnect_backoff_ms", int(MIN_BACKOFF * 1000)),
+    ("grpc.min_reconnect_backoff_ms", int(MIN_BACKOFF * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
+]
 
 
 def run_command(item: store.Dispatchable) -> runner_pb2.RunnerCommand:
@@ -160,6 +169,10 @@ class RunnerLink:
                 outbox.put_nowait(
                     cancel_command(item.trial.execution_id) if item.cancelled else run_command(item)
                 )
+            # What was given up on while it was away and runs elsewhere now
+            # stops here, freeing its slot; its late report is ignored.
+            for execution_id in await self._dispatcher.db(store.abandoned, self.name):
+                outbox.put_nowait(cancel_command(execution_id))
             self._outbox = outbox
             self.connected = True
             log(

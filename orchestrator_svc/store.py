@@ -133,7 +133,17 @@ class Event(BaseModel):
         indexes = ((("sweep", "seq"), True),)
 
 
-MODELS = [Sweep, Script, Trial, Artifact, Event]
+class Abandoned(BaseModel):
+    """An execution given up on because its runner was unreachable, which that
+    runner may still be running: it is told to stop it when it is back. Gone
+    once the runner has reported the execution's end. (A table added to schema
+    3: opening an older file creates it.)"""
+
+    execution_id = peewee.CharField(primary_key=True)
+    runner = peewee.CharField(index=True)
+
+
+MODELS = [Sweep, Script, Trial, Artifact, Event, Abandoned]
 
 
 @dataclass(frozen=True)
@@ -303,12 +313,19 @@ def release_unknown_runners(runners: list[str]) -> list[str]:
     """Trials held by runners no longer configured cannot be answered for: queue
     them again as a new execution. Returns their ids."""
     with db.atomic("IMMEDIATE"):
+        Abandoned.delete().where(Abandoned.runner.not_in(runners)).execute()
         held = list(Trial.select().where(Trial.state.in_(IN_FLIGHT) & Trial.runner.not_in(runners)))
         for trial in held:
             _requeue(
                 trial, "trial_requeued", runner=trial.runner, reason="runner no longer configured"
             )
     return [t.id for t in held]
+
+
+def abandoned(runner: str) -> list[str]:
+    """Executions `runner` may still be running that were given up on."""
+    query = Abandoned.select().where(Abandoned.runner == runner).order_by(Abandoned.execution_id)
+    return [a.execution_id for a in query]
 
 
 def holders() -> set[str]:
@@ -348,9 +365,12 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
     nothing. An infrastructure failure with retries left queues the trial
     again instead. Returns the sweep's new status when this finished it."""
     with db.atomic("IMMEDIATE"):
+        Abandoned.delete().where(Abandoned.execution_id == execution_id).execute()
         trial = _current(execution_id)
         if trial is None:
             return None
+        if result.outcome == "runner_lost" and trial.runner:
+            Abandoned.insert(execution_id=execution_id, runner=trial.runner).execute()
         sweep = Sweep.get_by_id(trial.sweep_id)
         retries = int(sweep.spec.get("retries", 0)) if sweep.status == SWEEP_RUNNING else 0
         if result.outcome in INFRASTRUCTURE and trial.attempts <= retries:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from prism.stack import ORCHESTRATOR
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from tests.conftest import RunningStack, StackFactory, wait_until
 
@@ -93,15 +95,51 @@ def test_a_hung_runner_is_detected_and_its_late_result_ignored(pair: RunningStac
     assert finished == [(1,)]
 
 
+def test_a_returning_runner_stops_the_execution_it_lost(pair: RunningStack) -> None:
+    long = "import time\ntime.sleep(90)\nprint('{}')"
+    spec = {"task": "abandon", "script": long, "retries": 1, "limits": {"wallSeconds": 120}}
+    sweep_id = pair.create(spec).body["id"]
+    hung = running_on(pair, sweep_id)
+    pair.stack.signal(hung, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: only_trial(pair.http("GET", f"/v1/sweeps/{sweep_id}").body)["attempts"] == 2,
+            timeout=60,
+            what="the trial to be given up on and dispatched again",
+        )
+    finally:
+        pair.stack.signal(hung, signal.SIGCONT)
+
+    # Back, the runner is told to stop the first execution, long before its 90 s.
+    def first_outcome() -> str | None:
+        with closing(sqlite3.connect(pair.runner_db(hung))) as db:
+            rows = db.execute(
+                "SELECT outcome FROM trial WHERE id = ? AND state = 'finished'",
+                (f"{sweep_id}/0",),
+            ).fetchall()
+        return str(rows[0][0]) if rows else None
+
+    assert wait_until(first_outcome, timeout=30, what="the lost execution to stop") == "cancelled"
+    # Its end reported, nothing is left to tell that runner.
+    wait_until(
+        lambda: pair.orchestrator_query("SELECT * FROM abandoned") == [],
+        what="the orchestrator to hear of the end",
+    )
+    pair.http("POST", f"/v1/sweeps/{sweep_id}:cancel")
+    assert pair.finished(sweep_id)["state"] == "cancelled"
+
+
 class Refusing(runner_pb2_grpc.RunnerServicer):
-    """A runner that accepts the stream and then turns every trial away."""
+    """A runner that accepts the stream and then turns every trial away (and
+    ignores being told to stop what it was given up on)."""
 
     def Connect(
         self, request_iterator: Iterator[runner_pb2.RunnerCommand], context: grpc.ServicerContext
     ) -> Iterator[runner_pb2.RunnerEvent]:
         context.send_initial_metadata((("prism-slots", "4"),))
-        for _ in request_iterator:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "turning every trial away")
+        for command in request_iterator:
+            if command.HasField("run_trial"):
+                context.abort(grpc.StatusCode.UNAVAILABLE, "turning every trial away")
         yield from ()
 
 
@@ -127,3 +165,26 @@ def test_a_runner_that_connects_but_never_answers_loses_its_trials(
     assert [t["outcome"] for t in sweep["trials"]] == ["runner_lost", "runner_lost"]
     assert all(runner in t["reason"] for t in sweep["trials"])
     assert sweep["state"] == "error"
+
+
+def test_a_runner_back_after_a_long_absence_is_reconnected_at_once(
+    make_stack: StackFactory,
+) -> None:
+    # gRPC's own reconnect backoff grows to minutes; the orchestrator's channels
+    # keep it at the link's 2 s, so a runner that was away 40 s (which would put
+    # gRPC's default at about 25 s) is back in use within seconds.
+    stack = make_stack(runners=1)
+    [runner] = stack.layout.runners
+    stack.stack.kill(runner)
+    time.sleep(40)
+    log = stack.layout.log_file(ORCHESTRATOR)
+    before = log.read_text().count('"runner connected"')
+    stack.stack.start(runner)
+    stack.stack.wait_ready(runner)
+    wait_until(
+        lambda: log.read_text().count('"runner connected"') > before,
+        timeout=15,
+        what="the orchestrator to reconnect",
+    )
+    sweep_id = stack.create({"task": "back", "script": "print('{}')"}).body["id"]
+    assert only_trial(stack.finished(sweep_id, timeout=30))["outcome"] == "succeeded"
