@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import RunningStack, StackFactory
+from tests.conftest import RunningStack, StackFactory, wait_until
 
 BEST_LR = {"runner-a": 0.0001, "runner-b": 0.1, "runner-c": 0.1}
 
@@ -187,7 +187,13 @@ def test_a_running_sweep_shows_its_pending_runners(make_stack: StackFactory) -> 
     assert_error(reply, 504, "still running")
     [(sweep_id,)] = stack.orchestrator_query("SELECT id FROM sweep")
     assert sweep_id in reply.body["message"]
-    snapshot = stack.http("GET", f"/sweeps/{sweep_id}").body
+    # runner-a takes well under a second alone, longer on a loaded machine;
+    # slow sleeps for 30 s.
+    snapshot = wait_until(
+        lambda: (body := stack.http("GET", f"/sweeps/{sweep_id}").body)["completed"] and body,
+        timeout=25,
+        what="runner-a to complete",
+    )
     assert snapshot["status"] == "running"
     assert snapshot["pending"] == ["slow"]
     assert [r["runner"] for r in snapshot["completed"]] == ["runner-a"]

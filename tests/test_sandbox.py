@@ -192,10 +192,11 @@ except OSError as error:
 )
 def test_wall_clock_limit_kills(box: Sandbox, script: str) -> None:
     began = time.monotonic()
-    execution = run(box, script, Limits(wall_seconds=2))
+    # 4 s: on a loaded machine the interpreter may take a while to print at all.
+    execution = run(box, script, Limits(wall_seconds=4))
 
     assert (execution.outcome, execution.exit_code) == ("timed_out", -1)
-    assert time.monotonic() - began < 10
+    assert time.monotonic() - began < 15
     assert execution.stdout == "started\n"  # output printed before the kill is kept
 
 
