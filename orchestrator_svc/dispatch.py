@@ -55,8 +55,8 @@ CHANNEL_OPTIONS = [
     # The link reopens its stream every MAX_BACKOFF at most; the channel must not
     # wait longer (gRPC's own default grows to 120 s) to reconnect to a runner
     # that is back.
+    # (Not grpc.min_reconnect_backoff_ms: it is also the connect timeout, 20 s.)
     ("grpc.initial_reconnect_backoff_ms", int(MIN_BACKOFF * 1000)),
-    ("grpc.min_reconnect_backoff_ms", int(MIN_BACKOFF * 1000)),
     ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
 ]
 
@@ -162,7 +162,7 @@ class RunnerLink:
             await call.wait_for_connection()
             self.slots = _slots(await call.initial_metadata())
             outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
-            held = await self._dispatcher.db(store.in_flight, self.name)
+            held, abandoned = await self._dispatcher.db(store.held_by, self.name)
             unanswered = {item.trial.execution_id for item in held}
             self.in_flight = set(unanswered)
             for item in held:
@@ -171,7 +171,7 @@ class RunnerLink:
                 )
             # What was given up on while it was away and runs elsewhere now
             # stops here, freeing its slot; its late report is ignored.
-            for execution_id in await self._dispatcher.db(store.abandoned, self.name):
+            for execution_id in abandoned:
                 outbox.put_nowait(cancel_command(execution_id))
             self._outbox = outbox
             self.connected = True
@@ -388,15 +388,19 @@ class Dispatcher:
                 try:
                     held = await self.db(store.in_flight, link.name)
                     for item in held:
+                        execution_id = item.trial.execution_id
                         await self.record(
-                            item.trial.execution_id,
+                            execution_id,
                             store.TrialResult(
                                 outcome="runner_lost",
                                 reason=f"runner {link.name} was unreachable for {lost_after:g} s",
                                 exit_code=-1,
                             ),
                         )
-                        link.in_flight.discard(item.trial.execution_id)
+                        link.in_flight.discard(execution_id)
+                        # A stream still open (the runner has not answered on
+                        # it) carries the stop now; else the next one will.
+                        link.send(cancel_command(execution_id))
                 except Exception:
                     logger.exception("marking the trials of a lost runner failed")
 

@@ -322,10 +322,12 @@ def release_unknown_runners(runners: list[str]) -> list[str]:
     return [t.id for t in held]
 
 
-def abandoned(runner: str) -> list[str]:
-    """Executions `runner` may still be running that were given up on."""
-    query = Abandoned.select().where(Abandoned.runner == runner).order_by(Abandoned.execution_id)
-    return [a.execution_id for a in query]
+def held_by(runner: str) -> tuple[list[Dispatchable], list[str]]:
+    """What `runner` must be told on a new stream, read at one instant: the trials
+    it holds, and the executions given up on that it may still be running."""
+    with db.atomic():
+        abandoned = Abandoned.select().where(Abandoned.runner == runner)
+        return in_flight(runner), sorted(a.execution_id for a in abandoned)
 
 
 def holders() -> set[str]:

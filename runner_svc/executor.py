@@ -187,11 +187,16 @@ class TrialExecutor:
     async def _replay(self, trial_id: str, previous: str | None, outbox: Outbox) -> None:
         """Answer for a trial not executing here from its record. A finished trial
         never changes, so the awaits here are safe. One neither executing nor
-        finished has lost its execution (it cannot happen, short of a bug or a
-        failed write): it ends as sandbox_error, which the orchestrator may
-        retry, rather than stay unanswered and hold its sweep forever."""
+        finished has lost its execution (short of a shutdown, it cannot happen
+        but by a bug or a failed write): it ends as sandbox_error, which the
+        orchestrator may retry, rather than stay unanswered and hold its sweep
+        forever."""
         recorded = await self._db(store.recorded, trial_id)
         if recorded.trial.state != store.FINISHED:
+            if self._closing:
+                # Dropped by our own shutdown before it started: it runs when
+                # sent again after the restart.
+                raise Unavailable("the runner is shutting down")
             logger.error("trial %s is %s but not executing here", trial_id, recorded.trial.state)
             recorded = await self._db(
                 store.finish,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 import subprocess
 import threading
 import time
@@ -22,7 +23,7 @@ from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
 from runner_svc import store as runner_store
 from runner_svc.config import Settings
 from runner_svc.executor import TrialExecutor
-from sandbox import MAX_ARTIFACT_BYTES, MAX_SCRIPT_BYTES
+from sandbox import MAX_ARTIFACT_BYTES, MAX_SCRIPT_BYTES, Sandbox
 from sandbox.container import OWNER_LABEL, TRIAL_LABEL
 from sandbox.images import ensure_requirements_image
 from tests.conftest import RunningStack, StackFactory, wait_until
@@ -56,7 +57,8 @@ def connect(
     runner: str | None = None,
     timeout: float = 60,
 ) -> list[runner_pb2.RunnerEvent]:
-    """Send `commands`, half-close, and collect events until the runner ends the stream."""
+    """Send `commands`, half-close, and collect events until the runner ends the
+    stream; heartbeats (sent when it is quiet for 2 s, as on a loaded machine) left out."""
     runner = runner or next(iter(stack.layout.runners))
     metadata = (
         ()
@@ -66,7 +68,8 @@ def connect(
     address = stack.layout.address(runner)
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = runner_pb2_grpc.RunnerStub(channel)
-        return list(stub.Connect(iter(commands), metadata=metadata, timeout=timeout))
+        events = stub.Connect(iter(commands), metadata=metadata, timeout=timeout)
+        return [e for e in events if not e.HasField("heartbeat")]
 
 
 def finished(events: list[runner_pb2.RunnerEvent]) -> dict[str, trial_pb2.TrialResult]:
@@ -420,6 +423,48 @@ def test_a_stream_cut_while_a_trial_is_admitted_leaves_it_answerable(
     assert all(n == 1 for n in runner_stack.executions().values())
 
 
+def test_a_cut_while_the_runner_writes_a_trial_down_still_runs_it(
+    tmp_path: Path, sandbox_image: str
+) -> None:
+    """The same cut, made certain: the trial's write is held inside the
+    database (another connection holds its write lock) while the stream that
+    sent it is cut. Once the write goes through, the trial runs, and sending it
+    again re-attaches to it instead of being turned away."""
+    path = tmp_path / "runner.db"
+    db = DbThread(
+        runner_store.db, path, runner_store.MODELS, schema_version=runner_store.SCHEMA_VERSION
+    )
+    blocker = sqlite3.connect(path, isolation_level=None)
+    command = run("held/0", "print('{}')")
+
+    async def cut_then_send_again() -> list[runner_pb2.RunnerEvent]:
+        with closing(docker.from_env()) as client:
+            sandbox = Sandbox(client, image=sandbox_image, owner=f"cut-{secrets.token_hex(4)}")
+            executor = TrialExecutor(db, sandbox, None, slots=1)  # type: ignore[arg-type]
+            blocker.execute("BEGIN IMMEDIATE")
+            first = asyncio.create_task(executor.submit(command.run_trial, asyncio.Queue()))
+            await asyncio.sleep(1)  # the write now waits on the lock, in the database thread
+            first.cancel()  # the stream is cut
+            blocker.execute("COMMIT")  # the write goes through
+            again: asyncio.Queue[runner_pb2.RunnerEvent] = asyncio.Queue()
+            await executor.submit(command.run_trial, again)
+            events = [await asyncio.wait_for(again.get(), 60)]
+            while not events[-1].HasField("finished"):
+                events.append(await asyncio.wait_for(again.get(), 60))
+            return events
+
+    try:
+        events = asyncio.run(cut_then_send_again())
+    finally:
+        blocker.close()
+        db.close()
+    assert events[0].accepted.previous == PREVIOUS.PREVIOUS_RUNNING
+    result = finished(events)["held/0"]
+    assert result.outcome == trial_pb2.OUTCOME_SUCCEEDED, result.reason
+    with closing(sqlite3.connect(path)) as check:
+        assert check.execute("SELECT COUNT(*) FROM execution").fetchall() == [(1,)]
+
+
 def test_a_trial_recorded_but_not_executing_is_answered_not_refused(tmp_path: Path) -> None:
     """Should a trial ever be recorded as queued here with nothing executing it
     (a bug, a failed write), sending it again gets an answer, sandbox_error,
@@ -453,7 +498,7 @@ def test_a_second_runner_process_on_a_taken_port_stops_before_touching_anything(
     runner_stack: RunningStack,
 ) -> None:
     runner = next(iter(runner_stack.layout.runners))
-    script = "import time\ntime.sleep(3)\nprint('{}')"
+    script = "import time\ntime.sleep(120)"
     labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}=held/0"]}
     with running(runner_stack, runner, run("held/0", script)) as client:
         # The same runner started again by mistake: same name, data and port.
@@ -469,6 +514,9 @@ def test_a_second_runner_process_on_a_taken_port_stops_before_touching_anything(
         assert f"cannot listen on {runner_stack.layout.address(runner)}" in second.stdout
         # It removed no container of the first and recorded nothing.
         assert client.containers.list(filters=labels)
-    result = finished(connect(runner_stack, [run("held/0", script)]))["held/0"]
-    assert result.outcome == trial_pb2.OUTCOME_SUCCEEDED
+    # The first still holds the trial, running: stopping it is its answer.
+    stop = runner_pb2.RunnerCommand(cancel_trial=runner_pb2.CancelTrial(trial_id="held/0"))
+    events = connect(runner_stack, [stop])
+    assert events[0].accepted.previous == PREVIOUS.PREVIOUS_RUNNING
+    assert finished(events)["held/0"].outcome == trial_pb2.OUTCOME_CANCELLED
     assert runner_stack.executions() == {"held/0": 1}
