@@ -169,6 +169,8 @@ class TrialExecutor:
         # gave up on it). Recording a new trial and starting it happen in a task
         # of their own, so a cut can never leave it recorded but not running.
         previous = await asyncio.shield(asyncio.create_task(self._admit(run, outbox)))
+        if previous is None:
+            return  # new: accepted, subscribed and started by the admission
         if run.trial_id in self._running:
             self._subscribers[run.trial_id].add(outbox)
             outbox.put_nowait(accepted_event(run.trial_id, previous))
@@ -178,7 +180,8 @@ class TrialExecutor:
     async def _admit(self, run: runner_pb2.RunTrial, outbox: Outbox) -> str | None:
         previous = await self._db(store.admit, run.trial_id, run.params_json)
         if previous is None:
-            # Subscribed before the execution can publish anything.
+            # Accepted and subscribed before the execution can publish anything.
+            outbox.put_nowait(accepted_event(run.trial_id, None))
             self._subscribers[run.trial_id] = {outbox}
             self._running[run.trial_id] = asyncio.create_task(self._execute(run))
             log(logger, "trial accepted", trial=run.trial_id)
