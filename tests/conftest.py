@@ -195,15 +195,19 @@ def start_stack(
     )
     stack = Stack(layout)
     stack.prepare()
-    for runner in layout.runners:
-        stack.start(runner)
-    for runner in layout.runners:
-        stack.wait_ready(runner)
-    stack.start(ORCHESTRATOR)
-    stack.wait_ready(ORCHESTRATOR)
-    if gateway:
-        stack.start(GATEWAY)
-        stack.wait_ready(GATEWAY)
+    try:
+        for runner in layout.runners:
+            stack.start(runner)
+        for runner in layout.runners:
+            stack.wait_ready(runner)
+        stack.start(ORCHESTRATOR)
+        stack.wait_ready(ORCHESTRATOR)
+        if gateway:
+            stack.start(GATEWAY)
+            stack.wait_ready(GATEWAY)
+    except BaseException:
+        stack.down()  # what did start must not outlive a stack that failed to
+        raise
     return RunningStack(stack, stack.api_token())
 
 

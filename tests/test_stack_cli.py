@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prism.stack import Layout, Stack, free_ports
-from tests.conftest import REPO, examples_dir
+import pytest
+
+from prism.stack import Layout, Stack, StackError, free_ports
+from tests.conftest import REPO, examples_dir, start_stack
 
 
 def stack_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -87,3 +89,22 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
             or b"zombie" in Path(f"/proc/{pid}/status").read_bytes()
         ), service
         assert not layout.pid_file(service).exists()
+
+
+def test_a_stack_that_fails_to_start_leaves_nothing_running(
+    tmp_path: Path, sandbox_image: str
+) -> None:
+    # The runners start first; the orchestrator then refuses its settings.
+    with pytest.raises(StackError, match="orchestrator exited"):
+        start_stack(
+            tmp_path, sandbox_image, runners=2, env={"PRISM_RUNNERS": "nonsense"}, gateway=False
+        )
+    marker = f"PRISM_DATA_DIR={tmp_path}".encode()
+
+    def started_here(pid: str) -> bool:
+        try:
+            return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+
+    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and started_here(pid)] == []
