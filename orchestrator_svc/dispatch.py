@@ -25,7 +25,7 @@ import grpc
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.spec import Plan, trial_limits
-from prism.service import CLIENT_KEEPALIVE, log
+from prism.service import CLIENT_KEEPALIVE, MAX_RESULT_MESSAGE_BYTES, SLOTS_KEY, log
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
 
@@ -43,15 +43,11 @@ OUTCOME_NAMES = {
 }
 
 
-# The runner's slot count arrives in the stream's initial metadata; an older
-# runner that does not send it gets this many trials at once.
-SLOTS_KEY = "prism-slots"
+# A runner that does not send its slot count gets this many trials at once.
 DEFAULT_SLOTS = 4
-# Results carry captured output and artifacts.
-MAX_MESSAGE_BYTES = 64 * 2**20
 CHANNEL_OPTIONS = [
     *CLIENT_KEEPALIVE,
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_RESULT_MESSAGE_BYTES),
     # The link reopens its stream every MAX_BACKOFF at most; the channel must not
     # wait longer (gRPC's own default grows to 120 s) to reconnect to a runner
     # that is back.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
 from google.api import httpbody_pb2
@@ -14,6 +15,8 @@ from orchestrator_svc.spec import plan
 from prism.errors import DeadlineExceeded, InvalidArgument, NotFound, PrismError, Unavailable
 from prism.service import abort, rpc
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+T = TypeVar("T")
 
 # A watch with nothing new sends a heartbeat this often, well inside the
 # gateway's idle timeout for the stream (300 s) and friendly to proxies.
@@ -38,14 +41,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise Unavailable("the orchestrator is recovering its sweeps; retry shortly")
 
     async def _sweep(self, sweep_id: str) -> tuple[store.Sweep, list[store.Trial]]:
-        found = await self._db(store.sweep_with_trials, sweep_id)
-        if found is None:
-            raise NotFound(f"no sweep {sweep_id[:100]!r}")
-        return found
+        return await self._found(store.sweep_with_trials, sweep_id)
 
     async def _sweep_row(self, sweep_id: str) -> store.Sweep:
         """The sweep alone, without reading its trials."""
-        found = await self._db(store.sweep, sweep_id)
+        return await self._found(store.sweep, sweep_id)
+
+    async def _found(self, lookup: Callable[[str], T | None], sweep_id: str) -> T:
+        found = await self._db(lookup, sweep_id)
         if found is None:
             raise NotFound(f"no sweep {sweep_id[:100]!r}")
         return found

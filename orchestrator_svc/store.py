@@ -476,10 +476,10 @@ def sweep(sweep_id: str) -> Sweep | None:
 
 
 def sweep_with_trials(sweep_id: str) -> tuple[Sweep, list[Trial]] | None:
-    sweep = Sweep.get_or_none(Sweep.id == sweep_id)
-    if sweep is None:
+    row = sweep(sweep_id)
+    if row is None:
         return None
-    return sweep, list(Trial.select().where(Trial.sweep == sweep_id).order_by(Trial.position))
+    return row, list(Trial.select().where(Trial.sweep == sweep_id).order_by(Trial.position))
 
 
 def sweep_finished(sweep_id: str) -> bool:

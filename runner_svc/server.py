@@ -8,7 +8,14 @@ import logging
 
 import docker
 
-from prism.service import listen, log, new_server, serve_until_signalled, set_serving
+from prism.service import (
+    MAX_RESULT_MESSAGE_BYTES,
+    listen,
+    log,
+    new_server,
+    serve_until_signalled,
+    set_serving,
+)
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc import store
@@ -22,7 +29,6 @@ from sandbox.images import ensure_requirements_image
 logger = logging.getLogger("runner")
 
 GRACE_SECONDS = 10.0
-MAX_MESSAGE_BYTES = 64 * 2**20
 
 
 async def serve(settings: Settings) -> None:
@@ -30,8 +36,7 @@ async def serve(settings: Settings) -> None:
         token=settings.token,
         what="runner token",
         services=[runner_pb2.DESCRIPTOR.services_by_name["Runner"].full_name],
-        # A result carries captured output and artifacts: well over gRPC's 4 MiB.
-        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        options=[("grpc.max_send_message_length", MAX_RESULT_MESSAGE_BYTES)],
     )
     # The address first: a second process started by mistake on a taken port
     # stops here, before its recovery could remove the first one's containers.

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from prism.errors import InvalidArgument, PrismError
-from prism.service import abort
+from prism.service import SLOTS_KEY, abort
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc.executor import TrialExecutor
 
@@ -18,9 +18,6 @@ MAX_TRIAL_ID = 200
 # silence (PRISM_RUNNER_SILENCE_SECONDS) for a hung runner.
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT = runner_pb2.RunnerEvent(heartbeat=runner_pb2.Heartbeat())
-# Initial metadata of every stream: how many trials this runner executes at once,
-# so the orchestrator never sends more than that.
-SLOTS_KEY = "prism-slots"
 
 logger = logging.getLogger("runner.servicer")
 

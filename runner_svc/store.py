@@ -120,7 +120,8 @@ def finish(trial_id: str, execution: SandboxExecution) -> Recorded:
         Artifact.delete().where(Artifact.trial == trial_id).execute()
         for position, (name, data) in enumerate(execution.artifacts):
             Artifact.create(trial=trial_id, position=position, name=name, data=data)
-        return recorded(trial_id)
+        # The artifacts as just written, not read back.
+        return Recorded(Trial.get_by_id(trial_id), list(execution.artifacts))
 
 
 def recorded(trial_id: str) -> Recorded:
