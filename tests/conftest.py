@@ -7,6 +7,7 @@ remove exactly those."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -30,6 +31,9 @@ from sandbox.images import ensure_sandbox_image
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "orchestrator_svc" / "examples"
+# This checkout's own tag: test runs of two checkouts that share one engine never
+# swap each other's sandbox image under a running test.
+SANDBOX_TAG = f"prism-sandbox:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 
 
 T = TypeVar("T")
@@ -161,7 +165,7 @@ def sandbox_image() -> str:
     # The run folder of `make test`, which stops an engine started there.
     ensure_engine(REPO / ".prism" / "test-run")
     with closing(docker.from_env()) as client:
-        return ensure_sandbox_image(client)
+        return ensure_sandbox_image(client, SANDBOX_TAG)
 
 
 def examples_dir(root: Path, scripts: Mapping[str, str]) -> Path:

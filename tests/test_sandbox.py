@@ -35,7 +35,6 @@ from sandbox import (
 )
 from sandbox.container import OWNER_LABEL, TRIAL_LABEL, _ReportReader
 from sandbox.engine import ensure_engine, stop_engine
-from sandbox.images import ensure_sandbox_image
 
 MiB = 2**20
 SMALL = Limits(wall_seconds=20, memory_bytes=64 * MiB, workspace_bytes=8 * MiB, output_bytes=MiB)
@@ -60,8 +59,8 @@ def owner(docker_client: docker.DockerClient) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def box(docker_client: docker.DockerClient, owner: str) -> Sandbox:
-    return Sandbox(docker_client, image=ensure_sandbox_image(docker_client), owner=owner)
+def box(docker_client: docker.DockerClient, owner: str, sandbox_image: str) -> Sandbox:
+    return Sandbox(docker_client, image=sandbox_image, owner=owner)
 
 
 @pytest.fixture(autouse=True)
@@ -626,10 +625,10 @@ def test_a_cut_or_malformed_report_is_not_a_report() -> None:
 
 
 def test_remove_orphans_spares_kept_and_foreign_containers(
-    box: Sandbox, docker_client: docker.DockerClient, owner: str
+    box: Sandbox, docker_client: docker.DockerClient, owner: str, sandbox_image: str
 ) -> None:
     api = docker_client.api
-    image = ensure_sandbox_image(docker_client)
+    image = sandbox_image
     labels = [
         {OWNER_LABEL: owner, TRIAL_LABEL: "orphan"},
         {OWNER_LABEL: owner, TRIAL_LABEL: "kept"},
