@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -25,8 +24,9 @@ import grpc
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.spec import Plan, trial_limits
-from prism.service import CLIENT_KEEPALIVE, MAX_RESULT_MESSAGE_BYTES, SLOTS_KEY, log
+from prism.service import CLIENT_KEEPALIVE, MAX_RESULT_MESSAGE_BYTES, SLOTS_KEY, log, unexpected
 from prism.sqlite import DbThread
+from prism.trial import NotAnObject, Outcome, RuleBroken, TrialResult, not_run, parse_object
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
 
 logger = logging.getLogger("orchestrator.dispatch")
@@ -35,13 +35,6 @@ T = TypeVar("T")
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 2.0
 # A stream that stayed open this long was healthy: reopening it starts fast.
 STABLE_SECONDS = 5.0
-
-OUTCOME_NAMES = {
-    value: name.removeprefix("OUTCOME_").lower()
-    for name, value in trial_pb2.Outcome.items()
-    if value != trial_pb2.OUTCOME_UNSPECIFIED
-}
-
 
 # A runner that does not send its slot count gets this many trials at once.
 DEFAULT_SLOTS = 4
@@ -73,20 +66,49 @@ def cancel_command(execution_id: str) -> runner_pb2.RunnerCommand:
     return runner_pb2.RunnerCommand(cancel_trial=runner_pb2.CancelTrial(trial_id=execution_id))
 
 
-def result_from_proto(result: trial_pb2.TrialResult) -> store.TrialResult:
-    return store.TrialResult(
-        outcome=OUTCOME_NAMES.get(result.outcome, "sandbox_error"),
-        reason=result.reason,
-        exit_code=result.exit_code,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        output_truncated=result.output_truncated,
-        duration_seconds=result.duration_seconds,
-        result_json=result.result_json,
-        peak_memory_bytes=result.peak_memory_bytes,
-        artifacts=[(a.name, a.data) for a in result.artifacts],
-        artifacts_skipped=list(result.artifacts_skipped),
-    )
+MetricBatch = list[tuple[str, dict[str, Any]]]
+
+
+class MetricRecorder:
+    """Group commit for metric events: each batch is one transaction (one commit to
+    disk), and while one batch is written the next gathers, so a trial printing
+    thousands of metric lines costs a few commits, not one per line, and the store
+    stays free for everyone else. Every metric gets a ticket; ``recorded(ticket)``
+    waits until that one (and all before it) is written, so a trial's end is
+    recorded after its metrics without waiting for anybody else's."""
+
+    def __init__(self, write: Callable[[MetricBatch], Awaitable[None]]) -> None:
+        self._write = write
+        self._pending: MetricBatch = []
+        self._added = 0
+        self._written = 0
+        self._ready = asyncio.Event()
+        # Set (and replaced) after every batch.
+        self._progress = asyncio.Event()
+
+    def add(self, execution_id: str, values: dict[str, Any]) -> int:
+        self._pending.append((execution_id, values))
+        self._added += 1
+        self._ready.set()
+        return self._added
+
+    async def recorded(self, ticket: int) -> None:
+        while self._written < ticket:
+            await self._progress.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch, self._pending = self._pending, []
+            try:
+                await self._write(batch)
+            except Exception as error:
+                # A batch the store refuses is dropped alone; the trials go on.
+                unexpected(logger, "recording metrics failed", error, metrics=len(batch))
+            self._written += len(batch)
+            self._progress.set()
+            self._progress = asyncio.Event()
 
 
 class RunnerLink:
@@ -178,6 +200,9 @@ class RunnerLink:
                 self._answered()
             writer = asyncio.create_task(self._write(call, outbox))
             silence = self._dispatcher.settings.runner_silence_seconds
+            # The ticket of the last metric this stream handed on: what must be
+            # recorded before a trial's start or end is.
+            ticket = 0
             while True:
                 try:
                     async with asyncio.timeout(silence):
@@ -199,13 +224,15 @@ class RunnerLink:
                         if not unanswered:
                             self._answered()
                 elif kind == "started":
+                    await self._dispatcher.metrics.recorded(ticket)
                     await self._dispatcher.write(store.mark_started, event.started.trial_id)
                 elif kind == "metric":
-                    await self._dispatcher.metric(event.metric.trial_id, event.metric.values_json)
+                    ticket = self._dispatcher.metric(event.metric) or ticket
                 elif kind == "finished":
                     self.in_flight.discard(event.finished.trial_id)
+                    await self._dispatcher.metrics.recorded(ticket)
                     await self._dispatcher.record(
-                        event.finished.trial_id, result_from_proto(event.finished.result)
+                        event.finished.trial_id, TrialResult.from_proto(event.finished.result)
                     )
         finally:
             call.cancel()
@@ -259,6 +286,7 @@ class Dispatcher:
         # Set (and replaced) whenever events were appended: what watchers wait on.
         self._news = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = MetricRecorder(self._record_metrics)
 
     async def start(self) -> None:
         finished = await self.write(store.finish_complete_sweeps)
@@ -274,6 +302,7 @@ class Dispatcher:
             if link.name not in holders:
                 link.reconciled.set()  # nothing to ask this runner about
         self._tasks = [asyncio.create_task(link.run()) for link in self.links]
+        self._tasks.append(asyncio.create_task(self.metrics.run()))
         self._tasks.append(asyncio.create_task(self._dispatch_loop()))
         self._tasks.append(asyncio.create_task(self._lease_loop()))
         self.kick()
@@ -332,13 +361,17 @@ class Dispatcher:
         if sweep_id in self._sweep_done:
             self._sweep_done[sweep_id].set()
 
-    async def metric(self, execution_id: str, values_json: str) -> None:
+    def metric(self, metric: runner_pb2.TrialMetric) -> int | None:
+        """Hand a metric to the recorder; its ticket, or None when it breaks the rules
+        (the runner checked them: only a broken runner sends one) and is dropped."""
         try:
-            values = json.loads(values_json)
-        except ValueError:
-            return
-        if isinstance(values, dict):
-            await self.write(store.record_metric, execution_id, values)
+            values = parse_object(metric.values_json, what="a metric")
+        except (RuleBroken, NotAnObject):
+            return None
+        return self.metrics.add(metric.trial_id, values)
+
+    async def _record_metrics(self, batch: MetricBatch) -> None:
+        await self.write(store.record_metrics, batch)
 
     async def wait(self, sweep_id: str, within: float) -> bool:
         """True once the sweep has finished, False if `within` seconds ran out first."""
@@ -354,8 +387,20 @@ class Dispatcher:
         finally:
             self._sweep_done.pop(sweep_id, None)
 
-    async def record(self, execution_id: str, result: store.TrialResult) -> None:
-        status = await self.write(store.finish_trial, execution_id, result)
+    async def record(self, execution_id: str, result: TrialResult) -> None:
+        """Record an execution's end. A result the store refuses, for whatever reason,
+        ends that trial alone as sandbox_error: the stream it came on, the runner and
+        every other trial go on. (Should the store refuse even that, it is failing as
+        a whole, and the link reconnects once it raises.)"""
+        try:
+            status = await self.write(store.finish_trial, execution_id, result)
+        except Exception as error:
+            error_id = unexpected(logger, "recording a result failed", error, trial=execution_id)
+            result = not_run(
+                Outcome.SANDBOX_ERROR,
+                f"the orchestrator could not record the trial's result (error id {error_id})",
+            )
+            status = await self.write(store.finish_trial, execution_id, result)
         log(logger, "trial finished", trial=execution_id, outcome=result.outcome)
         self.kick()  # a slot is free
         if status is not None:
@@ -387,10 +432,9 @@ class Dispatcher:
                         execution_id = item.trial.execution_id
                         await self.record(
                             execution_id,
-                            store.TrialResult(
-                                outcome="runner_lost",
-                                reason=f"runner {link.name} was unreachable for {lost_after:g} s",
-                                exit_code=-1,
+                            not_run(
+                                Outcome.RUNNER_LOST,
+                                f"runner {link.name} was unreachable for {lost_after:g} s",
                             ),
                         )
                         link.in_flight.discard(execution_id)
@@ -412,7 +456,8 @@ class Dispatcher:
                 self.kick()
 
     async def _dispatch_pending(self) -> None:
-        for item in await self.db(store.dispatchable):
+        free = sum(link.free for link in self.links if link.up and link.free > 0)
+        for item in await self.db(store.dispatchable, free):
             link = self._least_loaded()
             if link is None:
                 return  # a runner connecting or a trial finishing kicks the loop again

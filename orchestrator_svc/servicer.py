@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -13,10 +14,11 @@ from orchestrator_svc import store, sweeps, views
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.spec import plan
 from prism.errors import DeadlineExceeded, InvalidArgument, NotFound, PrismError, Unavailable
-from prism.service import abort, rpc
+from prism.service import abort, internal_error, rpc, unexpected
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 T = TypeVar("T")
+logger = logging.getLogger("orchestrator.api")
 
 # A watch with nothing new sends a heartbeat this often, well inside the
 # gateway's idle timeout for the stream (300 s) and friendly to proxies.
@@ -139,6 +141,27 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             await abort(context, error)
             return
         after = request.after_seq
+        try:
+            async for event in self._events(row, after):
+                after = event.seq
+                yield event
+        except Exception as error:
+            # Whatever went wrong, the stream still ends with a final event that says
+            # so: an error in the middle of a stream is invisible to HTTP/1.1 clients.
+            error_id = unexpected(logger, "a watch failed", error, sweep=row.id)
+            yield orchestrator_pb2.SweepEvent(
+                seq=after,
+                kind="error",
+                trial_index=-1,
+                final=True,
+                sweep_state=row.status,
+                data=views.message(internal_error(error_id)),
+            )
+
+    async def _events(
+        self, row: store.Sweep, after: int
+    ) -> AsyncIterator[orchestrator_pb2.SweepEvent]:
+        """The sweep's events after `after`, then live ones, up to its final one."""
         if row.finished_at is not None and after >= row.last_seq:
             # Everything was seen already, the end included: say so, once.
             yield orchestrator_pb2.SweepEvent(

@@ -15,12 +15,16 @@ execution is recognised and ignored.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import peewee
+
+from prism.trial import Outcome, TrialResult
 
 db = peewee.SqliteDatabase(None)
 SCHEMA_VERSION = 3
@@ -31,8 +35,6 @@ PENDING, DISPATCHED, RUNNING, FINISHED = "pending", "dispatched", "running", "fi
 IN_FLIGHT = (DISPATCHED, RUNNING)
 # Sweep states.
 SWEEP_RUNNING, SWEEP_DONE, SWEEP_ERROR, SWEEP_CANCELLED = "running", "done", "error", "cancelled"
-# Outcomes the platform caused: retried while the sweep's retries last.
-INFRASTRUCTURE = ("sandbox_error", "runner_lost")
 # A retry waits 2, 4, 8… s (at most 30): an engine restarting or a runner
 # coming back gets time to, instead of the retry failing at once the same way.
 RETRY_BACKOFF_SECONDS, MAX_RETRY_BACKOFF_SECONDS = 2.0, 30.0
@@ -153,21 +155,6 @@ class PlannedTrial:
     params: dict[str, Any]
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrialResult:
-    outcome: str
-    reason: str
-    exit_code: int
-    stdout: str = ""
-    stderr: str = ""
-    output_truncated: bool = False
-    duration_seconds: float = 0.0
-    result_json: str = ""
-    peak_memory_bytes: int = 0
-    artifacts: list[tuple[str, bytes]] = field(default_factory=list)
-    artifacts_skipped: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class Dispatchable:
     trial: Trial
@@ -184,16 +171,29 @@ def split_execution_id(execution_id: str) -> tuple[str, int]:
 
 def _append(sweep_id: str, kind: str, trial_index: int | None = None, **data: Any) -> None:
     """Append an event; call inside the transaction that made the change."""
-    seq = Sweep.get_by_id(sweep_id).last_seq + 1
+    _append_many(sweep_id, [(kind, trial_index, data)])
+
+
+def _append_many(sweep_id: str, events: list[tuple[str, int | None, dict[str, Any]]]) -> None:
+    """Append (kind, trial index, data) events in order, with one read and one write of
+    the sweep's sequence; call inside the transaction that made the change."""
+    seq = Sweep.get_by_id(sweep_id).last_seq
+    now = time.time()
+    rows = []
+    for kind, trial_index, data in events:
+        seq += 1
+        rows.append(
+            {
+                "sweep": sweep_id,
+                "seq": seq,
+                "kind": kind,
+                "trial_index": trial_index,
+                "data": json.dumps(data),
+                "at": now,
+            }
+        )
     Sweep.update(last_seq=seq).where(Sweep.id == sweep_id).execute()
-    Event.create(
-        sweep=sweep_id,
-        seq=seq,
-        kind=kind,
-        trial_index=trial_index,
-        data=json.dumps(data),
-        at=time.time(),
-    )
+    Event.insert_many(rows).execute()
 
 
 def create_sweep(
@@ -246,29 +246,55 @@ def _dispatchables(query: Any) -> list[Dispatchable]:
     return found
 
 
-def dispatchable() -> list[Dispatchable]:
-    """Pending trials that may start now (oldest sweep first), within each
-    sweep's maxParallel."""
+def dispatchable(limit: int) -> list[Dispatchable]:
+    """Up to `limit` pending trials that may start now, within each sweep's
+    maxParallel, in a fair order: the next one always comes from the sweep with the
+    fewest trials in flight (counting those already picked; the older sweep among
+    equals), so a small sweep is not starved behind a large one."""
+    if limit <= 0:
+        return []
     busy: dict[str, int] = dict(
         Trial.select(Trial.sweep, peewee.fn.COUNT(Trial.id))  # type: ignore[arg-type]
         .where(Trial.state.in_(IN_FLIGHT))
         .group_by(Trial.sweep)
         .tuples()
     )
-    query = (
-        Trial.select()
-        .where((Trial.state == PENDING) & (Trial.not_before <= time.time()))
-        .order_by(Sweep.created_at, Trial.position)
+    # Each sweep's pending trials in order: no sweep can use more than `limit` of them.
+    ranked = Trial.select(
+        Trial.id,
+        Trial.sweep,
+        peewee.fn.ROW_NUMBER()
+        .over(partition_by=[Trial.sweep], order_by=[Trial.position])
+        .alias("rank"),
+    ).where((Trial.state == PENDING) & (Trial.not_before <= time.time()))
+    queues: dict[str, list[str]] = {}
+    query: Any = (
+        Trial.select(ranked.c.id, ranked.c.sweep_id, Sweep.created_at, Sweep.spec_json)
+        .from_(ranked)
+        .join(Sweep, on=(ranked.c.sweep_id == Sweep.id))
+        .where(ranked.c.rank <= limit)
+        .order_by(ranked.c.sweep_id, ranked.c.rank)
+        .tuples()
     )
-    ready = []
-    for candidate in _dispatchables(query):
-        cap = int(candidate.spec.get("maxParallel", 0))
-        running = busy.get(candidate.trial.sweep_id, 0)
+    created: dict[str, float] = {}
+    caps: dict[str, int] = {}
+    for trial_id, sweep_id, created_at, spec_json in query:
+        queues.setdefault(sweep_id, []).append(trial_id)
+        created[sweep_id] = created_at
+        caps[sweep_id] = int(json.loads(spec_json).get("maxParallel", 0))
+    heap = [(busy.get(sweep_id, 0), created[sweep_id], sweep_id) for sweep_id in queues]
+    heapq.heapify(heap)
+    picked: list[str] = []
+    while heap and len(picked) < limit:
+        running, _, sweep_id = heapq.heappop(heap)
+        cap = caps[sweep_id]
         if cap and running >= cap:
             continue
-        busy[candidate.trial.sweep_id] = running + 1
-        ready.append(candidate)
-    return ready
+        picked.append(queues[sweep_id].pop(0))
+        if queues[sweep_id]:
+            heapq.heappush(heap, (running + 1, created[sweep_id], sweep_id))
+    chosen = {d.trial.id: d for d in _dispatchables(Trial.select().where(Trial.id.in_(picked)))}
+    return [chosen[trial_id] for trial_id in picked]
 
 
 def assign(trial_id: str, runner: str) -> Trial | None:
@@ -355,11 +381,23 @@ def mark_started(execution_id: str) -> None:
         _append(trial.sweep_id, "trial_started", trial.position, runner=trial.runner)
 
 
-def record_metric(execution_id: str, values: dict[str, Any]) -> None:
+def record_metrics(metrics: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """Append a batch of (execution id, values) metric events in one transaction (one
+    commit to disk for the batch, not one per line); a metric of an execution that is
+    no longer current is dropped."""
+    by_sweep: dict[str, list[tuple[str, int | None, dict[str, Any]]]] = {}
     with db.atomic("IMMEDIATE"):
-        trial = _current(execution_id)
-        if trial is not None:
-            _append(trial.sweep_id, "metric", trial.position, values=values)
+        current: dict[str, Trial | None] = {}
+        for execution_id, values in metrics:
+            if execution_id not in current:
+                current[execution_id] = _current(execution_id)
+            trial = current[execution_id]
+            if trial is not None:
+                by_sweep.setdefault(trial.sweep_id, []).append(
+                    ("metric", trial.position, {"values": values})
+                )
+        for sweep_id, events in by_sweep.items():
+            _append_many(sweep_id, events)
 
 
 def finish_trial(execution_id: str, result: TrialResult) -> str | None:
@@ -371,41 +409,33 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
         trial = _current(execution_id)
         if trial is None:
             return None
-        if result.outcome == "runner_lost" and trial.runner:
+        if result.outcome == Outcome.RUNNER_LOST and trial.runner:
             Abandoned.insert(execution_id=execution_id, runner=trial.runner).execute()
         sweep = Sweep.get_by_id(trial.sweep_id)
         retries = int(sweep.spec.get("retries", 0)) if sweep.status == SWEEP_RUNNING else 0
-        if result.outcome in INFRASTRUCTURE and trial.attempts <= retries:
+        if result.outcome.infrastructure and trial.attempts <= retries:
             trial.not_before = time.time() + retry_backoff(trial.attempts)
             _requeue(
                 trial,
                 "trial_retrying",
-                outcome=result.outcome,
+                outcome=result.outcome.value,
                 reason=result.reason,
                 attempt=trial.attempts,
             )
             return None
+        for name, value in result.columns().items():
+            setattr(trial, name, value)
         trial.state, trial.finished_at = FINISHED, time.time()
-        trial.outcome, trial.reason, trial.exit_code = (
-            result.outcome,
-            result.reason,
-            result.exit_code,
-        )
-        trial.stdout, trial.stderr = result.stdout, result.stderr
-        trial.output_truncated, trial.duration_seconds = (
-            result.output_truncated,
-            result.duration_seconds,
-        )
-        trial.result_json, trial.peak_memory_bytes = result.result_json, result.peak_memory_bytes
-        trial.artifacts_skipped_json = json.dumps(result.artifacts_skipped)
         trial.save()
-        for name, data in result.artifacts:
-            Artifact.create(trial=trial.id, name=name, size=len(data), data=data)
+        for artifact in result.artifacts:
+            Artifact.create(
+                trial=trial.id, name=artifact.name, size=len(artifact.data), data=artifact.data
+            )
         _append(
             trial.sweep_id,
             "trial_finished",
             trial.position,
-            outcome=result.outcome,
+            outcome=result.outcome.value,
             reason=result.reason,
         )
         return _finish_sweep_if_done(trial.sweep_id)
@@ -421,7 +451,7 @@ def _finish_sweep_if_done(sweep_id: str) -> str | None:
     if sweep.status == SWEEP_CANCELLED:
         status = SWEEP_CANCELLED
     else:
-        status = SWEEP_DONE if "succeeded" in outcomes else SWEEP_ERROR
+        status = SWEEP_DONE if Outcome.SUCCEEDED in outcomes else SWEEP_ERROR
     Sweep.update(status=status, finished_at=time.time()).where(Sweep.id == sweep_id).execute()
     _append(sweep_id, "sweep_finished", status=status)
     return status
@@ -439,11 +469,19 @@ def cancel_sweep(sweep_id: str) -> tuple[str | None, list[tuple[str, str]]]:
         _append(sweep_id, "sweep_cancelled")
         now = time.time()
         for trial in Trial.select().where((Trial.sweep == sweep_id) & (Trial.state == PENDING)):
-            trial.state, trial.finished_at, trial.outcome = FINISHED, now, "cancelled"
-            trial.reason, trial.exit_code = "the sweep was cancelled before the trial started", -1
+            ended = TrialResult(
+                outcome=Outcome.CANCELLED, reason="the sweep was cancelled before the trial started"
+            )
+            for name, value in ended.columns().items():
+                setattr(trial, name, value)
+            trial.state, trial.finished_at = FINISHED, now
             trial.save()
             _append(
-                sweep_id, "trial_finished", trial.position, outcome="cancelled", reason=trial.reason
+                sweep_id,
+                "trial_finished",
+                trial.position,
+                outcome=ended.outcome.value,
+                reason=ended.reason,
             )
         in_flight = [
             (str(t.runner), t.execution_id)
@@ -507,7 +545,7 @@ def list_sweeps(limit: int, before: tuple[float, str] | None) -> list[tuple[Swee
     for sweep_id, state, outcome, n in rows:
         by = counts[sweep_id]
         by[state] = by.get(state, 0) + n
-        if outcome == "succeeded":
+        if outcome == Outcome.SUCCEEDED:
             by["succeeded"] = by.get("succeeded", 0) + n
     return [(s, counts[s.id]) for s in sweeps]
 

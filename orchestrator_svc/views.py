@@ -1,4 +1,9 @@
-"""The v1 resources as the API shows them, built from stored rows."""
+"""The v1 resources as the API shows them, built from stored rows.
+
+Every function here is total: it answers for whatever the store holds, rows an
+earlier version stored without today's checks included. A stored JSON value that
+cannot be shown (not an object, too deep, a number protobuf cannot carry) is left
+out and marked, never raised."""
 
 from __future__ import annotations
 
@@ -11,17 +16,51 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from orchestrator_svc import store
 from prism.errors import InvalidArgument
+from prism.trial import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    NotAnObject,
+    Outcome,
+    RuleBroken,
+    parse_object,
+)
 from prism.v1 import orchestrator_pb2
 
+# What a stored value that cannot be shown is replaced with.
+UNSHOWABLE = {"prism_error": "this stored value breaks the rules for results and cannot be shown"}
 
-def _struct(value_json: str) -> struct_pb2.Struct | None:
+
+def _parsed(value_json: str, *, wrapped: bool) -> dict[str, Any] | None:
+    """A stored JSON object, checked against the rules; None when it breaks them.
+    ``wrapped``: one holding a trial's object one level down (an event's data)."""
+    try:
+        return parse_object(
+            value_json,
+            what="a stored value",
+            max_depth=MAX_JSON_DEPTH + 1 if wrapped else MAX_JSON_DEPTH,
+            max_bytes=MAX_JSON_BYTES + 1024 if wrapped else MAX_JSON_BYTES,
+        )
+    except (RuleBroken, NotAnObject):
+        return None
+
+
+def _struct(value_json: str, *, wrapped: bool = False) -> struct_pb2.Struct | None:
     if not value_json:
         return None
-    value = json.loads(value_json)
-    if not isinstance(value, dict):
-        return None
+    value = _parsed(value_json, wrapped=wrapped)
     struct = struct_pb2.Struct()
-    struct.update(value)
+    try:
+        struct.update(UNSHOWABLE if value is None else value)
+        struct.ByteSize()  # what cannot be serialised fails here, not while answering
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        struct = struct_pb2.Struct()
+        struct.update(UNSHOWABLE)
+    return struct
+
+
+def message(text: str) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update({"message": text})
     return struct
 
 
@@ -60,9 +99,9 @@ def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
         return None
     scored = []
     for row in rows:
-        if row.outcome != "succeeded" or not row.result_json:
+        if row.outcome != Outcome.SUCCEEDED or not row.result_json:
             continue
-        value = json.loads(row.result_json).get(metric)
+        value = (_parsed(row.result_json, wrapped=False) or {}).get(metric)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             scored.append(
                 (value if objective.get("goal") == "maximize" else -value, -row.position, row)
@@ -99,7 +138,7 @@ def sweep(
         by_state = {}
         for t in rows:
             by_state[t.state] = by_state.get(t.state, 0) + 1
-            if t.outcome == "succeeded":
+            if t.outcome == Outcome.SUCCEEDED:
                 by_state["succeeded"] = by_state.get("succeeded", 0) + 1
         artifacts = artifacts or {}
         shown.trials.extend(trial(t, artifacts.get(t.id, [])) for t in rows)
@@ -132,10 +171,10 @@ def event(row: store.Event) -> orchestrator_pb2.SweepEvent:
         seq=row.seq,
         kind=row.kind,
         trial_index=row.trial_index if row.trial_index is not None else -1,
-        data=_struct(row.data),
+        data=_struct(row.data, wrapped=True),
         time=_time(row.at),
     )
     if row.kind == "sweep_finished":
         shown.final = True
-        shown.sweep_state = json.loads(row.data).get("status", "")
+        shown.sweep_state = str((_parsed(row.data, wrapped=True) or {}).get("status", ""))
     return shown

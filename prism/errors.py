@@ -1,6 +1,7 @@
 """Errors the services raise, each carrying the gRPC status it maps to.
 
     PrismError                 INTERNAL
+    ├── Internal               INTERNAL (a generic message with an error id)
     ├── InvalidArgument        INVALID_ARGUMENT (names the field and the rule)
     ├── NotFound               NOT_FOUND
     ├── Unavailable            UNAVAILABLE
@@ -17,6 +18,10 @@ import grpc
 
 class PrismError(Exception):
     code = grpc.StatusCode.INTERNAL
+
+
+class Internal(PrismError):
+    """Something unexpected: the message carries an error id, never the error."""
 
 
 class InvalidArgument(PrismError):

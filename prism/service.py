@@ -9,9 +9,11 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from prism.errors import InvalidArgument, PrismError
+from prism.errors import Internal, InvalidArgument, PrismError
 from prism.sqlite import SchemaError
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -90,6 +92,35 @@ def configure_logging(service: str) -> None:
 
 def log(logger: logging.Logger, message: str, **fields: Any) -> None:
     logger.info(message, extra={"fields": fields})
+
+
+# An unexpected error's line in the log: its text and where it was raised, cut to
+# these sizes, because the exception may carry a trial's bytes.
+_ERROR_TEXT_CHARS = 300
+_ERROR_FRAMES = 6
+
+
+def unexpected(logger: logging.Logger, message: str, error: BaseException, **fields: Any) -> str:
+    """Log an unexpected error as one bounded line and return its id, which the answer
+    carries instead of the error itself (no class names or trial data leave)."""
+    error_id = secrets.token_hex(6)
+    frames = traceback.extract_tb(error.__traceback__)[-_ERROR_FRAMES:]
+    logger.error(
+        message,
+        extra={
+            "fields": {
+                **fields,
+                "error_id": error_id,
+                "error": f"{type(error).__name__}: {str(error)[:_ERROR_TEXT_CHARS]}",
+                "at": [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames],
+            }
+        },
+    )
+    return error_id
+
+
+def internal_error(error_id: str) -> str:
+    return f"internal error (error id {error_id}); the service's log has the details"
 
 
 def _aborting_handler(
@@ -217,7 +248,9 @@ H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
 def rpc(method: H) -> H:
-    """Turn a PrismError raised by a unary handler into its gRPC status."""
+    """Turn a PrismError raised by a unary handler into its gRPC status, and any other
+    exception into INTERNAL with an error id (logged once, in one bounded line)."""
+    logger = logging.getLogger("rpc")
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -225,6 +258,11 @@ def rpc(method: H) -> H:
             return await method(self, request, context)
         except PrismError as error:
             await abort(context, error)
+        except grpc.aio.AbortError:
+            raise  # the handler aborted with a status of its own
+        except Exception as error:
+            error_id = unexpected(logger, "a call failed", error, method=method.__name__)
+            await abort(context, Internal(internal_error(error_id)))
 
     return wrapper  # type: ignore[return-value]
 

@@ -19,12 +19,13 @@ import logging
 from typing import Any
 
 from prism.errors import Unavailable
-from prism.service import log
+from prism.service import log, unexpected
 from prism.sqlite import DbThread
+from prism.trial import Outcome, TrialResult, not_run, to_json
 from prism.v1 import runner_pb2, trial_pb2
 from runner_svc import store
 from runner_svc.images import ImageUnavailable, TrialImages
-from sandbox import MAX_SCRIPT_BYTES, Execution, Limits, Sandbox, not_run
+from sandbox import MAX_SCRIPT_BYTES, Limits, Sandbox
 
 logger = logging.getLogger("runner.executor")
 
@@ -72,46 +73,15 @@ def accepted_event(trial_id: str, previous: str | None) -> runner_pb2.RunnerEven
     )
 
 
-def failed_event(trial_id: str, reason: str) -> runner_pb2.RunnerEvent:
+def finished_event(trial_id: str, result: TrialResult) -> runner_pb2.RunnerEvent:
     return runner_pb2.RunnerEvent(
-        finished=runner_pb2.TrialFinished(
-            trial_id=trial_id,
-            result=trial_pb2.TrialResult(
-                outcome=trial_pb2.OUTCOME_FAILED, reason=reason, exit_code=-1
-            ),
-        )
-    )
-
-
-def finished_event(recorded: store.Recorded) -> runner_pb2.RunnerEvent:
-    row = recorded.trial
-    return runner_pb2.RunnerEvent(
-        finished=runner_pb2.TrialFinished(
-            trial_id=row.id,
-            result=trial_pb2.TrialResult(
-                outcome=trial_pb2.Outcome.Value(
-                    f"OUTCOME_{(row.outcome or 'sandbox_error').upper()}"
-                ),
-                reason=row.reason,
-                exit_code=row.exit_code if row.exit_code is not None else -1,
-                stdout=row.stdout,
-                stderr=row.stderr,
-                output_truncated=row.output_truncated,
-                duration_seconds=row.duration_seconds or 0.0,
-                result_json=row.result_json,
-                peak_memory_bytes=row.peak_memory_bytes,
-                artifacts=[
-                    trial_pb2.Artifact(name=name, data=data) for name, data in recorded.artifacts
-                ],
-                artifacts_skipped=json.loads(row.artifacts_skipped),
-            ),
-        )
+        finished=runner_pb2.TrialFinished(trial_id=trial_id, result=result.to_proto())
     )
 
 
 def metric_event(trial_id: str, values: dict[str, Any]) -> runner_pb2.RunnerEvent:
     return runner_pb2.RunnerEvent(
-        metric=runner_pb2.TrialMetric(trial_id=trial_id, values_json=json.dumps(values))
+        metric=runner_pb2.TrialMetric(trial_id=trial_id, values_json=to_json(values))
     )
 
 
@@ -141,7 +111,7 @@ class TrialExecutor:
             store.admit,
             trial_id,
             "{}",
-            ended=not_run("cancelled", "cancelled before it started"),
+            ended=not_run(Outcome.CANCELLED, "cancelled before it started"),
         )
         if trial_id in self._running:
             # Stop it where it is. Its finished event goes to the stream that
@@ -163,7 +133,7 @@ class TrialExecutor:
             # The trial's own content is at fault: it fails without running,
             # the same way every time it is sent.
             outbox.put_nowait(accepted_event(run.trial_id, None))
-            outbox.put_nowait(failed_event(run.trial_id, problem))
+            outbox.put_nowait(finished_event(run.trial_id, not_run(Outcome.FAILED, problem)))
             return
         # The stream may be cut at any await here (the orchestrator crashed or
         # gave up on it). Recording a new trial and starting it happen in a task
@@ -194,20 +164,36 @@ class TrialExecutor:
         but by a bug or a failed write): it ends as sandbox_error, which the
         orchestrator may retry, rather than stay unanswered and hold its sweep
         forever."""
-        recorded = await self._db(store.recorded, trial_id)
-        if recorded.trial.state != store.FINISHED:
+        result = await self._db(store.finished, trial_id)
+        if result is None:
             if self._closing:
                 # Dropped by our own shutdown before it started: it runs when
                 # sent again after the restart.
                 raise Unavailable("the runner is shutting down")
-            logger.error("trial %s is %s but not executing here", trial_id, recorded.trial.state)
-            recorded = await self._db(
-                store.finish,
-                trial_id,
-                not_run("sandbox_error", "the runner lost track of this execution"),
+            logger.error("trial %s is known but neither executing nor finished here", trial_id)
+            result = await self._record(
+                trial_id, not_run(Outcome.SANDBOX_ERROR, "the runner lost track of this execution")
             )
         outbox.put_nowait(accepted_event(trial_id, previous))
-        outbox.put_nowait(finished_event(recorded))
+        outbox.put_nowait(finished_event(trial_id, result))
+
+    async def _record(self, trial_id: str, result: TrialResult) -> TrialResult:
+        """Record how a trial ended and return what to report. A result the store
+        refuses, for whatever reason, ends that trial alone as sandbox_error (recorded
+        if the store takes that much), and every other trial and stream goes on."""
+        try:
+            return await self._db(store.finish, trial_id, result)
+        except Exception as error:
+            error_id = unexpected(logger, "recording a result failed", error, trial=trial_id)
+        fallback = not_run(
+            Outcome.SANDBOX_ERROR,
+            f"the runner could not record the trial's result (error id {error_id})",
+        )
+        try:
+            return await self._db(store.finish, trial_id, fallback)
+        except Exception as error:
+            unexpected(logger, "recording a fallback result failed", error, trial=trial_id)
+        return fallback
 
     def forget(self, outbox: Outbox) -> None:
         for subscribers in self._subscribers.values():
@@ -223,30 +209,30 @@ class TrialExecutor:
             try:
                 execution = await self._attempt(run)
             except Exception as error:  # the sandbox reports the trial's misbehaviour; this is ours
-                logger.exception("trial execution failed", extra={"fields": {"trial": trial_id}})
+                error_id = unexpected(logger, "trial execution failed", error, trial=trial_id)
                 execution = not_run(
-                    "sandbox_error",
-                    f"the runner could not execute the trial: {type(error).__name__}",
+                    Outcome.SANDBOX_ERROR,
+                    f"the runner could not execute the trial (error id {error_id})",
                 )
             if execution is None:
                 # Never started: the row stays queued and the trial runs when it is
                 # sent again after the restart.
                 return
-            recorded = await self._db(store.finish, trial_id, execution)
+            recorded = await self._record(trial_id, execution)
             log(
                 logger,
                 "trial finished",
                 trial=trial_id,
-                outcome=execution.outcome,
-                seconds=round(execution.duration_seconds, 3),
+                outcome=recorded.outcome,
+                seconds=round(recorded.duration_seconds, 3),
             )
-            self._publish(trial_id, finished_event(recorded))
+            self._publish(trial_id, finished_event(trial_id, recorded))
         finally:
             self._running.pop(trial_id, None)
             self._subscribers.pop(trial_id, None)
             self._cancelled.discard(trial_id)
 
-    async def _attempt(self, run: runner_pb2.RunTrial) -> Execution | None:
+    async def _attempt(self, run: runner_pb2.RunTrial) -> TrialResult | None:
         """Run the trial once; None when the runner shut down before it started."""
         trial_id = run.trial_id
         loop = asyncio.get_running_loop()
@@ -256,7 +242,7 @@ class TrialExecutor:
             try:
                 image = await self._images.image_for(run.requirements)
             except ImageUnavailable as error:
-                return not_run(error.outcome, error.reason)
+                return not_run(Outcome(error.outcome), error.reason)
             finally:
                 self._preparing.discard(trial_id)
 
@@ -267,7 +253,7 @@ class TrialExecutor:
             if self._closing:
                 return None
             if trial_id in self._cancelled:
-                return not_run("cancelled", "cancelled before it started")
+                return not_run(Outcome.CANCELLED, "cancelled before it started")
             await self._db(store.mark_started, trial_id)
             self._publish(
                 trial_id, runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))
@@ -283,11 +269,11 @@ class TrialExecutor:
                     on_metric=on_metric,
                 ),
             )
-        if self._closing and execution.outcome == "cancelled":
+        if self._closing and execution.outcome == Outcome.CANCELLED:
             # Stopped by our own shutdown, not by a user: infrastructure.
             execution = dataclasses.replace(
                 execution,
-                outcome="sandbox_error",
+                outcome=Outcome.SANDBOX_ERROR,
                 reason="the runner shut down during the trial",
             )
         return execution

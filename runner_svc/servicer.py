@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import grpc
 
 from prism.errors import InvalidArgument, PrismError
-from prism.service import SLOTS_KEY, abort
+from prism.service import SLOTS_KEY, abort, unexpected
+from prism.trial import Outcome, not_run
 from prism.v1 import runner_pb2, runner_pb2_grpc
-from runner_svc.executor import TrialExecutor
+from runner_svc.executor import Outbox, TrialExecutor, accepted_event, finished_event
 
 MAX_TRIAL_ID = 200
 # A stream quiet this long gets a heartbeat: the orchestrator takes a longer
@@ -43,21 +44,16 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         # Headers go out at once, so the orchestrator knows the stream is open
         # (and the token accepted, and our slots) before any trial event exists.
         await context.send_initial_metadata(((SLOTS_KEY, str(self._executor.slots)),))
-        outbox: asyncio.Queue[runner_pb2.RunnerEvent | PrismError | None] = asyncio.Queue()
+        outbox: Outbox = asyncio.Queue()
 
         async def read_commands() -> None:
             try:
                 async for command in request_iterator:
-                    if command.HasField("run_trial"):
-                        validate(command.run_trial.trial_id)
-                        await self._executor.submit(command.run_trial, outbox)
-                    elif command.HasField("cancel_trial"):
-                        validate(command.cancel_trial.trial_id)
-                        await self._executor.cancel(command.cancel_trial.trial_id, outbox)
+                    await self._command(command, outbox)
             except PrismError as error:
                 outbox.put_nowait(error)
-            except Exception:
-                logger.exception("reading the orchestrator's commands failed")
+            except Exception as error:
+                unexpected(logger, "reading the orchestrator's commands failed", error)
             finally:
                 outbox.put_nowait(None)
 
@@ -87,3 +83,26 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         finally:
             reader.cancel()
             self._executor.forget(outbox)  # type: ignore[arg-type]
+
+    async def _command(self, command: runner_pb2.RunnerCommand, outbox: Outbox) -> None:
+        """Carry out one command. A failure of ours while doing it ends that trial
+        alone, as sandbox_error; a broken peer (PrismError) ends the stream."""
+        if command.HasField("run_trial"):
+            trial_id = command.run_trial.trial_id
+            validate(trial_id)
+            action = self._executor.submit(command.run_trial, outbox)
+        elif command.HasField("cancel_trial"):
+            trial_id = command.cancel_trial.trial_id
+            validate(trial_id)
+            action = self._executor.cancel(trial_id, outbox)
+        else:
+            return
+        try:
+            await action
+        except PrismError:
+            raise
+        except Exception as error:
+            error_id = unexpected(logger, "a command failed", error, trial=trial_id)
+            reason = f"the runner could not take the trial (error id {error_id})"
+            outbox.put_nowait(accepted_event(trial_id, None))
+            outbox.put_nowait(finished_event(trial_id, not_run(Outcome.SANDBOX_ERROR, reason)))

@@ -6,13 +6,12 @@ trial id that arrives again is answered from here instead of running again.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
+from typing import Any
 
 import peewee
 
-from sandbox import Execution as SandboxExecution
+from prism.trial import Outcome, TrialResult
 
 db = peewee.SqliteDatabase(None)
 # 2: results, peak memory and artifacts.
@@ -39,7 +38,7 @@ class Trial(peewee.Model):
     result_json = peewee.TextField(default="")
     peak_memory_bytes = peewee.IntegerField(default=0)
     # A JSON list of strings: the output files left out, and why.
-    artifacts_skipped = peewee.TextField(default="[]")
+    artifacts_skipped_json = peewee.TextField(default="[]", column_name="artifacts_skipped")
 
     class Meta:
         database = db
@@ -71,15 +70,7 @@ class Artifact(peewee.Model):
 MODELS = [Trial, Execution, Artifact]
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """A finished trial as recorded: what a re-sent trial id is answered with."""
-
-    trial: Trial
-    artifacts: list[tuple[str, bytes]]
-
-
-def admit(trial_id: str, params_json: str, *, ended: SandboxExecution | None = None) -> str | None:
+def admit(trial_id: str, params_json: str, *, ended: TrialResult | None = None) -> str | None:
     """Record a trial unless it is known; return its state before this call.
     With `ended`, a new trial is recorded as finished with it in the same
     transaction (a cancel that came first), so it is never left queued."""
@@ -101,36 +92,32 @@ def mark_started(trial_id: str) -> None:
         Execution.create(trial=trial_id, started_at=now)
 
 
-def finish(trial_id: str, execution: SandboxExecution) -> Recorded:
+def finish(trial_id: str, result: TrialResult) -> TrialResult:
+    """Record how the trial ended; returns the result as recorded."""
     with db.atomic("IMMEDIATE"):
-        Trial.update(
-            state=FINISHED,
-            finished_at=time.time(),
-            outcome=execution.outcome,
-            reason=execution.reason,
-            exit_code=execution.exit_code,
-            stdout=execution.stdout,
-            stderr=execution.stderr,
-            output_truncated=execution.output_truncated,
-            duration_seconds=execution.duration_seconds,
-            result_json="" if execution.result is None else json.dumps(execution.result),
-            peak_memory_bytes=execution.peak_memory_bytes,
-            artifacts_skipped=json.dumps(list(execution.artifacts_skipped)),
-        ).where(Trial.id == trial_id).execute()
+        Trial.update(state=FINISHED, finished_at=time.time(), **result.columns()).where(
+            Trial.id == trial_id
+        ).execute()
         Artifact.delete().where(Artifact.trial == trial_id).execute()
-        for position, (name, data) in enumerate(execution.artifacts):
-            Artifact.create(trial=trial_id, position=position, name=name, data=data)
-        # The artifacts as just written, not read back.
-        return Recorded(Trial.get_by_id(trial_id), list(execution.artifacts))
+        for position, artifact in enumerate(result.artifacts):
+            Artifact.create(
+                trial=trial_id, position=position, name=artifact.name, data=artifact.data
+            )
+    return result
 
 
-def recorded(trial_id: str) -> Recorded:
-    artifacts = (
+def finished(trial_id: str) -> TrialResult | None:
+    """The recorded result of a finished trial; None while it has not finished."""
+    row = Trial.get_by_id(trial_id)
+    if row.state != FINISHED:
+        return None
+    artifacts: Any = (
         Artifact.select(Artifact.name, Artifact.data)
         .where(Artifact.trial == trial_id)
         .order_by(Artifact.position)
+        .tuples()
     )
-    return Recorded(Trial.get_by_id(trial_id), [(a.name, bytes(a.data)) for a in artifacts])
+    return TrialResult.from_columns(row, list(artifacts))
 
 
 def recover() -> tuple[int, int]:
@@ -143,7 +130,7 @@ def recover() -> tuple[int, int]:
             Trial.update(
                 state=FINISHED,
                 finished_at=time.time(),
-                outcome="sandbox_error",
+                outcome=Outcome.SANDBOX_ERROR.value,
                 reason="the runner restarted while the trial was running",
                 exit_code=-1,
             )

@@ -1,11 +1,20 @@
-"""Trial bootstrap: the process the init of every sandbox container starts.
+"""Trial bootstrap: the supervisor of every sandbox container, its PID 1.
 
 It writes the trial's files into the workspace, runs the script as its child (stdio
 inherited: the output goes straight to the container's streams, nothing is copied),
-and when the script has ended kills every process it left behind, then tells the host
-what the trial left: its result file, the files of its output folder, the container's
-peak memory and how many processes the kernel killed for lack of memory. The trial
-contract itself is described in ``sandbox/__init__.py``.
+reaps every process that ends, and when the script has ended kills every process it
+left behind, then tells the host what the trial left: its result file, the files of its
+output folder, the container's peak memory and how many processes the kernel killed
+for lack of memory. The trial contract itself is described in ``sandbox/__init__.py``.
+
+The trial's processes run as the same user, so what keeps them from posing as the
+bootstrap is the kernel's treatment of a namespace's init and of a process that is
+not dumpable: the bootstrap is PID 1 of the container's PID namespace, so no process
+in it can kill or stop it (signals it has no handler for are dropped), and the first
+thing it does is make itself non-dumpable, so its /proc files (its environment, its
+memory, its open files) belong to root and no process of the trial can read them or
+ptrace it (the seccomp profile denies ptrace besides). The key below therefore stays
+the bootstrap's and the host's alone.
 
 The trial arrives in the environment because the root filesystem is read-only and the
 workspace is a tmpfs that exists only once the container runs: there is no earlier
@@ -15,22 +24,23 @@ the host made for this run:
 
     \\x1ePRISM-REPORT <key> <length>\\n<length bytes>
 
-The bytes are one line of JSON (``result``: the result file's text or null,
-``result_ignored``: why a result file was not taken, or null, ``signal``: the signal
-that ended the script or 0, ``peak_memory_bytes``, ``oom_kills``, ``artifacts``:
-``[name, size]`` pairs, ``artifacts_skipped``: strings), then the artifacts' contents
-one after another. The host strips the report from stderr. The key
-is taken out of the script's environment, so no trial prints a report by accident; one
-that digs the key up anyway (it can read its own init's environment) can only lie
-about itself, within the caps the host checks again.
+The bytes are one line of JSON (``setup_error``: why the script could not be started,
+or null; ``result``: the result file's text or null; ``result_error``: why the file
+could not be taken, or null; ``signal``: the signal that ended the script or 0;
+``peak_memory_bytes``; ``oom_kills``; ``artifacts``: ``[name, size]`` pairs;
+``artifacts_skipped``: strings), then the artifacts' contents one after another. The
+host strips the report from stderr and checks all of it again.
 
-Standard library only: it runs on any base image with python3.
+Standard library only: it runs on any base image with python3. The caps repeat those
+of ``prism.trial`` (a test keeps them equal): this file is shipped alone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -48,16 +58,19 @@ HELPER_DIR = "/opt/prism"
 MAX_RESULT_BYTES = 64 * 1024
 MAX_ARTIFACT_FILES = 32
 MAX_ARTIFACT_BYTES = 4 * 2**20
+MAX_NAME_PART_BYTES = 255
+MAX_NAME_BYTES = 1024
 # Entries of the output folder looked at, at most: the rest is not examined.
 MAX_OUTPUT_ENTRIES = 10_000
 # artifacts_skipped lists at most this many files, the last entry counting the rest.
 MAX_SKIPPED_LISTED = 64
-_MAX_SKIPPED_CHARS = 512
+MAX_SKIPPED_CHARS = 512
 
 REPORT_KEY_ENV = "PRISM_REPORT_KEY"
 REPORT_MARK = b"\x1ePRISM-REPORT "
 
-# Signals init forwards to us: they are meant for the trial.
+# Signals the engine may send us that are meant for the trial: docker stop's SIGTERM,
+# and the rest a user could send with docker kill.
 _FORWARDED = (
     signal.SIGHUP,
     signal.SIGINT,
@@ -66,45 +79,65 @@ _FORWARDED = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
+_PR_SET_DUMPABLE = 4
 # The container's own memory cgroup (the cgroup namespace is private): v1, then v2.
 _PEAK_FILES = ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak")
 _OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
-# How long stragglers may take to die and be reaped by init.
+# How long stragglers may take to die.
 _KILL_SECONDS = 5.0
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def main() -> None:
-    script = os.environ.pop("PRISM_SCRIPT")  # the trial should not see its own source twice
     key = os.environ.pop(REPORT_KEY_ENV, "")
-    params = os.environ["PRISM_PARAMS"] = os.environ.get("PRISM_PARAMS") or "{}"
-    if not isinstance(json.loads(params), dict):
-        sys.exit("prism: PRISM_PARAMS must be a JSON object")
-    os.chdir(WORKSPACE)
-    with open(TRIAL_FILE, "w", encoding="utf-8") as f:
-        f.write(script)
-    with open(PARAMS_FILE, "w", encoding="utf-8") as f:
-        f.write(params)
-    os.makedirs(OUTPUT_DIR, exist_ok=True)
+    try:
+        _protect_self()
+        script = os.environ.pop("PRISM_SCRIPT")  # the trial should not see its source twice
+        params = os.environ["PRISM_PARAMS"] = os.environ.get("PRISM_PARAMS") or "{}"
+        if not isinstance(json.loads(params), dict):
+            raise ValueError("PRISM_PARAMS must be a JSON object")
+        os.chdir(WORKSPACE)
+        with open(TRIAL_FILE, "w", encoding="utf-8") as f:
+            f.write(script)
+        with open(PARAMS_FILE, "w", encoding="utf-8") as f:
+            f.write(params)
+        os.makedirs(OUTPUT_DIR, exist_ok=True)
+    except (OSError, ValueError, KeyError) as error:
+        problem = f"{type(error).__name__}: {error}"[:500]
+        os.write(2, f"prism: could not prepare the trial: {problem}\n".encode())
+        _report(key, setup_error=problem)
+        sys.exit(125)
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = HELPER_DIR + (os.pathsep + path if path else "")
 
     status = _run_script()
-    _kill_stragglers()
+    _end_stragglers()
     signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-    if key:
-        _report(key, signalled)
+    _report(key, signalled=signalled)
     # The script's status becomes the container's, as a shell would give it.
     sys.exit(128 + signalled if signalled else os.WEXITSTATUS(status))
+
+
+def _protect_self() -> None:
+    """Not dumpable: our /proc files become root's, so the trial can neither read our
+    environment (the key) nor open our stderr nor attach to us."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def _run_script() -> int:
     pid = os.fork()
     if pid == 0:
         try:
-            # When memory runs out, the kernel should pick the trial's processes (their
-            # children inherit this), never the bootstrap, which must live to report.
+            # Back to dumpable for the moment it takes to make the kernel's OOM killer
+            # pick the trial's processes (their children inherit this), never the
+            # bootstrap, which must live to report; exec then replaces everything we
+            # held. Nothing of the trial runs yet.
+            ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
             with suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.execv(sys.executable, [sys.executable, TRIAL_FILE])
         except BaseException as error:
             os.write(2, f"prism: could not start the script: {error}\n".encode())
@@ -117,28 +150,37 @@ def _run_script() -> int:
 
     for signum in _FORWARDED:
         signal.signal(signum, forward)
-    _, status = os.waitpid(pid, 0)
-    return status
+    # As PID 1 we are the parent of every orphan: reap them while we wait.
+    while True:
+        ended, status = os.waitpid(-1, 0)
+        if ended == pid:
+            return status
 
 
-def _kill_stragglers() -> None:
-    """Kill what the script left running: kill(-1) reaches every process of our uid but
-    init and ourselves. It fails with ESRCH once init has reaped them all."""
+def _end_stragglers() -> None:
+    """Kill what the script left running: kill(-1) reaches every process in the
+    container but ourselves; reap them until none is left."""
     deadline = time.monotonic() + _KILL_SECONDS
     while time.monotonic() < deadline:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(-1, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
             return
         time.sleep(0.002)
 
 
-def _report(key: str, signalled: int) -> None:
-    result, ignored = _read_result()
-    artifacts, skipped = _artifacts()
+def _report(key: str, *, signalled: int = 0, setup_error: str | None = None) -> None:
+    if not key:
+        return
+    result, result_error = (None, None) if setup_error else _read_result()
+    artifacts, skipped = ([], []) if setup_error else _artifacts()
     meta = {
+        "setup_error": setup_error,
         "result": result,
-        "result_ignored": ignored,
+        "result_error": result_error,
         "signal": signalled,
         "peak_memory_bytes": _cgroup_number(_PEAK_FILES),
         "oom_kills": _cgroup_number(_OOM_FILES, field="oom_kill"),
@@ -158,28 +200,25 @@ def _report(key: str, signalled: int) -> None:
 
 
 def _read_result() -> tuple[str | None, str | None]:
-    """The result file's text if it holds a JSON object within the cap: (text, None),
-    else (None, why it is ignored); (None, None) when there is no file."""
+    """The result file's text: (text, None); (None, why it cannot be taken) when it is
+    not a readable UTF-8 regular file within the cap; (None, None) when there is none.
+    Whether the text is a JSON object within the rules is for the host to say."""
     try:
         info = os.lstat(RESULT_FILE)
     except FileNotFoundError:
         return None, None
     except OSError as error:
-        return None, f"cannot read it ({error.strerror})"
+        return None, f"cannot be read ({error.strerror})"
     if not stat.S_ISREG(info.st_mode):
-        return None, f"it is a {_kind(info.st_mode)}, not a regular file"
+        return None, f"is a {_kind(info.st_mode)}, not a regular file"
     if info.st_size > MAX_RESULT_BYTES:
-        return None, f"it is larger than {MAX_RESULT_BYTES} bytes"
+        return None, f"is larger than {MAX_RESULT_BYTES} bytes"
     try:
-        text = _read(RESULT_FILE, MAX_RESULT_BYTES).decode("utf-8")
-        value = json.loads(text)
+        return _read(RESULT_FILE, MAX_RESULT_BYTES).decode("utf-8"), None
     except OSError as error:
-        return None, f"cannot read it ({error.strerror})"
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, "it is not JSON"
-    if not isinstance(value, dict):
-        return None, "it is not a JSON object"
-    return text, None
+        return None, f"cannot be read ({error.strerror})"
+    except UnicodeDecodeError:
+        return None, "is not UTF-8"
 
 
 def _artifacts() -> tuple[list[tuple[str, bytes]], list[str]]:
@@ -188,7 +227,10 @@ def _artifacts() -> tuple[list[tuple[str, bytes]], list[str]]:
     skipped: list[str] = []
     total = 0
     for name, path, mode, size in _output_entries(skipped):
-        if not stat.S_ISREG(mode):
+        problem = name_problem(name)
+        if problem is not None:
+            why = problem
+        elif not stat.S_ISREG(mode):
             why = f"a {_kind(mode)}, not a regular file"
         elif len(artifacts) >= MAX_ARTIFACT_FILES:
             why = f"over the cap of {MAX_ARTIFACT_FILES} files"
@@ -203,11 +245,33 @@ def _artifacts() -> tuple[list[tuple[str, bytes]], list[str]]:
                 artifacts.append((name, data))
                 total += len(data)
                 continue
-        skipped.append(f"{name}: {why}")
+        skipped.append(f"{_shown(name)}: {why}")
     if len(skipped) > MAX_SKIPPED_LISTED:
         rest = len(skipped) - MAX_SKIPPED_LISTED + 1
         skipped[MAX_SKIPPED_LISTED - 1 :] = [f"... and {rest} more"]
-    return artifacts, [entry[:_MAX_SKIPPED_CHARS] for entry in skipped]
+    return artifacts, [entry[:MAX_SKIPPED_CHARS] for entry in skipped]
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (a path relative to the output folder, as found there) cannot be an
+    artifact's name, or None. The same rule as ``prism.trial.artifact_name``."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the name is not UTF-8"
+    if _CONTROL.search(name):
+        return "the name holds a control character"
+    if size > MAX_NAME_BYTES:
+        return f"the name is longer than {MAX_NAME_BYTES} bytes"
+    if any(len(part.encode()) > MAX_NAME_PART_BYTES for part in name.split("/")):
+        return f"a part of the name is longer than {MAX_NAME_PART_BYTES} bytes"
+    return None
+
+
+def _shown(name: str) -> str:
+    """A name as it can be listed: valid UTF-8, control characters replaced."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub("\ufffd", text)[:200]
 
 
 def _output_entries(skipped: list[str]) -> list[tuple[str, str, int, int]]:
@@ -228,7 +292,7 @@ def _output_entries(skipped: list[str]) -> list[tuple[str, str, int, int]]:
             with os.scandir(folder) as entries:
                 listed = list(entries)
         except OSError as error:
-            skipped.append(f"{prefix or './'}: unreadable folder ({error.strerror})")
+            skipped.append(f"{_shown(prefix) or './'}: unreadable folder ({error.strerror})")
             continue
         for entry in listed:
             seen += 1
@@ -237,15 +301,9 @@ def _output_entries(skipped: list[str]) -> list[tuple[str, str, int, int]]:
                 return sorted(found)
             name = prefix + entry.name
             try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                skipped.append(f"{shown}: the name is not UTF-8")
-                continue
-            try:
                 info = entry.stat(follow_symlinks=False)
             except OSError as error:
-                skipped.append(f"{name}: unreadable ({error.strerror})")
+                skipped.append(f"{_shown(name)}: unreadable ({error.strerror})")
                 continue
             if stat.S_ISDIR(info.st_mode):
                 folders.append((name + "/", entry.path))

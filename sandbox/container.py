@@ -5,13 +5,16 @@ the DockerClient it holds, serve all of them at once. Each run takes two threads
 caller's, which drives the container's life (create, attach, start, wait, kill,
 remove), and a reader that drains the container's output to its end, because a kill
 while nobody reads the attached output can hang the engine. The reader only reads,
-raises flags and calls ``on_metric``; every kill is issued by the caller's thread or by
-``cancel``.
+parses, raises flags and calls ``on_metric``; every kill is issued by the caller's
+thread or by ``cancel``.
 
-The reader also takes the bootstrap's report (see ``sandbox/bootstrap.py``) out of
-stderr: it is found by the run's random key, even split across reads, and does not
-count against the output limit. Everything in it is checked again here, because the
-trial could have forged it. The trial contract is described in ``sandbox/__init__.py``.
+This is where the trial's bytes enter the runner, and where they are parsed, once,
+into a ``prism.trial.TrialResult``: metric lines as they arrive, the bootstrap's
+report (see ``sandbox/bootstrap.py``; found in stderr by the run's random key, even
+split across reads, and not counted against the output limit), the result object, the
+artifacts. What breaks a rule of ``prism.trial`` ends the trial ``failed`` with the
+rule named. The exit code, the wall time and OOM kills come from the engine. The
+trial contract itself is described in ``sandbox/__init__.py``.
 """
 
 import contextlib
@@ -35,9 +38,18 @@ import docker.errors
 import requests
 from docker.types import LogConfig, Ulimit
 
+from prism.trial import (
+    Artifact,
+    NotAnObject,
+    Outcome,
+    RuleBroken,
+    TrialResult,
+    checked_artifacts,
+    not_run,
+    parse_object,
+)
 from sandbox.bootstrap import (
     MAX_ARTIFACT_BYTES,
-    MAX_ARTIFACT_FILES,
     MAX_RESULT_BYTES,
     MAX_SKIPPED_LISTED,
     REPORT_KEY_ENV,
@@ -45,16 +57,6 @@ from sandbox.bootstrap import (
     RESULT_FILE,
 )
 from sandbox.prism_trial import MAX_METRIC_LINE_BYTES, METRIC_PREFIX
-
-OUTCOMES = (
-    "succeeded",
-    "failed",
-    "timed_out",
-    "oom_killed",
-    "output_limit",
-    "cancelled",
-    "sandbox_error",
-)
 
 OWNER_LABEL = "prism.owner"
 TRIAL_LABEL = "prism.trial"
@@ -64,15 +66,16 @@ _TMP_BYTES = 16 * _MiB
 _SHM_BYTES = 16 * _MiB
 _OPEN_FILES = 1024
 _NOBODY = "65534:65534"
-# The bootstrap lives beside the trial's processes: its memory and its one process
-# come on top of the trial's limits.
-_BOOTSTRAP_BYTES = 16 * _MiB
+# The bootstrap lives beside the trial's processes: its memory (an interpreter, and
+# the artifacts it reads to report them) and its one process come on top of the
+# trial's limits.
+BOOTSTRAP_BYTES = 16 * _MiB
 _BOOTSTRAP_PROCESSES = 1
-# Metric events one trial may report; later metric lines only stay in stdout.
+# Metric lines one trial may print; one more fails it.
 MAX_METRICS = 10_000
-# The bootstrap's report: artifacts plus one line of JSON about them.
-_MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + _MiB
-_MAX_NAME_CHARS = 4096
+# The bootstrap's report: artifacts plus one line of JSON about them (the result's
+# text, escaped, may take six times its size there).
+_MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + 2 * _MiB
 # How long a killed container, or the output stream of an exited one, may take to end.
 _GRACE_SECONDS = 10.0
 # Linux refuses to exec with an environment string longer than this (MAX_ARG_STRLEN).
@@ -87,10 +90,10 @@ logger = logging.getLogger(__name__)
 class Limits:
     """What one trial may use.
 
-    ``memory_bytes`` is for the trial's processes. The container's memory limit is that
-    plus the workspace, /tmp and /dev/shm sizes, because tmpfs pages are charged to the
-    container too: a full workspace must not leave the trial short of memory; plus
-    16 MiB for the bootstrap. ``processes`` likewise leaves the bootstrap out.
+    ``memory_bytes`` is the ceiling of the trial's processes, and the files they write
+    to /workspace, /tmp and /dev/shm count inside it (tmpfs pages are memory, charged
+    to the container). The container's memory limit is that plus 16 MiB for the
+    bootstrap. ``processes`` likewise leaves the bootstrap out.
 
     ``output_bytes`` bounds stdout and stderr together. A trial that writes more is
     killed (outcome ``output_limit``) and keeps the first ``output_bytes`` it wrote.
@@ -108,27 +111,9 @@ class Limits:
             if not value > 0:
                 raise ValueError(f"limit {name} must be positive, got {value!r}")
 
-
-@dataclass(frozen=True, kw_only=True)
-class Execution:
-    """How a trial ended. ``exit_code`` is -1 when the process did not exit on its own.
-
-    ``result`` is the trial's result object, None when it left none or did not run to
-    its end. ``peak_memory_bytes`` is the container's peak memory, 0 when unknown (a
-    container the host killed). ``artifacts`` are (name, content) pairs in name order;
-    ``artifacts_skipped`` says which files were left out, and why."""
-
-    outcome: str
-    reason: str
-    exit_code: int
-    stdout: str
-    stderr: str
-    output_truncated: bool
-    duration_seconds: float
-    result: dict[str, Any] | None = None
-    peak_memory_bytes: int = 0
-    artifacts: tuple[tuple[str, bytes], ...] = ()
-    artifacts_skipped: tuple[str, ...] = ()
+    @property
+    def container_memory_bytes(self) -> int:
+        return self.memory_bytes + BOOTSTRAP_BYTES
 
 
 MetricCallback = Callable[[dict[str, Any]], None]
@@ -136,14 +121,15 @@ MetricCallback = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True, kw_only=True)
 class _Report:
-    """What the bootstrap found once the script had ended."""
+    """What the bootstrap found once the script had ended, checked."""
 
-    result: dict[str, Any] | None
-    result_ignored: str | None
+    setup_error: str | None
+    result: str | None
+    result_error: str | None
     signal: int
     peak_memory_bytes: int
     oom_kills: int
-    artifacts: tuple[tuple[str, bytes], ...]
+    artifacts: tuple[Artifact, ...]
     artifacts_skipped: tuple[str, ...]
 
 
@@ -151,8 +137,9 @@ class _ReportReader:
     """Separates the bootstrap's report from the stderr around it.
 
     Bytes that may be the start of the mark are held back until the next read shows
-    whether they are. Only the first well-formed report counts; a malformed header
-    and anything after the report are ordinary stderr."""
+    whether they are. Only the bootstrap knows the key, so the mark is its report
+    wherever it appears; a header that is not a length within the cap, or a report
+    cut short, leaves ``problem`` set. Anything after the report is ordinary stderr."""
 
     _TEXT, _HEADER, _PAYLOAD, _AFTER = range(4)
 
@@ -163,6 +150,7 @@ class _ReportReader:
         self._payload = bytearray()
         self._length = 0
         self.payload: bytes | None = None
+        self.problem: str | None = None
 
     def feed(self, data: bytes) -> bytes:
         """Return the stderr text among ``data``."""
@@ -186,9 +174,8 @@ class _ReportReader:
                     break
                 digits = data[:end] if end >= 0 else b""
                 if not (digits.isdigit() and int(digits) <= _MAX_REPORT_BYTES):
-                    # Not a report after all: the mark was text.
-                    text += self._mark
-                    self._state = self._TEXT
+                    self.problem = "its header is not a length within the cap"
+                    self._state = self._AFTER
                     continue
                 self._length = int(digits)
                 data = data[end + 1 :]
@@ -207,10 +194,11 @@ class _ReportReader:
         return bytes(text)
 
     def end(self) -> bytes:
-        """The stream ended: held bytes are text, unless they were a cut-off report."""
+        """The stream ended: held bytes are text, unless a report was cut off."""
         held, self._held = self._held, b""
-        if self._state == self._HEADER:
-            return self._mark + held
+        if self._state in (self._HEADER, self._PAYLOAD):
+            self.problem = "it was cut short"
+            return b""
         return held if self._state == self._TEXT else b""
 
     def _complete(self) -> None:
@@ -220,14 +208,17 @@ class _ReportReader:
 
 
 class _MetricLines:
-    """Finds metric lines in stdout as it arrives and hands their values over."""
+    """Finds metric lines in stdout as it arrives, parses each and hands its values
+    over; a metric line that breaks a rule calls ``on_broken`` with the rule, once."""
 
-    def __init__(self, on_metric: MetricCallback | None) -> None:
+    def __init__(self, on_metric: MetricCallback | None, on_broken: Callable[[str], None]) -> None:
         self._on_metric = on_metric
+        self._on_broken = on_broken
         self._prefix = METRIC_PREFIX.encode()
         self._line = bytearray()
-        # The current line cannot be a metric: another start, or too long.
+        # The current line cannot be a metric: it starts otherwise.
         self._skip = False
+        self._too_long = False
         self.count = 0
         self.closed = False
 
@@ -237,14 +228,14 @@ class _MetricLines:
         start = 0
         while True:
             end = data.find(b"\n", start)
-            if not self._skip:
+            if not self._skip and not self._too_long:
                 self._line += data[start:] if end < 0 else data[start:end]
                 known = min(len(self._line), len(self._prefix))
-                if (
-                    self._line[:known] != self._prefix[:known]
-                    or len(self._line) > MAX_METRIC_LINE_BYTES
-                ):
+                if self._line[:known] != self._prefix[:known]:
                     self._skip = True
+                    self._line.clear()
+                elif len(self._line) > MAX_METRIC_LINE_BYTES:
+                    self._too_long = True
                     self._line.clear()
             if end < 0:
                 return
@@ -257,15 +248,25 @@ class _MetricLines:
             self._end_line()
 
     def _end_line(self) -> None:
-        line, skip = bytes(self._line), self._skip
+        line, skip, too_long = bytes(self._line), self._skip, self._too_long
         self._line.clear()
-        self._skip = False
-        if skip or len(line) < len(self._prefix) or self.count >= MAX_METRICS or self.closed:
-            return
-        values = _json_object(line[len(self._prefix) :])
-        if values is None or self._on_metric is None:
+        self._skip = self._too_long = False
+        if self.closed or skip or (len(line) < len(self._prefix) and not too_long):
             return
         self.count += 1
+        what = f"metric line {self.count}"
+        try:
+            if too_long:
+                raise RuleBroken(f"{what} is longer than {MAX_METRIC_LINE_BYTES} bytes")
+            if self.count > MAX_METRICS:
+                raise RuleBroken(f"more than {MAX_METRICS} metric lines")
+            values = parse_object(line[len(self._prefix) :], what=what)
+        except (RuleBroken, NotAnObject) as error:
+            self.closed = True
+            self._on_broken(str(error))
+            return
+        if self._on_metric is None:
+            return
         try:
             self._on_metric(values)
         except Exception:  # the caller's bug must not cost the trial its output
@@ -280,21 +281,22 @@ class _Trial:
         self.container_id: str | None = None
         self.report_key = secrets.token_hex(16)
         self.report = _ReportReader(self.report_key)
-        self.metrics = _MetricLines(on_metric)
+        self.metrics = _MetricLines(on_metric, lambda rule: self.stop(Outcome.FAILED, rule))
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.truncated = False
         self.read_error: Exception | None = None
-        # The outcome that made us stop the container; the first one wins.
-        self.stop_reason: str | None = None
+        # The outcome that made us stop the container, and why; the first one wins.
+        self.stop_reason: Outcome | None = None
+        self.stop_detail = ""
         # Set on a stop request and when the output ends, which is when the trial exits.
         self.wake = threading.Event()
         self._lock = threading.Lock()
 
-    def stop(self, outcome: str) -> None:
+    def stop(self, outcome: Outcome, detail: str = "") -> None:
         with self._lock:
             if self.stop_reason is None:
-                self.stop_reason = outcome
+                self.stop_reason, self.stop_detail = outcome, detail
         self.wake.set()
 
     def drain(self, output: Any) -> None:
@@ -320,7 +322,7 @@ class _Trial:
         if len(data) > room:
             self.truncated = True
             data = data[: max(room, 0)]
-            self.stop("output_limit")
+            self.stop(Outcome.OUTPUT_LIMIT)
         kept += data
         return data
 
@@ -346,7 +348,7 @@ class Sandbox:
         *,
         image: str | None = None,
         on_metric: MetricCallback | None = None,
-    ) -> Execution:
+    ) -> TrialResult:
         """Run the script in a new container of ``image`` (the sandbox's own by default)
         and remove it; never raises for the trial's misbehaviour, and reports engine
         failures as outcome ``sandbox_error``.
@@ -373,7 +375,7 @@ class Sandbox:
             trial = self._trials.get(trial_id)
         if trial is None:
             return False
-        trial.stop("cancelled")
+        trial.stop(Outcome.CANCELLED)
         # run() kills too once it sees the flag; killing here as well stops a trial at
         # once even while run() waits on the engine.
         if trial.container_id is not None:
@@ -408,7 +410,7 @@ class Sandbox:
         params_json: str,
         limits: Limits,
         image: str,
-    ) -> Execution:
+    ) -> TrialResult:
         environment = {
             "PRISM_SCRIPT": script,
             "PRISM_PARAMS": params_json or "{}",  # an unset message field arrives empty
@@ -425,7 +427,7 @@ class Sandbox:
                     f"{name} is longer than the {_ENV_STRING_MAX} bytes Linux allows"
                 )
         if trial.stop_reason is not None:
-            return not_run("cancelled", "cancelled before it started")
+            return not_run(Outcome.CANCELLED, "cancelled before it started")
 
         container_id: str = self._api.create_container(
             image,
@@ -452,7 +454,7 @@ class Sandbox:
             if reader.is_alive():
                 _close(attached)
                 reader.join(_GRACE_SECONDS)
-            return self._execution(container_id, trial, status, limits, duration)
+            return self._result(container_id, trial, status, limits, duration)
         finally:
             if attached is not None:
                 _close(attached)
@@ -478,7 +480,7 @@ class Sandbox:
     def _supervise(self, container_id: str, trial: _Trial, deadline: float) -> dict[str, Any]:
         """Wait for the container to end, killing it on a stop request or at the deadline."""
         if not trial.wake.wait(max(deadline - time.monotonic(), 0.0)):
-            trial.stop("timed_out")
+            trial.stop(Outcome.TIMED_OUT)
         while True:
             if trial.stop_reason is not None:
                 self._kill(container_id)
@@ -490,30 +492,42 @@ class Sandbox:
                 status = self._api.wait(container_id, timeout=max(deadline - time.monotonic(), 1.0))
                 return status
             except requests.RequestException:
-                trial.stop("timed_out")
+                trial.stop(Outcome.TIMED_OUT)
 
-    def _execution(
+    def _result(
         self,
         container_id: str,
         trial: _Trial,
         status: dict[str, Any],
         limits: Limits,
         duration: float,
-    ) -> Execution:
-        report = None
+    ) -> TrialResult:
+        """The execution as the host saw it, with what the trial said parsed."""
+        code = int(status["StatusCode"])
+        # The engine marks any process of the container killed for memory, a child
+        # the script survived included.
+        engine_oom = bool(self._api.inspect_container(container_id)["State"].get("OOMKilled"))
+        report, report_problem = None, trial.report.problem
         if trial.report.payload is not None:
-            report = _parse_report(trial.report.payload)
-        outcome, reason, exit_code = self._verdict(container_id, trial, status, limits, report)
-        ran_to_end = outcome in ("succeeded", "failed", "oom_killed")
-        result = None
+            try:
+                report = _parse_report(trial.report.payload, limits)
+            except RuleBroken as error:
+                report_problem = str(error)
+        outcome, reason, exit_code = self._verdict(
+            trial, code, limits, report, report_problem, engine_oom
+        )
         stderr = trial.stderr.decode("utf-8", errors="replace")
-        if ran_to_end:
-            result = report.result if report is not None else None
-            result = result if result is not None else _last_line_result(trial.stdout)
-            if report is not None and report.result_ignored is not None:
-                # Said after the verdict, so stderr's last line in a reason is the trial's.
-                stderr += f"prism: {RESULT_FILE} ignored: {report.result_ignored}\n"
-        return Execution(
+        result = None
+        if outcome.ran_to_end and report is not None:
+            try:
+                result = _trial_result(report, trial.stdout)
+            except RuleBroken as error:
+                if outcome == Outcome.SUCCEEDED:
+                    outcome, reason = Outcome.FAILED, f"broke a rule: {error}"
+                else:
+                    # Said after the verdict, so stderr's last line in a reason is the trial's.
+                    stderr += f"prism: {error}\n"
+        measured = TrialResult(
             outcome=outcome,
             reason=reason,
             exit_code=exit_code,
@@ -521,63 +535,73 @@ class Sandbox:
             stderr=stderr,
             output_truncated=trial.truncated,
             duration_seconds=duration,
-            result=result,
-            peak_memory_bytes=report.peak_memory_bytes if report else 0,
-            artifacts=report.artifacts if report and ran_to_end else (),
-            artifacts_skipped=report.artifacts_skipped if report and ran_to_end else (),
+            peak_memory_bytes=report.peak_memory_bytes if report is not None else 0,
         )
+        if not (outcome.ran_to_end and report is not None):
+            return measured
+        try:
+            return dataclasses.replace(
+                measured,
+                result=result,
+                artifacts=report.artifacts,
+                artifacts_skipped=report.artifacts_skipped,
+            )
+        except RuleBroken as error:
+            # What the checks above let through and the result type refuses: never
+            # an exception, the trial fails with the rule.
+            return dataclasses.replace(
+                measured, outcome=Outcome.FAILED, reason=f"broke a rule: {error}"
+            )
 
     def _verdict(
         self,
-        container_id: str,
         trial: _Trial,
-        status: dict[str, Any],
+        code: int,
         limits: Limits,
         report: _Report | None,
-    ) -> tuple[str, str, int]:
+        report_problem: str | None,
+        engine_oom: bool,
+    ) -> tuple[Outcome, str, int]:
         """Outcome, reason and exit code: a stop we caused explains the exit first."""
-        code: int = status["StatusCode"]
-        if trial.stop_reason == "timed_out":
-            return "timed_out", f"killed after {limits.wall_seconds:g} s wall-clock limit", -1
-        if trial.stop_reason == "output_limit":
+        if trial.stop_reason == Outcome.TIMED_OUT:
+            return Outcome.TIMED_OUT, f"killed after {limits.wall_seconds:g} s wall-clock limit", -1
+        if trial.stop_reason == Outcome.OUTPUT_LIMIT:
             limit = f"{limits.output_bytes} bytes"
-            return "output_limit", f"killed for writing more than {limit} of output", -1
-        if trial.stop_reason == "cancelled":
-            return "cancelled", "cancelled", -1
+            return Outcome.OUTPUT_LIMIT, f"killed for writing more than {limit} of output", -1
+        if trial.stop_reason == Outcome.CANCELLED:
+            return Outcome.CANCELLED, "cancelled", -1
+        if trial.stop_reason == Outcome.FAILED:
+            return Outcome.FAILED, f"broke a rule: {trial.stop_detail}; the trial was stopped", -1
         if trial.read_error is not None:
-            return "sandbox_error", f"lost the trial's output: {trial.read_error!r}", -1
-        out_of_memory = f"killed by the kernel: out of memory ({limits.memory_bytes} bytes limit)"
-        if report is None and trial.report.payload is not None:
-            # Only a script that dug up the key can have sent it: its own doing.
-            reason = f"{_exit_reason(code, trial.stderr)}; the sandbox's report was malformed"
-            return "failed", reason, code
-        if report is None:
-            # The bootstrap did not get to report: it was killed (by the kernel, or by
-            # the script, which runs as the same user), or it failed.
-            if code == 137 and self._oom_killed(container_id):
-                return "oom_killed", out_of_memory, -1
-            if code == 0:
-                return "sandbox_error", "the sandbox's bootstrap ended without a report", -1
-            reason = _exit_reason(code, trial.stderr)
-            return "failed", f"{reason} (the sandbox's bootstrap did not report)", code
-        if report.oom_kills:
-            # Any process of the trial counts, a child the script survived included.
-            count = report.oom_kills
+            return Outcome.SANDBOX_ERROR, "lost the trial's output stream from the engine", -1
+        if report is not None and report.setup_error is not None:
+            reason = f"the sandbox could not prepare the trial: {report.setup_error}"
+            return Outcome.SANDBOX_ERROR, reason, -1
+        oom_kills = report.oom_kills if report is not None else 0
+        if engine_oom or oom_kills:
+            out_of_memory = (
+                f"killed by the kernel: out of memory ({limits.memory_bytes} bytes limit)"
+            )
+            count = max(oom_kills, 1)
             reason = f"{count} process{'es' if count > 1 else ''} {out_of_memory}"
-            if report.signal:
-                return "oom_killed", reason, -1
-            return "oom_killed", f"{reason}; the script then exited with code {code}", code
-        return ("succeeded" if code == 0 else "failed"), _exit_reason(code, trial.stderr), code
-
-    def _oom_killed(self, container_id: str) -> bool:
-        # Only asked on exit code 137: the wait's answer does not tell an OOM kill apart.
-        state = self._api.inspect_container(container_id)["State"]
-        return bool(state.get("OOMKilled"))
+            if report is None or report.signal:
+                return Outcome.OOM_KILLED, reason, -1
+            return Outcome.OOM_KILLED, f"{reason}; the script then exited with code {code}", code
+        if report_problem is not None:
+            # Only the bootstrap writes the report and the trial cannot stop it midway;
+            # what spoilt it is taken to be the trial's doing, which is never retried.
+            reason = f"{_exit_reason(code, trial.stderr)}; the sandbox's report {report_problem}"
+            return Outcome.FAILED, reason, code
+        if report is None:
+            if code == 0:
+                return Outcome.SANDBOX_ERROR, "the sandbox's bootstrap ended without a report", -1
+            reason = _exit_reason(code, trial.stderr)
+            return Outcome.FAILED, f"{reason} (the sandbox's bootstrap did not report)", code
+        outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
+        return outcome, _exit_reason(code, trial.stderr), code
 
     def _host_config(self, limits: Limits) -> Any:
-        memory = sum(
-            (limits.memory_bytes, limits.workspace_bytes, _TMP_BYTES, _SHM_BYTES, _BOOTSTRAP_BYTES)
-        )
+        memory = limits.container_memory_bytes
         cpu_seconds = math.ceil(limits.wall_seconds * limits.cpus) + 1
         return self._api.create_host_config(
             network_mode="none",
@@ -605,7 +629,9 @@ class Sandbox:
                 # first: no process can use more CPU time than this within it.
                 Ulimit(name="cpu", soft=cpu_seconds, hard=cpu_seconds),
             ],
-            init=True,
+            # No init of the engine's: the bootstrap is PID 1 itself, which is what
+            # keeps the trial from signalling it (see sandbox/bootstrap.py).
+            init=False,
             ipc_mode="private",
             cgroupns="private",
             # Output goes through attach only: a flood must not fill the host's disk.
@@ -658,80 +684,84 @@ def _partial_mark(data: bytes, mark: bytes) -> int:
     return 0
 
 
-def _finite(text: str) -> float | None:
-    number = float(text)
-    return number if math.isfinite(number) else None
-
-
-def _json_object(text: bytes | str) -> dict[str, Any] | None:
-    """A JSON object, with NaN and infinities as null (JSON has neither); else None."""
-    try:
-        value = json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _last_line_result(stdout: bytearray) -> dict[str, Any] | None:
+def _trial_result(report: _Report, stdout: bytearray) -> dict[str, Any] | None:
+    """The trial's result object: the result file when there is one, which must then
+    hold a JSON object within the rules; else the last non-empty line of stdout when
+    it is a JSON object, which must then be within the rules too. RuleBroken otherwise."""
+    if report.result_error is not None:
+        raise RuleBroken(f"{RESULT_FILE} {report.result_error}")
+    if report.result is not None:
+        try:
+            return parse_object(report.result, what=RESULT_FILE)
+        except NotAnObject as error:
+            raise RuleBroken(str(error)) from None
     text = bytes(stdout).rstrip()
     line = text[text.rfind(b"\n") + 1 :]
-    if not line or len(line) > MAX_RESULT_BYTES:
-        return None
-    return _json_object(line)
-
-
-def _parse_report(payload: bytes) -> _Report | None:
-    """The report, checked as untrusted input against every cap; None if it breaks one."""
-    head, _, contents = payload.partition(b"\n")
-    meta = _json_object(head)
-    if meta is None:
-        return None
     try:
-        result = None
-        if meta["result"] is not None:
-            text: str = meta["result"]
-            if len(text.encode()) > MAX_RESULT_BYTES:
-                return None
-            result = _json_object(text)
-            if result is None:
-                return None
-        ignored = meta["result_ignored"]
-        if ignored is not None:
-            ignored = str(ignored)[:200]
-        numbers = [meta[name] for name in ("signal", "peak_memory_bytes", "oom_kills")]
-        if not all(type(n) is int and n >= 0 for n in numbers):
-            return None
-        listed = meta["artifacts"]
-        if len(listed) > MAX_ARTIFACT_FILES:
-            return None
-        artifacts, offset = [], 0
-        for name, size in listed:
-            if not (isinstance(name, str) and 0 < len(name) <= _MAX_NAME_CHARS):
-                return None
-            name.encode()  # a lone surrogate raises: names must be UTF-8
-            if not (type(size) is int and 0 <= size <= len(contents) - offset):
-                return None
-            artifacts.append((name, contents[offset : offset + size]))
-            offset += size
-        if offset != len(contents) or offset > MAX_ARTIFACT_BYTES:
-            return None
-        skipped = meta["artifacts_skipped"]
-        if len(skipped) > MAX_SKIPPED_LISTED or not all(isinstance(s, str) for s in skipped):
-            return None
-        for entry in skipped:
-            entry.encode()
-    except (KeyError, TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return parse_object(line, what="the result (the last line of stdout)")
+    except NotAnObject:
         return None
+
+
+def _parse_report(payload: bytes, limits: Limits) -> _Report:
+    """The report, checked against every rule; RuleBroken (naming it) otherwise."""
+    head, _, contents = payload.partition(b"\n")
+    try:
+        meta = json.loads(head)
+    except (ValueError, RecursionError):
+        raise RuleBroken("is not JSON") from None
+    if not isinstance(meta, dict):
+        raise RuleBroken("is not a JSON object")
+    try:
+        setup_error = _optional_text(meta["setup_error"], 500)
+        result = meta["result"]
+        if result is not None and not (
+            isinstance(result, str) and len(result.encode("utf-8", "replace")) <= MAX_RESULT_BYTES
+        ):
+            raise RuleBroken(f"has a result that is not text of at most {MAX_RESULT_BYTES} bytes")
+        result_error = _optional_text(meta["result_error"], 200)
+        numbers = [meta[name] for name in ("signal", "peak_memory_bytes", "oom_kills")]
+        if not all(type(n) is int and 0 <= n < 2**63 for n in numbers):
+            raise RuleBroken("has a count that is not a non-negative 64-bit integer")
+        listed = meta["artifacts"]
+        skipped = meta["artifacts_skipped"]
+        if not (isinstance(listed, list) and isinstance(skipped, list)):
+            raise RuleBroken("lists its artifacts in something other than a list")
+        pairs, offset = [], 0
+        for entry in listed:
+            name, size = entry
+            if not (type(size) is int and 0 <= size <= len(contents) - offset):
+                raise RuleBroken("announces more artifact bytes than it holds")
+            pairs.append((name, contents[offset : offset + size]))
+            offset += size
+        if offset != len(contents):
+            raise RuleBroken("holds bytes no artifact claims")
+        artifacts = checked_artifacts(pairs)
+        if len(skipped) > MAX_SKIPPED_LISTED or not all(isinstance(x, str) for x in skipped):
+            raise RuleBroken(f"lists more than {MAX_SKIPPED_LISTED} skipped files, or not text")
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, RuleBroken):
+            raise
+        raise RuleBroken("is not shaped as a report") from None
     signalled, peak, oom_kills = numbers
     return _Report(
+        setup_error=setup_error,
         result=result,
-        result_ignored=ignored,
+        result_error=result_error,
         signal=signalled,
-        peak_memory_bytes=peak,
+        peak_memory_bytes=min(peak, limits.container_memory_bytes),
         oom_kills=oom_kills,
-        artifacts=tuple(artifacts),
-        artifacts_skipped=tuple(s[:512] for s in skipped),
+        artifacts=artifacts,
+        artifacts_skipped=tuple(skipped),
     )
+
+
+def _optional_text(value: Any, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RuleBroken("has a note that is not text")
+    return value[:limit]
 
 
 def _read(output: Any, size: int) -> bytes:
@@ -749,18 +779,5 @@ def _close(response: requests.Response) -> None:
     response.close()
 
 
-def _sandbox_error(reason: str) -> Execution:
-    return not_run("sandbox_error", reason)
-
-
-def not_run(outcome: str, reason: str) -> Execution:
-    """The execution of a trial that never ran (or whose run was lost)."""
-    return Execution(
-        outcome=outcome,
-        reason=reason,
-        exit_code=-1,
-        stdout="",
-        stderr="",
-        output_truncated=False,
-        duration_seconds=0.0,
-    )
+def _sandbox_error(reason: str) -> TrialResult:
+    return not_run(Outcome.SANDBOX_ERROR, reason)

@@ -240,7 +240,7 @@ def test_metrics_arrive_on_the_stream_before_the_trial_finishes(
         "import time\n"
         "for step in range(3):\n"
         '    print(\'PRISM_METRIC {"step": %d, "loss": %s}\' % (step, 1 / (step + 1)))\n'
-        "print('PRISM_METRIC not json')\n"
+        "print('plain output')\n"
         "print('{\"loss\": 0.33}')\n"
     )
     events = connect(runner_stack, [run("m/0", script)])

@@ -20,20 +20,20 @@ import docker
 import docker.errors
 import pytest
 
+import prism.trial
 import sandbox
+from prism.trial import Outcome, TrialResult
 from sandbox import (
     MAX_ARTIFACT_BYTES,
     MAX_ARTIFACT_FILES,
     MAX_METRICS,
     MAX_RESULT_BYTES,
-    OUTCOMES,
-    Execution,
     Limits,
     Sandbox,
     bootstrap,
     prism_trial,
 )
-from sandbox.container import OWNER_LABEL, TRIAL_LABEL, _ReportReader
+from sandbox.container import BOOTSTRAP_BYTES, OWNER_LABEL, TRIAL_LABEL, _ReportReader
 from sandbox.engine import ensure_engine, stop_engine
 
 MiB = 2**20
@@ -79,10 +79,14 @@ def run(
     limits: Limits = SMALL,
     params: str = "{}",
     on_metric: Callable[[dict[str, Any]], None] | None = None,
-) -> Execution:
+) -> TrialResult:
     execution = box.run(f"t-{secrets.token_hex(4)}", script, params, limits, on_metric=on_metric)
-    assert execution.outcome in OUTCOMES
+    assert isinstance(execution.outcome, Outcome)
     return execution
+
+
+def pairs(execution: TrialResult) -> tuple[tuple[str, bytes], ...]:
+    return tuple((a.name, a.data) for a in execution.artifacts)
 
 
 def test_script_output_and_params_reach_the_trial(box: Sandbox) -> None:
@@ -280,7 +284,7 @@ def test_cancel_kills_a_running_trial(
     box: Sandbox, docker_client: docker.DockerClient, owner: str
 ) -> None:
     trial_id = f"cancel-{secrets.token_hex(4)}"
-    results: list[Execution] = []
+    results: list[TrialResult] = []
     worker = threading.Thread(
         target=lambda: results.append(box.run(trial_id, "import time\ntime.sleep(60)", "{}", SMALL))
     )
@@ -303,7 +307,7 @@ def test_cancel_kills_a_running_trial(
 
 
 def test_concurrent_runs_keep_their_own_output(box: Sandbox) -> None:
-    results: dict[int, Execution] = {}
+    results: dict[int, TrialResult] = {}
 
     def one(i: int) -> None:
         results[i] = box.run(f"many-{secrets.token_hex(4)}-{i}", f"print({i})", "{}", SMALL)
@@ -327,6 +331,14 @@ def test_contract_constants_agree_inside_and_outside_the_image() -> None:
     assert sandbox.OUTPUT_DIR == "/workspace/output"
     assert sandbox.METRIC_PREFIX == "PRISM_METRIC "
     assert MAX_RESULT_BYTES == bootstrap.MAX_RESULT_BYTES == prism_trial.MAX_RESULT_BYTES
+    assert MAX_RESULT_BYTES == prism.trial.MAX_JSON_BYTES
+    assert prism_trial.MAX_METRIC_LINE_BYTES == prism.trial.MAX_JSON_BYTES
+    # The bootstrap is shipped alone, so it repeats the caps prism.trial checks again.
+    for name in ("MAX_ARTIFACT_FILES", "MAX_ARTIFACT_BYTES", "MAX_NAME_PART_BYTES"):
+        assert getattr(bootstrap, name) == getattr(prism.trial, name), name
+    assert bootstrap.MAX_NAME_BYTES == prism.trial.MAX_NAME_BYTES
+    assert bootstrap.MAX_SKIPPED_LISTED == prism.trial.MAX_SKIPPED
+    assert bootstrap.MAX_SKIPPED_CHARS == prism.trial.MAX_SKIPPED_CHARS
     assert (MAX_ARTIFACT_FILES, MAX_ARTIFACT_BYTES, MAX_METRICS) == (32, 4 * MiB, 10_000)
 
 
@@ -343,55 +355,119 @@ print(json.dumps({"from": "stdout"}))
 
 
 @pytest.mark.parametrize(
-    ("script", "result", "note"),
+    ("script", "result"),
     [
-        ("print('log line')\nprint('{\"loss\": 0.5}')\nprint()\nprint('   ')", {"loss": 0.5}, None),
+        ("print('log line')\nprint('{\"loss\": 0.5}')\nprint()\nprint('   ')", {"loss": 0.5}),
         (
-            "open('/workspace/result.json', 'w').write('[1, 2]')\nprint('{\"loss\": 0.5}')",
-            {"loss": 0.5},
-            "it is not a JSON object",
+            'print(\'{"loss": NaN, "best": Infinity, "tiny": 1e999}\')',
+            {"loss": None, "best": None, "tiny": None},
         ),
-        ('print(\'{"loss": NaN, "best": Infinity}\')', {"loss": None, "best": None}, None),
-        ("print('{\"loss\": 0.5}')\nprint('done')", None, None),
-        ("print('[1, 2]')", None, None),
-        ("print('{\"loss\": 0.5')", None, None),
-        ("print('PRISM_METRIC {\"loss\": 0.5}')", None, None),
-        ("pass", None, None),
-        (
-            f"open('/workspace/result.json', 'w').write('{{\"x\": \"' + 'y' * {MAX_RESULT_BYTES} "
-            "+ '\"}')",
-            None,
-            f"it is larger than {MAX_RESULT_BYTES} bytes",
-        ),
-        (f"print('{{\"x\": \"' + 'y' * {MAX_RESULT_BYTES} + '\"}}')", None, None),
+        ("print('{\"loss\": 0.5}')\nprint('done')", None),
+        ("print('[1, 2]')", None),
+        ("print('{\"loss\": 0.5')", None),
+        ("print({'loss': 0.5})", None),
+        ("print('PRISM_METRIC {\"loss\": 0.5}')", None),
+        ("pass", None),
     ],
     ids=[
         "last-line",
-        "bad-file-then-line",
         "nan",
         "last-line-not-json",
         "not-an-object",
         "broken-json",
+        "python-repr",
         "metric-line",
         "nothing",
-        "file-too-large",
-        "line-too-large",
     ],
 )
 def test_result_falls_back_to_the_last_stdout_line(
-    box: Sandbox, script: str, result: dict[str, Any] | None, note: str | None
+    box: Sandbox, script: str, result: dict[str, Any] | None
 ) -> None:
     execution = run(box, script, Limits(wall_seconds=20, output_bytes=4 * MAX_RESULT_BYTES))
 
     assert execution.outcome == "succeeded", execution
     assert execution.result == result
-    if note is None:
-        assert "result.json ignored" not in execution.stderr
-    else:
-        assert execution.stderr.endswith(f"prism: /workspace/result.json ignored: {note}\n")
+    assert "prism:" not in execution.stderr
 
 
-def test_a_failed_trial_keeps_its_result_and_its_own_last_stderr_line(box: Sandbox) -> None:
+DEEP = '{"a":' * 17 + "1" + "}" * 17
+
+
+@pytest.mark.parametrize(
+    ("script", "rule"),
+    [
+        (
+            "open('/workspace/result.json', 'w').write('[1, 2]')\nprint('{\"loss\": 0.5}')",
+            "/workspace/result.json is not a JSON object",
+        ),
+        (
+            "open('/workspace/result.json', 'w').write('{broken')",
+            "/workspace/result.json is not JSON",
+        ),
+        (
+            "open('/workspace/result.json', 'w')"
+            f".write('{{\"x\": \"' + 'y' * {MAX_RESULT_BYTES} + '\"}}')",
+            f"/workspace/result.json is larger than {MAX_RESULT_BYTES} bytes",
+        ),
+        (
+            "open('/workspace/result.json', 'wb').write(b'{\"x\": \"\\xff\"}')",
+            "/workspace/result.json is not UTF-8",
+        ),
+        (
+            "import os\nos.symlink('/etc/passwd', '/workspace/result.json')",
+            "/workspace/result.json is a symlink, not a regular file",
+        ),
+        (
+            f"print('{DEEP}')",
+            "the result (the last line of stdout) is nested deeper than 16 levels",
+        ),
+        (
+            "print('{\"a\": ' + '9' * 401 + '}')",
+            "the result (the last line of stdout) holds an integer outside the 64-bit range",
+        ),
+        (
+            "print('{\"a\": -9223372036854775809}')",
+            "the result (the last line of stdout) holds an integer outside the 64-bit range",
+        ),
+        (
+            "print('{\"\\\\ud800\": 1}')",
+            "the result (the last line of stdout) holds a string that is not valid Unicode",
+        ),
+        (
+            f"print('{{\"x\": \"' + 'y' * {MAX_RESULT_BYTES} + '\"}}')",
+            f"the result (the last line of stdout) is larger than {MAX_RESULT_BYTES} bytes",
+        ),
+    ],
+    ids=[
+        "file-not-an-object",
+        "file-not-json",
+        "file-too-large",
+        "file-not-utf8",
+        "file-a-symlink",
+        "line-too-deep",
+        "line-huge-int",
+        "line-below-int64",
+        "line-lone-surrogate",
+        "line-too-large",
+    ],
+)
+def test_a_result_that_breaks_a_rule_fails_the_trial_naming_it(
+    box: Sandbox, script: str, rule: str
+) -> None:
+    execution = run(box, script, Limits(wall_seconds=20, output_bytes=4 * MAX_RESULT_BYTES))
+
+    assert (execution.outcome, execution.result) == ("failed", None), execution
+    assert execution.reason == f"broke a rule: {rule}"
+
+
+def test_integers_at_the_64_bit_edges_are_results(box: Sandbox) -> None:
+    script = 'print(\'{"low": -9223372036854775808, "high": 9223372036854775807}\')'
+    execution = run(box, script)
+
+    assert execution.result == {"low": -(2**63), "high": 2**63 - 1}, execution
+
+
+def test_a_failed_trial_keeps_its_own_reason_and_learns_the_rule_on_stderr(box: Sandbox) -> None:
     script = """
 open("/workspace/result.json", "w").write("not json")
 print('{"partial": true}')
@@ -401,8 +477,8 @@ raise SystemExit("gave up")
 
     assert (execution.outcome, execution.exit_code) == ("failed", 1)
     assert execution.reason == "exited with code 1: gave up"
-    assert execution.result == {"partial": True}
-    assert execution.stderr == "gave up\nprism: /workspace/result.json ignored: it is not JSON\n"
+    assert execution.result is None
+    assert execution.stderr == "gave up\nprism: /workspace/result.json is not JSON\n"
 
 
 def test_helper_module_reads_params_and_writes_metrics_and_result(box: Sandbox) -> None:
@@ -448,21 +524,86 @@ print("PRISM_METRIC  {\"b\": 2}\r")
 print(" PRISM_METRIC {\"no\": 1}")
 print("PRISM_METRIC{\"no\": 2}")
 print("prism_metric {\"no\": 3}")
-print("PRISM_METRIC [1, 2]")
-print("PRISM_METRIC {broken")
 print("PRISM_METRIC {\"c\": 3}", file=sys.stderr)
 sys.stdout.write("PRISM_METRIC {\"d\":")
 sys.stdout.flush()
 sys.stdout.write(" 4}\nordinary output\n")
-print("PRISM_METRIC {\"big\": \"" + "x" * 70000 + "\"}")
-print("PRISM_METRIC " + "[" * 5000 + "]" * 5000)
+print("PRISM_METRIC {\"e\": " + "[" * 15 + "]" * 15 + "}")
 sys.stdout.write("PRISM_METRIC {\"last\": true}")
 """
     seen: list[dict[str, Any]] = []
     execution = run(box, script, on_metric=seen.append)
 
     assert execution.outcome == "succeeded", execution
-    assert seen == [{"a": 1}, {"b": 2}, {"d": 4}, {"last": True}]
+    assert seen == [
+        {"a": 1},
+        {"b": 2},
+        {"d": 4},
+        {"e": json.loads("[" * 15 + "]" * 15)},
+        {"last": True},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "rule"),
+    [
+        ("'PRISM_METRIC not json'", "metric line 2 is not JSON"),
+        ("'PRISM_METRIC [1, 2]'", "metric line 2 is not a JSON object"),
+        (
+            "'PRISM_METRIC ' + '{\"a\":' * 17 + '1' + '}' * 17",
+            "metric line 2 is nested deeper than 16 levels",
+        ),
+        (
+            "'PRISM_METRIC ' + '{\"a\":' * 2000 + '1' + '}' * 2000",
+            "metric line 2 is nested deeper than 16 levels",
+        ),
+        (
+            "'PRISM_METRIC {\"a\": ' + '9' * 401 + '}'",
+            "metric line 2 holds an integer outside the 64-bit range",
+        ),
+        (
+            "'PRISM_METRIC {\"big\": \"' + 'x' * 70000 + '\"}'",
+            "metric line 2 is longer than 65536 bytes",
+        ),
+        (
+            "'PRISM_METRIC {\"\\\\udfff\": 1}'",
+            "metric line 2 holds a string that is not valid Unicode",
+        ),
+        (
+            "b'PRISM_METRIC {\"a\": \"\\xff\"}'.decode('utf-8', 'surrogateescape')",
+            "metric line 2 is not UTF-8",
+        ),
+    ],
+    ids=[
+        "not-json",
+        "not-an-object",
+        "too-deep",
+        "too-deep-for-the-parser",
+        "huge-int",
+        "too-long",
+        "lone-surrogate",
+        "not-utf8",
+    ],
+)
+def test_a_metric_line_that_breaks_a_rule_stops_the_trial_at_once(
+    box: Sandbox, line: str, rule: str
+) -> None:
+    script = f"""
+import sys, time
+print('PRISM_METRIC {{"ok": 1}}', flush=True)
+sys.stdout.buffer.write(({line}).encode('utf-8', 'surrogateescape') + b"\\n")
+sys.stdout.flush()
+print('PRISM_METRIC {{"after": 1}}', flush=True)
+time.sleep(30)
+"""
+    seen: list[dict[str, Any]] = []
+    began = time.monotonic()
+    execution = run(box, script, Limits(wall_seconds=40), on_metric=seen.append)
+
+    assert (execution.outcome, execution.exit_code) == ("failed", -1), execution
+    assert execution.reason == f"broke a rule: {rule}; the trial was stopped"
+    assert seen == [{"ok": 1}]
+    assert time.monotonic() - began < 20  # stopped at once, not at its wall limit
 
 
 def test_metrics_are_capped_per_trial(box: Sandbox) -> None:
@@ -476,10 +617,12 @@ print("done")
         box, script, Limits(wall_seconds=30, output_bytes=4 * MiB), on_metric=seen.append
     )
 
-    assert execution.outcome == "succeeded", execution
+    assert (execution.outcome, execution.reason) == (
+        "failed",
+        f"broke a rule: more than {MAX_METRICS} metric lines; the trial was stopped",
+    )
     assert len(seen) == MAX_METRICS
     assert seen[-1] == {"i": MAX_METRICS - 1}
-    assert execution.stdout.count("PRISM_METRIC") == MAX_METRICS + 50
 
 
 def test_a_failing_metric_callback_costs_nothing(box: Sandbox) -> None:
@@ -510,7 +653,7 @@ open("/workspace/not-output.txt", "w").write("ignored")
     execution = run(box, script)
 
     assert execution.outcome == "succeeded", execution
-    assert execution.artifacts == (
+    assert pairs(execution) == (
         ("metrics.csv", b"step,loss\n1,0.5\n"),
         ("plots/deep/empty.txt", b""),
         ("plots/loss.png", bytes(range(256))),
@@ -538,12 +681,12 @@ open("big/d.txt", "w").write("small")
     execution = run(box, script, limits)
 
     assert execution.outcome == "succeeded", execution
-    names = [name for name, _ in execution.artifacts]
+    names = [a.name for a in execution.artifacts]
     # In name order: big/a.bin and big/b.bin fill 3 MiB, big/c.bin would pass 4 MiB,
     # the small big/d.txt still fits; then files until there are 32.
     assert names[:3] == ["big/a.bin", "big/b.bin", "big/d.txt"]
     assert names[3:] == [f"many/{i:03}.txt" for i in range(MAX_ARTIFACT_FILES - 3)]
-    assert sum(len(data) for _, data in execution.artifacts) <= MAX_ARTIFACT_BYTES
+    assert sum(len(a.data) for a in execution.artifacts) <= MAX_ARTIFACT_BYTES
     assert execution.artifacts_skipped == (
         f"big/c.bin: over the cap of {MAX_ARTIFACT_BYTES} bytes in all",
         *(
@@ -597,6 +740,137 @@ print("bye")
     assert time.monotonic() - began < 10
 
 
+@pytest.mark.parametrize("kind", ["memory", "files"])
+@pytest.mark.parametrize("beyond", [-32, 32])
+def test_memory_limit_is_the_ceiling_of_what_the_trial_holds(
+    box: Sandbox, kind: str, beyond: int
+) -> None:
+    # Files in the workspace are tmpfs pages: memory, counted inside the same limit.
+    hold = {
+        "memory": "b = bytearray(n * 2**20)\nb[::4096] = b'x' * len(b[::4096])",
+        "files": "for i in range(n):\n    open(f'/workspace/f{i}', 'wb').write(b'x' * 2**20)",
+    }[kind]
+    script = (
+        f"import json, os\nn = json.loads(os.environ['PRISM_PARAMS'])['mb']\n{hold}\nprint('held')"
+    )
+    limit = 128
+    execution = run(
+        box,
+        script,
+        Limits(wall_seconds=30, memory_bytes=limit * MiB, workspace_bytes=4 * limit * MiB),
+        params=json.dumps({"mb": limit + beyond}),
+    )
+
+    if beyond < 0:
+        assert (execution.outcome, execution.stdout) == ("succeeded", "held\n"), execution
+    else:
+        assert execution.outcome == "oom_killed", execution
+        assert "held" not in execution.stdout
+    assert execution.peak_memory_bytes <= limit * MiB + BOOTSTRAP_BYTES
+
+
+PROBE_THE_SUPERVISOR = """
+import ctypes, errno, json, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+
+def attempt(action):
+    try:
+        action()
+        return "done"
+    except OSError as error:
+        return errno.errorcode[error.errno]
+
+def read(path):
+    with open(path, "rb") as f:
+        f.read()
+
+def ptrace():
+    if libc.ptrace(16, 1, None, None) != 0:  # PTRACE_ATTACH
+        raise OSError(ctypes.get_errno(), "ptrace")
+
+seen = {
+    "environ": attempt(lambda: read("/proc/1/environ")),
+    "mem": attempt(lambda: read("/proc/1/mem")),
+    "stderr": attempt(lambda: open("/proc/1/fd/2", "wb")),
+    "fds": attempt(lambda: os.listdir("/proc/1/fd")),
+    "ptrace": attempt(ptrace),
+    "key_in_env": any("REPORT" in name for name in os.environ),
+}
+for sig in (signal.SIGSTOP, signal.SIGKILL):
+    os.kill(1, sig)  # delivered, and dropped: the namespace's init has no handler
+time.sleep(0.5)
+print(json.dumps(seen))
+"""
+
+
+def test_the_trial_cannot_read_trace_or_stop_its_supervisor(box: Sandbox) -> None:
+    execution = run(box, PROBE_THE_SUPERVISOR)
+
+    assert execution.outcome == "succeeded", execution
+    assert json.loads(execution.stdout) == {
+        "environ": "EACCES",
+        "mem": "EACCES",
+        "stderr": "EACCES",
+        "fds": "EACCES",
+        "ptrace": "EPERM",
+        "key_in_env": False,
+    }
+    # The supervisor lived through SIGSTOP and SIGKILL and reported.
+    assert execution.peak_memory_bytes > 0
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "b'\\x1ePRISM-REPORT ' + b'0' * 32 + b' 5000000\\n{'",
+        "b'\\x1ePRISM-REPORT ' + os.urandom(16).hex().encode() + b' 2\\n{}'",
+        "b'\\x1ePRISM-REPORT '",
+    ],
+    ids=["announces-5MB", "guessed-key", "mark-alone"],
+)
+def test_a_forged_report_is_only_stderr_text(box: Sandbox, forged: str) -> None:
+    script = f"""
+import os, sys
+open("/workspace/output/real.txt", "w").write("mine")
+sys.stderr.buffer.write({forged})
+sys.stderr.flush()
+sys.exit(3)
+"""
+    execution = run(box, script)
+
+    assert (execution.outcome, execution.exit_code) == ("failed", 3), execution
+    assert "PRISM-REPORT" in execution.stderr
+    assert pairs(execution) == (("real.txt", b"mine"),)
+
+
+def test_a_sandbox_that_cannot_prepare_the_trial_is_a_sandbox_error(box: Sandbox) -> None:
+    execution = run(box, "print('never')", params="[1, 2]")
+
+    assert execution.outcome == "sandbox_error", execution
+    assert execution.reason.startswith("the sandbox could not prepare the trial: ValueError")
+    assert execution.stdout == ""
+
+
+def test_odd_output_names_are_skipped_and_listed_safely(box: Sandbox) -> None:
+    script = """
+import os
+os.chdir("/workspace/output")
+open("fine.txt", "w").write("ok")
+open("new\\nline", "w").write("x")
+open("esc\\x1b[2J", "w").write("x")
+open(b"latin\\xe9", "w").write("x")
+"""
+    execution = run(box, script)
+
+    assert execution.outcome == "succeeded", execution
+    assert pairs(execution) == (("fine.txt", b"ok"),)
+    assert sorted(execution.artifacts_skipped) == [
+        "esc\ufffd[2J: the name holds a control character",
+        "latin\ufffd: the name is not UTF-8",
+        "new\ufffdline: the name holds a control character",
+    ]
+
+
 def test_report_is_found_across_any_split_and_stays_out_of_stderr() -> None:
     key = "k" * 32
     artifacts = b"abc"
@@ -609,19 +883,22 @@ def test_report_is_found_across_any_split_and_stays_out_of_stderr() -> None:
         text = b"".join(reader.feed(chunk) for chunk in chunks) + reader.end()
         assert text == b"warning: one\n\x1ePRISM-REPORT wrong-key 5\nerrafter\x1ePRISM"
         assert reader.payload == meta + artifacts
+        assert reader.problem is None
 
 
-def test_a_cut_or_malformed_report_is_not_a_report() -> None:
+def test_a_cut_or_malformed_report_is_a_problem_not_text() -> None:
     key = "k" * 32
     mark = bootstrap.REPORT_MARK + key.encode() + b" "
     cut = _ReportReader(key)
     assert cut.feed(b"text" + mark + b"100\n{") + cut.end() == b"text"
-    assert cut.payload is None
+    assert (cut.payload, cut.problem) == (None, "it was cut short")
     malformed = _ReportReader(key)
-    assert (
-        malformed.feed(mark + b"99999999999\nrest") + malformed.end() == mark + b"99999999999\nrest"
+    text = malformed.feed(mark + b"99999999999\nrest") + malformed.end()
+    assert text == b"99999999999\nrest"
+    assert (malformed.payload, malformed.problem) == (
+        None,
+        "its header is not a length within the cap",
     )
-    assert malformed.payload is None
 
 
 def test_remove_orphans_spares_kept_and_foreign_containers(
