@@ -1,0 +1,86 @@
+"""One trial's result that cannot be recorded ends that trial alone: the stream it came
+on, its runner and every other sweep go on. Through a real stack: the stores refuse
+a result the way a store may refuse anything (a full disk, a constraint, a bug), here
+by a trigger the test adds to the real database files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from prism.stack import ORCHESTRATOR
+from tests.conftest import RunningStack, StackFactory
+from tests.test_watch import sse, until_final
+
+WRITES = """
+import json, os
+name = json.loads(os.environ["PRISM_PARAMS"])["name"]
+open(f"/workspace/output/{name}", "w").write("bytes")
+print(json.dumps({"wrote": name}))
+"""
+
+
+def refuse(database: Path, table: str, name: str) -> None:
+    with closing(sqlite3.connect(database)) as db:
+        db.execute(
+            f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+            f"WHEN NEW.name = '{name}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        db.commit()
+
+
+def log_lines(stack: RunningStack, service: str, message: str) -> list[dict[str, object]]:
+    lines = stack.layout.log_file(service).read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    return [e for e in entries if e.get("message") == message]
+
+
+def test_a_result_a_store_refuses_ends_only_its_trial(make_stack: StackFactory) -> None:
+    stack = make_stack(runners=1)
+    [runner] = stack.layout.runners
+    refuse(stack.layout.data_dir / "orchestrator.db", "artifact", "refused-by-orchestrator")
+    refuse(stack.runner_db(runner), "artifact", "refused-by-runner")
+    names = ["refused-by-orchestrator", "refused-by-runner", "fine"]
+    poisoned = stack.create(
+        {
+            "task": "poison",
+            "script": WRITES,
+            "parameters": {"list": [{"name": name} for name in names]},
+        }
+    )
+    other = stack.create(
+        {
+            "task": "bystander",
+            "script": "print('{\"ok\": 1}')",
+            "parameters": {"grid": {"i": [1, 2]}},
+        }
+    )
+    assert poisoned.status == other.status == 200
+
+    done = stack.finished(poisoned.body["id"])
+    bystander = stack.finished(other.body["id"])
+
+    trials = {t["params"]["name"]: t for t in done["trials"]}
+    for name, who in (("refused-by-orchestrator", "orchestrator"), ("refused-by-runner", "runner")):
+        assert trials[name]["outcome"] == "sandbox_error", trials[name]
+        assert trials[name]["reason"].startswith(f"the {who} could not record the trial's result")
+        assert "error id" in trials[name]["reason"]
+    assert (trials["fine"]["outcome"], trials["fine"]["metrics"]) == (
+        "succeeded",
+        {"wrote": "fine"},
+    )
+    assert done["state"] == "done"
+    assert bystander["state"] == "done"
+    assert [t["outcome"] for t in bystander["trials"]] == ["succeeded", "succeeded"]
+    # The runner's stream never dropped: one connection, no close.
+    assert len(log_lines(stack, ORCHESTRATOR, "runner connected")) == 1
+    assert log_lines(stack, ORCHESTRATOR, "runner stream closed") == []
+    # Each refusal is one bounded log line with its error id.
+    for service, count in ((ORCHESTRATOR, 1), (runner, 1)):
+        failures = log_lines(stack, service, "recording a result failed")
+        assert len(failures) == count, failures
+        assert all(len(json.dumps(f)) < 2000 and f["error_id"] for f in failures)
+    # And the sweep stays readable, its stream ending with its final event.
+    assert until_final(sse(stack, poisoned.body["id"]))[-1]["sweepState"] == "done"
