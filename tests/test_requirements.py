@@ -31,7 +31,6 @@ from sandbox.images import (
     HASH_LABEL,
     REQUIREMENTS_LABEL,
     REQUIREMENTS_REPOSITORY,
-    SANDBOX_TAG,
     SITE_DIR,
     RequirementsError,
     ensure_requirements_image,
@@ -217,7 +216,9 @@ def box(client: docker.DockerClient, sandbox_image: str) -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def probe_image(client: docker.DockerClient, wheels: Wheels, built: set[str]) -> tuple[str, float]:
+def probe_image(
+    client: docker.DockerClient, sandbox_image: str, wheels: Wheels, built: set[str]
+) -> tuple[str, float]:
     """The derived image with both wheels, built by two callers at once; and how long
     that took."""
     tags: list[str] = []
@@ -225,7 +226,11 @@ def probe_image(client: docker.DockerClient, wheels: Wheels, built: set[str]) ->
     def ensure() -> None:
         tags.append(
             ensure_requirements_image(
-                client, ["prism-probe-app"], find_links=wheels.folder, no_index=True
+                client,
+                ["prism-probe-app"],
+                base=sandbox_image,
+                find_links=wheels.folder,
+                no_index=True,
             )
         )
 
@@ -250,7 +255,7 @@ def images_labelled(client: docker.DockerClient, tag: str) -> list[str]:
 
 
 def test_derived_image_is_built_once_and_then_reused(
-    client: docker.DockerClient, wheels: Wheels, probe_image: tuple[str, float]
+    client: docker.DockerClient, sandbox_image: str, wheels: Wheels, probe_image: tuple[str, float]
 ) -> None:
     tag, build_seconds = probe_image
     assert tag.startswith(f"{REQUIREMENTS_REPOSITORY}:")
@@ -261,7 +266,7 @@ def test_derived_image_is_built_once_and_then_reused(
     began = time.monotonic()
     # The same set, written differently: the same image.
     again = ensure_requirements_image(
-        client, ["Prism_Probe_App "], find_links=wheels.folder, no_index=True
+        client, ["Prism_Probe_App "], base=sandbox_image, find_links=wheels.folder, no_index=True
     )
     reuse_seconds = time.monotonic() - began
     print(f"reuse: {reuse_seconds * 1000:.0f} ms")
@@ -275,6 +280,7 @@ def test_derived_image_is_built_once_and_then_reused(
 
 def test_a_ca_bundle_is_part_of_the_build_and_of_its_hash(
     client: docker.DockerClient,
+    sandbox_image: str,
     wheels: Wheels,
     probe_image: tuple[str, float],
     built: set[str],
@@ -282,15 +288,20 @@ def test_a_ca_bundle_is_part_of_the_build_and_of_its_hash(
 ) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nnot used offline\n-----END CERTIFICATE-----\n")
-    tag = ensure_requirements_image(
-        client, ["prism-probe-app"], find_links=wheels.folder, no_index=True, cert=ca
+    ensure = functools.partial(
+        ensure_requirements_image,
+        client,
+        ["prism-probe-app"],
+        base=sandbox_image,
+        find_links=wheels.folder,
+        no_index=True,
+        cert=ca,
     )
+    tag = ensure()
     built.add(tag)
     assert tag != probe_image[0]
     ca.write_text("another bundle\n")
-    other = ensure_requirements_image(
-        client, ["prism-probe-app"], find_links=wheels.folder, no_index=True, cert=ca
-    )
+    other = ensure()
     built.add(other)
     assert other not in (tag, probe_image[0])
 
@@ -302,8 +313,8 @@ def test_derived_image_does_not_pass_for_the_sandbox_image(
     # ensure_sandbox_image could find it and tag it as the sandbox image.
     derived = client.images.get(probe_image[0])
     assert derived.labels[HASH_LABEL] == ""
-    assert ensure_sandbox_image(client) == SANDBOX_TAG
-    plain = client.images.get(SANDBOX_TAG)
+    assert ensure_sandbox_image(client, sandbox_image) == sandbox_image
+    plain = client.images.get(sandbox_image)
     assert plain.id != derived.id
     assert plain.labels[HASH_LABEL] and REQUIREMENTS_LABEL not in plain.labels
 
@@ -359,10 +370,12 @@ print(json.dumps({{
     [("prism-no-such-package", "prism-no-such-package"), ("prism-probe>=2", "prism-probe")],
 )
 def test_pip_refusing_the_requirements_is_a_requirements_error(
-    client: docker.DockerClient, wheels: Wheels, built: set[str], requirement: str, named: str
+    client: docker.DockerClient, sandbox_image: str, wheels: Wheels, requirement: str, named: str
 ) -> None:
     with pytest.raises(RequirementsError) as caught:
-        ensure_requirements_image(client, [requirement], find_links=wheels.folder, no_index=True)
+        ensure_requirements_image(
+            client, [requirement], base=sandbox_image, find_links=wheels.folder, no_index=True
+        )
     message = str(caught.value)
     assert f"No matching distribution found for {named}" in message
     assert "\x1b[" not in message  # the builder's colours are gone
@@ -412,12 +425,15 @@ def loopback_index(wheels: Wheels, tmp_path: Path) -> Iterator[str]:
 
 def test_a_loopback_index_is_reached_through_the_host_network(
     client: docker.DockerClient,
+    sandbox_image: str,
     wheels: Wheels,
     box: Sandbox,
     built: set[str],
     loopback_index: str,
 ) -> None:
-    tag = ensure_requirements_image(client, ["prism-probe==1.0"], index_url=loopback_index)
+    tag = ensure_requirements_image(
+        client, ["prism-probe==1.0"], base=sandbox_image, index_url=loopback_index
+    )
     built.add(tag)
 
     script = (
