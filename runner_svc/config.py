@@ -19,8 +19,9 @@ class Settings:
     token: str | None
     image: str
     slots: int
-    # pip's sources for the images derived for a trial's requirements: a folder of
-    # distributions, an index in place of PyPI, and whether to use no index at all.
+    # All the runner's pip is told when it downloads a trial's requirements (as wheels,
+    # for the image derived for them): a folder of distributions, an index in place of
+    # PyPI, whether to use no index at all, and a CA bundle to trust.
     pip_find_links: Path | None = None
     pip_index_url: str | None = None
     pip_no_index: bool = False
@@ -46,8 +47,8 @@ class Settings:
             pip_find_links=Path(find_links) if find_links else None,
             pip_index_url=env("PRISM_PIP_INDEX_URL", "") or None,
             pip_no_index=_flag("PRISM_PIP_NO_INDEX"),
-            # The CA bundle this host's pip trusts (a proxy's, say) is the
-            # one requirements builds need too.
+            # The runner's pip ignores this host's pip settings, but the CA bundle
+            # this host's pip trusts (a proxy's, say) is the one it needs too.
             pip_cert=_cert(),
         )
 

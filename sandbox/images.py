@@ -7,15 +7,17 @@ and ``docker import``. ``PRISM_SANDBOX_BASE`` names another base instead. Either
 the base has pip, which a derived image needs.
 
 A derived image (``prism-sandbox-req:<hash>``) adds the requirements, installed by
-pip into /opt/prism/site (on PYTHONPATH), to the sandbox image. Its build is the only
-time anything of a sweep's touches a network; the trials in it run without one, like
-every trial.
+pip into /opt/prism/site (on PYTHONPATH), to the sandbox image. A package's build code
+(setup.py, a build backend) is the sweep's to choose and would run with the network of
+whatever builds it, so nothing is built from source: the host's pip downloads wheels
+only, which runs none of a package's code, and the image build installs them with no
+network. The trials in it run without one too, like every trial.
 """
 
 import contextlib
 import hashlib
+import importlib.util
 import io
-import ipaddress
 import json
 import os
 import re
@@ -28,13 +30,15 @@ import tempfile
 import threading
 import urllib.parse
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import docker
 import docker.errors
 import requests
+from packaging.utils import canonicalize_name
 
 from sandbox.engine import EngineError, apt_install
 from sandbox.requirements import parse_requirements
@@ -51,13 +55,14 @@ REQUIREMENTS_LABEL = "prism.requirements.hash"
 # Marks the throw-away install stage of one derived build, removed after it.
 _STAGE_LABEL = "prism.requirements.stage"
 SITE_DIR = "/opt/prism/site"
-_LINKS_DIR = "/opt/prism/links"
-# Only in the install stage: the final image does not keep it.
-_CERT_FILE = "/opt/prism/ca.pem"
+# Only in the install stage: the final image does not keep them.
+_WHEELS_DIR = "/opt/prism/wheels"
 
+# A requirements download that takes longer is abandoned.
+DOWNLOAD_TIMEOUT_SECONDS = 900
 # A build that prints nothing for this long is taken as hung.
 BUILD_READ_TIMEOUT_SECONDS = 900
-# What a derived build may use: package builds run code from the index.
+# What a derived build's pip may use to unpack large wheels.
 BUILD_MEMORY_BYTES = 4 * 2**30
 # Lines of pip's output kept for the error message of a failed install.
 _PIP_TAIL_LINES = 20
@@ -91,8 +96,8 @@ class ImageError(RuntimeError):
 
 
 class RequirementsError(ImageError):
-    """The requirements cannot be installed (unknown package, no matching version,
-    a failing package build); the message ends with pip's own explanation."""
+    """The requirements cannot be installed (unknown package, no matching version, no
+    wheel for the sandbox); the message ends with pip's own explanation."""
 
 
 def ensure_base_image(client: docker.DockerClient) -> str:
@@ -149,13 +154,15 @@ def ensure_requirements_image(
     cert: Path | None = None,
 ) -> str:
     """Return the tag of ``base`` plus ``requirements``, building it unless an image
-    for the same requirements, base image and pip options exists. Blocking: a build
+    for the same requirements, base image and pip sources exists. Blocking: a build
     takes as long as pip does.
 
-    ``find_links`` is a folder of distributions copied into the build; ``index_url``
-    replaces pip's index (one on loopback is reached through the host's network);
-    ``no_index`` keeps pip off every index, and the build off every network;
-    ``cert`` is a CA bundle pip trusts (an intercepting proxy's, say).
+    This process's pip resolves the requirements and downloads them, dependencies
+    included, as wheels for the base image's python3; the image build then installs
+    those files with no network at all. pip's sources are only these: ``find_links``,
+    a folder of distributions; ``index_url``, an index in place of pip's default;
+    ``no_index``, no index at all; ``cert``, a CA bundle pip trusts (an intercepting
+    proxy's, say). This host's own pip configuration is ignored.
     Raises RequirementsError when pip refuses the requirements, ImageError otherwise.
     """
     try:
@@ -164,7 +171,7 @@ def ensure_requirements_image(
         raise RequirementsError(str(error)) from None
     if not normalised:
         return base
-    network_mode = _build_network(index_url, no_index)
+    index = _index_options(index_url, no_index=no_index)
     try:
         base_id = client.images.get(base).id
     except docker.errors.ImageNotFound:
@@ -176,29 +183,34 @@ def ensure_requirements_image(
         ca = cert.read_bytes() if cert is not None else None
     except OSError as error:
         raise ImageError(f"cert {str(cert)!r}: {error}") from None
-    pip_options = _pip_options(index_url, no_index=no_index, find_links=bool(links))
-    if ca is not None:
-        pip_options += ["--cert", _CERT_FILE]
-    dockerfile = _requirements_dockerfile(
-        normalised, pip_options, with_links=bool(links), with_cert=ca is not None
-    )
+    dockerfile = _requirements_dockerfile(normalised)
 
     digest = hashlib.sha256()
     cert_part = hashlib.sha256(ca).hexdigest() if ca is not None else ""
-    for part in (dockerfile, base_id, cert_part, *(f"{name}\0{sha}" for name, sha, _ in links)):
+    for part in (
+        dockerfile,
+        base_id,
+        *index,
+        cert_part,
+        *(f"{name}\0{sha}" for name, sha in links),
+    ):
         digest.update(part.encode())
         digest.update(b"\0")
     content = digest.hexdigest()
     tag = f"{REQUIREMENTS_REPOSITORY}:{content[:12]}"
+    sources = [*index, *(["--find-links", str(find_links)] if find_links is not None else [])]
+    if cert is not None:
+        sources += ["--cert", str(cert)]
 
     with _build_lock(content):
         try:
             if _reuse(client, REQUIREMENTS_LABEL, content, tag):
                 return tag
             _log(f"building {tag}: {', '.join(normalised)}")
-            _build_requirements_image(
-                client, tag, content, base, dockerfile, links, network_mode, ca
-            )
+            target = _target(client, base_id)
+            with tempfile.TemporaryDirectory(prefix="prism-wheels-") as folder:
+                wheels = _download(normalised, target, sources, Path(folder))
+                _build_requirements_image(client, tag, content, base, dockerfile, wheels)
         except (docker.errors.DockerException, requests.RequestException) as error:
             raise ImageError(f"building {tag}: docker engine: {error}") from None
     return tag
@@ -213,27 +225,19 @@ def _reuse(client: docker.DockerClient, label: str, content: str, tag: str) -> b
     return bool(built)
 
 
-def _build_network(index_url: str | None, no_index: bool) -> str:
-    """Networking for the build's pip step: none without an index, the host's for an
-    index on loopback (the bridge cannot reach the host's loopback), else the default."""
+def _index_options(index_url: str | None, *, no_index: bool) -> list[str]:
     if no_index:
-        return "none"
+        return ["--no-index"]
     if index_url is None:
-        return "default"
+        return []
     url = urllib.parse.urlsplit(index_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ImageError(f"index_url must be an http or https URL, got {index_url!r}")
-    if url.hostname == "localhost":
-        return "host"
-    try:
-        loopback = ipaddress.ip_address(url.hostname).is_loopback
-    except ValueError:
-        loopback = False
-    return "host" if loopback else "default"
+    return ["--index-url", index_url]
 
 
-def _links(find_links: Path | None) -> list[tuple[str, str, Path]]:
-    """(name, sha256, path) of the distributions in the find_links folder, by name."""
+def _links(find_links: Path | None) -> list[tuple[str, str]]:
+    """(name, sha256) of the distributions in the find_links folder, by name."""
     if find_links is None:
         return []
     if not find_links.is_dir():
@@ -242,32 +246,198 @@ def _links(find_links: Path | None) -> list[tuple[str, str, Path]]:
     try:
         for path in sorted(find_links.iterdir()):
             if path.is_file():
-                links.append((path.name, hashlib.sha256(path.read_bytes()).hexdigest(), path))
+                with path.open("rb") as file:
+                    links.append((path.name, hashlib.file_digest(file, "sha256").hexdigest()))
     except OSError as error:
         raise ImageError(f"find_links {str(find_links)!r}: {error}") from None
     return links
 
 
-def _pip_options(index_url: str | None, *, no_index: bool, find_links: bool) -> list[str]:
-    options = []
-    if no_index:
-        options.append("--no-index")
-    elif index_url is not None:
-        options += ["--index-url", index_url]
-    if find_links:
-        options += ["--find-links", _LINKS_DIR]
-    return options
+@dataclass(frozen=True)
+class _Target:
+    """An image's python3 as pip's target options name it: what wheels it installs."""
+
+    python_version: str  # "3.11"
+    implementation: str  # "cp"
+    abis: tuple[str, ...]
+    platforms: tuple[str, ...]  # the most specific first
+
+    def pip_options(self) -> list[str]:
+        options = ["--python-version", self.python_version, "--implementation", self.implementation]
+        options += [f"--abi={abi}" for abi in self.abis]
+        options += [f"--platform={platform}" for platform in self.platforms]
+        return options
+
+    def __str__(self) -> str:
+        platform = self.platforms[0] if self.platforms else "any platform"
+        return f"{self.implementation}{self.python_version.replace('.', '')}, {platform}"
 
 
-def _requirements_dockerfile(
-    requirements: list[str], pip_options: list[str], *, with_links: bool, with_cert: bool
-) -> str:
-    # Two stages: pip, and whatever package builds it runs, work as nobody in a stage
-    # that is thrown away; the image gets only the installed files, owned by root.
+# Run by the base image's python3: its version and the wheel tags its own pip
+# installs, so that the wheels downloaded here are the ones its offline install takes.
+_PROBE = """\
+import json, sys
+from pip._vendor.packaging import tags
+print(json.dumps({
+    "version": "%d.%d" % sys.version_info[:2],
+    "implementation": tags.interpreter_name(),
+    "tags": [str(tag) for tag in tags.sys_tags()],
+}))
+"""
+_PROBE_TIMEOUT_SECONDS = 60
+_PROBE_MEMORY_BYTES = 256 * 2**20
+# By image id, which names its content. A probe raced by another is merely repeated.
+_targets: dict[str, _Target] = {}
+
+
+def _target(client: docker.DockerClient, image_id: str) -> _Target:
+    """What the image's python3 installs, asked of it once in a network-less container."""
+    if image_id in _targets:
+        return _targets[image_id]
+    container = client.containers.create(
+        image_id,
+        entrypoint=["python3", "-c", _PROBE],
+        user="65534:65534",
+        environment={"PYTHONDONTWRITEBYTECODE": "1"},
+        network_mode="none",
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=16,
+        mem_limit=_PROBE_MEMORY_BYTES,
+        memswap_limit=_PROBE_MEMORY_BYTES,
+    )
+    try:
+        container.start()
+        status = container.wait(timeout=_PROBE_TIMEOUT_SECONDS)
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    if status.get("StatusCode") != 0:
+        raise ImageError(
+            f"image {image_id}: python3 cannot tell which wheels its pip installs:\n"
+            + _last_lines(stderr.splitlines())
+        )
+    try:
+        answer = json.loads(stdout)
+        tags = [str(tag).split("-") for tag in answer["tags"]]
+        if any(len(parts) != 3 for parts in tags):
+            raise ValueError("a tag without exactly three parts")
+        target = _Target(
+            python_version=str(answer["version"]),
+            implementation=str(answer["implementation"]),
+            abis=tuple(dict.fromkeys(abi for _, abi, _ in tags)),
+            platforms=tuple(dict.fromkeys(platform for *_, platform in tags if platform != "any")),
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise ImageError(f"image {image_id}: unexpected answer about its wheels: {error}") from None
+    _targets[image_id] = target
+    return target
+
+
+# pip's log line for a file it passed over under --only-binary, because it is not a
+# wheel: the project it was looking for, and the file's URL. In a find-links folder
+# every file is looked at for every project.
+_SOURCE_SKIPPED = re.compile(r"Skipping link: No sources permitted for ([A-Za-z0-9._-]+): (\S+)")
+# pip's last word on a requirement it found nothing to download for.
+_NOT_FOUND = re.compile(r"No matching distribution found for ([A-Za-z0-9._-]+)")
+
+
+def _download(requirements: list[str], target: _Target, sources: list[str], folder: Path) -> Path:
+    """Download the requirements and their dependencies as wheels for `target` into
+    a new folder in `folder`; return that."""
+    if importlib.util.find_spec("pip") is None:
+        raise ImageError(f"pip is not installed for {sys.executable}, which downloads requirements")
+    wheels, log = folder / "wheels", folder / "pip.log"
+    # Made here: pip makes it only when it downloads something, and a requirement
+    # whose marker excludes the sandbox's Python is not downloaded.
+    wheels.mkdir()
+    argv = [
+        sys.executable, "-m", "pip", "download",
+        # Nothing of this host's pip settings (its indexes, find-links, constraints)
+        # counts, only the runner's own: --isolated ignores PIP_* variables, and
+        # PIP_CONFIG_FILE set to the null device every configuration file.
+        "--isolated", "--disable-pip-version-check", "--no-input", "--no-cache-dir",
+        "--progress-bar", "off",
+        # pip builds a source distribution by running the package's own code
+        # (setup.py, a build backend), with this host's network and files: wheels only.
+        "--only-binary=:all:",
+        *target.pip_options(), *sources,
+        "--dest", str(wheels),
+        # A debug log: the only place pip says it skipped a source distribution.
+        "--log", str(log),
+        "--", *requirements,
+    ]  # fmt: skip
+    try:
+        finished = subprocess.run(
+            argv,
+            env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=DOWNLOAD_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ImageError(
+            f"pip took longer than {DOWNLOAD_TIMEOUT_SECONDS} s to download the requirements"
+        ) from None
+    except OSError as error:
+        raise ImageError(f"running pip: {error}") from None
+    if finished.returncode == 0:
+        return wheels
+    output = finished.stdout.decode(errors="replace")
+    tail = _last_lines(output.splitlines())
+    if any(marker in output for marker in _NETWORK_TROUBLE):
+        raise ImageError(f"pip could not reach the index:\n{tail}")
+    sources_only = _sources_only(output, log)
+    if sources_only:
+        raise RequirementsError(
+            f"{', '.join(sources_only)}: no matching wheel for the sandbox ({target}); "
+            "source distributions are never built, because building one runs the package's "
+            f"own code. pip said:\n{tail}"
+        )
+    raise RequirementsError(f"pip could not download the requirements as wheels:\n{tail}")
+
+
+def _sources_only(output: str, log: Path) -> list[str]:
+    """The requirements pip found no wheel for but a source distribution of; empty
+    when pip does not say so."""
+    missing = {canonicalize_name(name) for name in _NOT_FOUND.findall(output)}
+    skipped = set()
+    try:
+        with log.open(errors="replace") as lines:
+            for line in lines:
+                match = _SOURCE_SKIPPED.search(line)
+                if match and _is_file_of(canonicalize_name(match[1]), match[2]):
+                    skipped.add(canonicalize_name(match[1]))
+    except OSError:
+        return []
+    return sorted(missing & skipped)
+
+
+def _is_file_of(project: str, url: str) -> bool:
+    """Whether the distribution at `url` is one of `project`'s: its file is named
+    ``<name>-<version>.<extension>``, and an older one's name may have dashes too."""
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    return any(
+        canonicalize_name(name[:end]) == project
+        for end, character in enumerate(name)
+        if character == "-"
+    )
+
+
+def _requirements_dockerfile(requirements: list[str]) -> str:
+    # Two stages: pip works as nobody in a stage that is thrown away; the image gets
+    # only the installed files, owned by root. There is nothing to install but the
+    # wheels downloaded on the host, and the build has no network.
     # The command is in exec form (JSON), so no shell ever sees a requirement.
     pip = [
-        "python3", "-m", "pip", "install", "--target", "/tmp/site",
-        "--no-warn-script-location", *pip_options, "--", *requirements,
+        "python3", "-m", "pip", "install", "--target", "/tmp/site", "--no-index",
+        "--find-links", _WHEELS_DIR, "--only-binary=:all:", "--no-warn-script-location",
+        "--", *requirements,
     ]  # fmt: skip
     lines = [
         "ARG BASE",
@@ -277,12 +447,7 @@ def _requirements_dockerfile(
         "USER 65534:65534",
         "ENV HOME=/tmp PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 "
         "PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off",
-    ]
-    if with_links:
-        lines.append(f"COPY links {_LINKS_DIR}")
-    if with_cert:
-        lines.append(f"COPY ca.pem {_CERT_FILE}")
-    lines += [
+        f"COPY wheels {_WHEELS_DIR}",
         f"RUN {json.dumps(pip)}",
         "FROM ${BASE}",
         # The sandbox image's own label would make ensure_sandbox_image take this one.
@@ -300,21 +465,26 @@ def _build_requirements_image(
     content: str,
     base: str,
     dockerfile: str,
-    links: list[tuple[str, str, Path]],
-    network_mode: str,
-    ca: bytes | None,
+    wheels: Path,
 ) -> None:
-    stage = secrets.token_hex(8)
+    # Names the build it belongs to (`docker images` shows whose it is), and this
+    # attempt: a runner removes only its own stage.
+    stage = f"{content[:12]}-{secrets.token_hex(4)}"
     output: deque[str] = deque(maxlen=200)
     error: dict[str, Any] | None = None
-    # On disk, not in memory: a folder of wheels can be large.
+    # On disk, not in memory: wheels can be large.
     with tempfile.TemporaryFile() as context:
         with tarfile.open(fileobj=context, mode="w") as tar:
             _add_file(tar, "Dockerfile", dockerfile.encode())
-            for name, _, path in links:
-                _add_file(tar, f"links/{name}", path.read_bytes())
-            if ca is not None:
-                _add_file(tar, "ca.pem", ca)
+            folder = tarfile.TarInfo("wheels")
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(folder)
+            for path in sorted(wheels.iterdir()):
+                info = tarfile.TarInfo(f"wheels/{path.name}")
+                info.size = path.stat().st_size
+                info.mode = 0o644
+                with path.open("rb") as wheel:
+                    tar.addfile(info, wheel)
         context.seek(0)
         try:
             for chunk in client.api.build(
@@ -323,7 +493,7 @@ def _build_requirements_image(
                 tag=tag,
                 buildargs={"BASE": base, "STAGE": stage},
                 labels={REQUIREMENTS_LABEL: content},
-                network_mode=network_mode,
+                network_mode="none",
                 container_limits={"memory": BUILD_MEMORY_BYTES, "memswap": BUILD_MEMORY_BYTES},
                 nocache=True,
                 rm=True,
@@ -341,10 +511,7 @@ def _build_requirements_image(
         message = str(error.get("error", "")).strip()
         if "returned a non-zero code" not in message:
             raise ImageError(f"building {tag}: {message}")
-        tail = _pip_tail(output)
-        if any(marker in tail for marker in _NETWORK_TROUBLE):
-            raise ImageError(f"building {tag}: pip could not reach the index:\n{tail}")
-        raise RequirementsError(f"pip could not install the requirements:\n{tail}")
+        raise RequirementsError(f"pip could not install the requirements:\n{_pip_tail(output)}")
     if not client.images.list(filters={"label": f"{REQUIREMENTS_LABEL}={content}"}):
         raise ImageError(f"building {tag} ended without an image")
 
@@ -363,13 +530,14 @@ def _pip_tail(output: deque[str]) -> str:
         if lines[index].startswith("Step ") and " : RUN " in lines[index]:
             lines = lines[index + 1 :]
             break
-    kept = [
-        _COLOUR.sub("", line).rstrip()
-        for line in lines
-        if line.strip() and not line.startswith((" ---> ", "Removing intermediate"))
-    ]
-    kept = [line for line in kept if line]
-    return "\n".join(kept[-_PIP_TAIL_LINES:])
+    return _last_lines(
+        line for line in lines if not line.startswith((" ---> ", "Removing intermediate"))
+    )
+
+
+def _last_lines(lines: Iterable[str]) -> str:
+    kept = [_COLOUR.sub("", line).rstrip() for line in lines]
+    return "\n".join([line for line in kept if line][-_PIP_TAIL_LINES:])
 
 
 _locks_guard = threading.Lock()

@@ -1,29 +1,37 @@
 """A sweep's requirements: validation, and the derived image they are installed into.
 
-Offline: the distributions are wheels this module writes itself, served from a local
-folder (pip --no-index --find-links) or from a PEP 503 index on 127.0.0.1. Every image
-and container made here is removed by the fixtures.
+Offline: the distributions are wheels and source distributions this module writes
+itself, served from a local folder (pip --no-index --find-links) or from a PEP 503
+index on 127.0.0.1. Every image and container made here is removed by the fixtures.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import functools
 import hashlib
 import http.server
+import io
 import json
 import random
 import secrets
+import socket
+import struct
+import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
 import pytest
+import requests
 
 from sandbox import Limits, Sandbox
 from sandbox.container import OWNER_LABEL
@@ -31,15 +39,17 @@ from sandbox.images import (
     HASH_LABEL,
     REQUIREMENTS_LABEL,
     REQUIREMENTS_REPOSITORY,
-    SANDBOX_TAG,
     SITE_DIR,
+    ImageError,
     RequirementsError,
     ensure_requirements_image,
     ensure_sandbox_image,
 )
 from sandbox.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS, parse_requirements
+from tests.conftest import wait_until
 
 MiB = 2**20
+STAGE_LABEL = "prism.requirements.stage"
 
 # --- validation -------------------------------------------------------------------
 
@@ -217,7 +227,9 @@ def box(client: docker.DockerClient, sandbox_image: str) -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def probe_image(client: docker.DockerClient, wheels: Wheels, built: set[str]) -> tuple[str, float]:
+def probe_image(
+    client: docker.DockerClient, sandbox_image: str, wheels: Wheels, built: set[str]
+) -> tuple[str, float]:
     """The derived image with both wheels, built by two callers at once; and how long
     that took."""
     tags: list[str] = []
@@ -225,7 +237,11 @@ def probe_image(client: docker.DockerClient, wheels: Wheels, built: set[str]) ->
     def ensure() -> None:
         tags.append(
             ensure_requirements_image(
-                client, ["prism-probe-app"], find_links=wheels.folder, no_index=True
+                client,
+                ["prism-probe-app"],
+                base=sandbox_image,
+                find_links=wheels.folder,
+                no_index=True,
             )
         )
 
@@ -250,7 +266,7 @@ def images_labelled(client: docker.DockerClient, tag: str) -> list[str]:
 
 
 def test_derived_image_is_built_once_and_then_reused(
-    client: docker.DockerClient, wheels: Wheels, probe_image: tuple[str, float]
+    client: docker.DockerClient, sandbox_image: str, wheels: Wheels, probe_image: tuple[str, float]
 ) -> None:
     tag, build_seconds = probe_image
     assert tag.startswith(f"{REQUIREMENTS_REPOSITORY}:")
@@ -261,7 +277,7 @@ def test_derived_image_is_built_once_and_then_reused(
     began = time.monotonic()
     # The same set, written differently: the same image.
     again = ensure_requirements_image(
-        client, ["Prism_Probe_App "], find_links=wheels.folder, no_index=True
+        client, ["Prism_Probe_App "], base=sandbox_image, find_links=wheels.folder, no_index=True
     )
     reuse_seconds = time.monotonic() - began
     print(f"reuse: {reuse_seconds * 1000:.0f} ms")
@@ -269,12 +285,16 @@ def test_derived_image_is_built_once_and_then_reused(
     assert again == tag
     assert client.images.get(tag).id == first.id
     assert client.images.get(tag).attrs["Created"] == first.attrs["Created"]
-    # Nothing of the throw-away install stage is left.
-    assert client.images.list(filters={"label": "prism.requirements.stage"}) == []
+    # Nothing of the throw-away install stage is left. Its label starts with the
+    # build's content hash: other checkouts' builds on this engine have their own.
+    content = first.labels[REQUIREMENTS_LABEL]
+    stages = client.images.list(filters={"label": STAGE_LABEL})
+    assert [image for image in stages if image.labels[STAGE_LABEL].startswith(content[:12])] == []
 
 
 def test_a_ca_bundle_is_part_of_the_build_and_of_its_hash(
     client: docker.DockerClient,
+    sandbox_image: str,
     wheels: Wheels,
     probe_image: tuple[str, float],
     built: set[str],
@@ -282,15 +302,20 @@ def test_a_ca_bundle_is_part_of_the_build_and_of_its_hash(
 ) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nnot used offline\n-----END CERTIFICATE-----\n")
-    tag = ensure_requirements_image(
-        client, ["prism-probe-app"], find_links=wheels.folder, no_index=True, cert=ca
+    ensure = functools.partial(
+        ensure_requirements_image,
+        client,
+        ["prism-probe-app"],
+        base=sandbox_image,
+        find_links=wheels.folder,
+        no_index=True,
+        cert=ca,
     )
+    tag = ensure()
     built.add(tag)
     assert tag != probe_image[0]
     ca.write_text("another bundle\n")
-    other = ensure_requirements_image(
-        client, ["prism-probe-app"], find_links=wheels.folder, no_index=True, cert=ca
-    )
+    other = ensure()
     built.add(other)
     assert other not in (tag, probe_image[0])
 
@@ -302,8 +327,8 @@ def test_derived_image_does_not_pass_for_the_sandbox_image(
     # ensure_sandbox_image could find it and tag it as the sandbox image.
     derived = client.images.get(probe_image[0])
     assert derived.labels[HASH_LABEL] == ""
-    assert ensure_sandbox_image(client) == SANDBOX_TAG
-    plain = client.images.get(SANDBOX_TAG)
+    assert ensure_sandbox_image(client, sandbox_image) == sandbox_image
+    plain = client.images.get(sandbox_image)
     assert plain.id != derived.id
     assert plain.labels[HASH_LABEL] and REQUIREMENTS_LABEL not in plain.labels
 
@@ -359,14 +384,15 @@ print(json.dumps({{
     [("prism-no-such-package", "prism-no-such-package"), ("prism-probe>=2", "prism-probe")],
 )
 def test_pip_refusing_the_requirements_is_a_requirements_error(
-    client: docker.DockerClient, wheels: Wheels, built: set[str], requirement: str, named: str
+    client: docker.DockerClient, sandbox_image: str, wheels: Wheels, requirement: str, named: str
 ) -> None:
     with pytest.raises(RequirementsError) as caught:
-        ensure_requirements_image(client, [requirement], find_links=wheels.folder, no_index=True)
+        ensure_requirements_image(
+            client, [requirement], base=sandbox_image, find_links=wheels.folder, no_index=True
+        )
     message = str(caught.value)
     assert f"No matching distribution found for {named}" in message
-    assert "\x1b[" not in message  # the builder's colours are gone
-    assert client.images.list(filters={"label": "prism.requirements.stage"}) == []
+    assert "\x1b[" not in message  # no terminal colours
 
 
 def test_invalid_requirements_never_reach_a_build(client: docker.DockerClient) -> None:
@@ -385,20 +411,19 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def loopback_index(wheels: Wheels, tmp_path: Path) -> Iterator[str]:
-    """A PEP 503 simple index of the wheels, served on 127.0.0.1."""
-    for wheel in wheels.folder.iterdir():
-        project = wheel.name.split("-")[0].replace("_", "-")
-        page = tmp_path / "simple" / project
-        page.mkdir(parents=True)
-        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        (tmp_path / "files").mkdir(exist_ok=True)
-        (tmp_path / "files" / wheel.name).write_bytes(wheel.read_bytes())
-        (page / "index.html").write_text(
-            f'<a href="../../files/{wheel.name}#sha256={sha}">{wheel.name}</a>\n'
-        )
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+@contextlib.contextmanager
+def serve_index(distributions: Path, root: Path) -> Iterator[str]:
+    """A PEP 503 simple index of the files in `distributions`, served on 127.0.0.1."""
+    (root / "files").mkdir(parents=True)
+    for path in distributions.iterdir():
+        project = path.name.split("-")[0].replace("_", "-")
+        page = root / "simple" / project
+        page.mkdir(parents=True, exist_ok=True)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        (root / "files" / path.name).write_bytes(path.read_bytes())
+        with (page / "index.html").open("a") as index:
+            index.write(f'<a href="../../files/{path.name}#sha256={sha}">{path.name}</a>\n')
+    handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     serving = threading.Thread(target=server.serve_forever, daemon=True)
     serving.start()
@@ -410,21 +435,257 @@ def loopback_index(wheels: Wheels, tmp_path: Path) -> Iterator[str]:
         serving.join(10)
 
 
-def test_a_loopback_index_is_reached_through_the_host_network(
+@pytest.fixture
+def loopback_index(wheels: Wheels, tmp_path: Path) -> Iterator[str]:
+    with serve_index(wheels.folder, tmp_path / "index") as url:
+        yield url
+
+
+class EngineEvents:
+    """What the engine reports of containers made and networks joined while this is
+    open: its own record, nothing of ours in between."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._stream = client.events(
+            decode=True,
+            filters={"type": ["container", "network"], "event": ["create", "connect"]},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        # Closing the stream ends the iteration with a read error.
+        with contextlib.suppress(OSError, AttributeError, requests.RequestException):
+            for event in self._stream:
+                self.events.append(event)
+
+    def close(self) -> None:
+        self._stream.close()
+        self._reader.join(10)
+
+    def networks_joined(self, stage_prefix: str) -> dict[str, list[str]]:
+        """For each container of a requirements build's install stage whose stage label
+        starts with `stage_prefix`: the networks it joined."""
+        stage = {
+            event["id"]
+            for event in list(self.events)
+            if event["Type"] == "container"
+            and event["Actor"]["Attributes"].get(STAGE_LABEL, "").startswith(stage_prefix)
+        }
+        joined: dict[str, list[str]] = {}
+        for event in list(self.events):
+            attributes = event["Actor"]["Attributes"]
+            if event["Type"] == "network" and attributes.get("container") in stage:
+                joined.setdefault(attributes["container"], []).append(attributes["name"])
+        return joined
+
+
+def test_a_build_reaches_no_network_and_its_dependencies_are_resolved_on_the_host(
     client: docker.DockerClient,
+    sandbox_image: str,
     wheels: Wheels,
     box: Sandbox,
     built: set[str],
     loopback_index: str,
 ) -> None:
-    tag = ensure_requirements_image(client, ["prism-probe==1.0"], index_url=loopback_index)
-    built.add(tag)
+    # An index on the host's loopback: the place a build with the host's network (as
+    # this one once had) could reach, and so could every other service there.
+    events = EngineEvents(client)
+    try:
+        tag = ensure_requirements_image(
+            client, ["prism-probe-app"], base=sandbox_image, index_url=loopback_index
+        )
+        built.add(tag)
+        prefix = client.images.get(tag).labels[REQUIREMENTS_LABEL][:12]
+        # The install stage's pip step is the one container of the build that runs.
+        joined = wait_until(lambda: events.networks_joined(prefix), 10, "the build's pip step")
+    finally:
+        events.close()
+    assert list(joined.values()) == [["none"]]
 
-    script = (
-        "import os, prism_probe\nprint(prism_probe.VALUE, sorted(os.listdir('/sys/class/net')))"
-    )
+    # Only prism-probe-app was asked for; prism-probe came as its dependency, which the
+    # build, without a network, could only install from what the host downloaded.
+    script = "import prism_probe, prism_probe_app\nprint(prism_probe_app.VALUE, prism_probe.VALUE)"
     execution = box.run(
         f"req-{secrets.token_hex(4)}", script, "{}", Limits(wall_seconds=30), image=tag
     )
     assert execution.outcome == "succeeded", execution
-    assert execution.stdout == f"{wheels.value} ['lo']\n"
+    assert execution.stdout == f"{wheels.value} {wheels.value}\n"
+
+
+def test_this_hosts_own_pip_settings_are_not_used(
+    client: docker.DockerClient,
+    sandbox_image: str,
+    built: set[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The host's pip could install this one, from its environment or its configuration
+    # file; the runner's pip, given neither, must not.
+    folder = tmp_path / "host-wheels"
+    folder.mkdir()
+    write_wheel(folder, "prism-host-only", "1.0", {"prism_host_only.py": ""})
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\nfind-links = {folder}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(folder))
+    empty = tmp_path / "runner-wheels"
+    empty.mkdir()
+    error = refused(
+        built,
+        lambda: ensure_requirements_image(
+            client, ["prism-host-only"], base=sandbox_image, find_links=empty, no_index=True
+        ),
+    )
+    assert "No matching distribution found for prism-host-only" in str(error)
+
+
+def test_an_unreachable_index_is_the_machines_fault_not_the_sweeps(
+    client: docker.DockerClient, sandbox_image: str
+) -> None:
+    with socket.socket() as closed:  # bound and never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/simple/"
+        with pytest.raises(ImageError) as caught:
+            ensure_requirements_image(client, ["prism-probe"], base=sandbox_image, index_url=url)
+    assert type(caught.value) is ImageError
+    assert "pip could not reach the index" in str(caught.value)
+    assert "Connection refused" in str(caught.value)
+
+
+_SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
+
+
+def host_addresses() -> set[str]:
+    """This host's IPv4 addresses, one per interface (the docker bridge's gateway
+    among them), read from the kernel: nothing is sent anywhere."""
+    addresses = {"127.0.0.1"}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+            except OSError:  # an interface without an IPv4 address
+                continue
+            addresses.add(socket.inet_ntoa(answer[20:24]))
+    return addresses
+
+
+class Listeners:
+    """A TCP listener on each of the host's addresses. Never accepted while the test
+    runs: the kernel completes a connection into the backlog, where `connected`
+    finds it afterwards."""
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+        for address in sorted(host_addresses()):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind((address, 0))
+            listener.listen(8)
+            listener.setblocking(False)
+            self.sockets.append(listener)
+        self.targets: list[tuple[str, int]] = [listener.getsockname() for listener in self.sockets]
+
+    def connected(self) -> list[str]:
+        seen = []
+        for listener in self.sockets:
+            try:
+                connection, peer = listener.accept()
+            except BlockingIOError:
+                continue
+            connection.close()
+            seen.append(f"{listener.getsockname()} from {peer}")
+        return seen
+
+    def close(self) -> None:
+        for listener in self.sockets:
+            listener.close()
+
+
+def write_sdist(folder: Path, name: str, version: str, setup_py: str) -> Path:
+    """A source distribution: only building it (running setup.py) runs `setup_py`."""
+    base = f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{base}.tar.gz"
+    files = {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        "setup.py": setup_py,
+    }
+    with tarfile.open(path, "w:gz") as archive:
+        for member, text in files.items():
+            info = tarfile.TarInfo(f"{base}/{member}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    return path
+
+
+def refused(built: set[str], ensure: Callable[[], str]) -> RequirementsError:
+    """The error of a build that must be refused; an image made anyway is removed."""
+    try:
+        tag = ensure()
+    except RequirementsError as error:
+        return error
+    built.add(tag)
+    pytest.fail(f"built {tag}")
+
+
+@pytest.mark.parametrize("source", ["loopback index", "find-links folder"])
+def test_a_requirement_without_a_wheel_is_refused_before_its_code_can_run(
+    client: docker.DockerClient, sandbox_image: str, built: set[str], tmp_path: Path, source: str
+) -> None:
+    listeners = Listeners()
+    # What a hostile package build would do: reach the host's own services.
+    setup_py = f"""
+import socket
+for target in {listeners.targets!r}:
+    try:
+        socket.create_connection(target, timeout=2).close()
+    except OSError:
+        pass
+from setuptools import setup
+setup(name="prism-sdist-probe", version="1.0")
+"""
+    folder = tmp_path / "dists"
+    folder.mkdir()
+    write_sdist(folder, "prism-sdist-probe", "1.0", setup_py)
+    ensure = functools.partial(ensure_requirements_image, client, ["prism-sdist-probe"])
+    try:
+        if source == "loopback index":
+            with serve_index(folder, tmp_path / "index") as url:
+                error = refused(built, lambda: ensure(base=sandbox_image, index_url=url))
+        else:
+            error = refused(
+                built, lambda: ensure(base=sandbox_image, find_links=folder, no_index=True)
+            )
+        connected = listeners.connected()
+    finally:
+        listeners.close()
+
+    message = str(error)
+    assert message.startswith("prism-sdist-probe: no matching wheel for the sandbox"), message
+    assert "source distributions are never built, because building one runs the package's own" in (
+        message
+    )
+    assert "No matching distribution found for prism-sdist-probe" in message  # pip's own words
+    assert len(listeners.targets) >= 2  # loopback and at least the docker bridge
+    assert connected == []
+
+
+def test_a_missing_package_is_not_taken_for_another_ones_source_distribution(
+    client: docker.DockerClient, sandbox_image: str, built: set[str], tmp_path: Path
+) -> None:
+    # pip looks at every file of a find-links folder for every package it wants.
+    write_sdist(tmp_path, "prism-sdist-probe", "1.0", "raise SystemExit(1)\n")
+    error = refused(
+        built,
+        lambda: ensure_requirements_image(
+            client,
+            ["prism-no-such-package"],
+            base=sandbox_image,
+            find_links=tmp_path,
+            no_index=True,
+        ),
+    )
+    message = str(error)
+    assert message.startswith("pip could not download the requirements as wheels:\n"), message
+    assert "No matching distribution found for prism-no-such-package" in message
