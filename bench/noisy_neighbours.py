@@ -125,7 +125,7 @@ def main() -> int:
                 background.join()
 
                 background = in_background(
-                    lambda: sweep_seconds(stack, large),  # noqa: B023 (joined in this round)
+                    lambda: sweep_seconds(stack, large),
                     measured["large"],
                 )
                 time.sleep(0.5)  # every slot is taken
