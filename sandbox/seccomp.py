@@ -23,9 +23,9 @@ Every call it names is decided here; denied calls answer EPERM:
   (a known escape); ``name_to_handle_at`` only makes handles for it.
 - kernel surfaces a trial does not use, with a record of exploits: ``bpf``,
   ``userfaultfd`` (pauses the kernel mid-copy), ``io_uring`` (its operations never
-  pass through seccomp), ``modify_ldt``, ``vm86``, ``uselib``, ``lookup_dcookie``;
-  ``perf_event_open``, ``fanotify`` and ``cachestat`` also watch other processes'
-  activity, across containers.
+  pass through seccomp), ``modify_ldt``, ``vm86``, ``uselib``, ``lookup_dcookie``,
+  ``fanotify`` (inotify serves a trial); ``perf_event_open`` and ``cachestat`` also
+  give side channels on what other processes do.
 - ``personality``: READ_IMPLIES_EXEC makes readable memory executable, and
   ADDR_NO_RANDOMIZE turns address randomisation off for the programs it starts.
 - memory placement (NUMA): ``mbind``, ``set_mempolicy`` and kin; ``move_pages`` and
@@ -49,6 +49,7 @@ does not exist on an architecture is skipped there. Nothing is read at run time.
 
 import errno
 import json
+from collections.abc import Mapping
 from typing import Any
 
 # The namespace flags of clone(2). CLONE_NEWTIME is left out: clone() takes that bit
@@ -63,7 +64,7 @@ _CLONE_NEW_FLAGS = (
     0x40000000,  # CLONE_NEWNET
 )
 
-DENIED: dict[str, tuple[str, ...]] = {
+DENIED: Mapping[str, tuple[str, ...]] = {
     "other processes": (
         "ptrace",
         "process_vm_readv",
@@ -219,7 +220,7 @@ def _clone_flags(mask: int, value: int) -> list[dict[str, Any]]:
     return [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}]
 
 
-def profile() -> dict[str, Any]:
+def _profile() -> dict[str, Any]:
     """The profile in the engine's JSON form (what ``--security-opt seccomp=`` reads)."""
     any_namespace = 0
     for flag in _CLONE_NEW_FLAGS:
@@ -255,4 +256,4 @@ def profile() -> dict[str, Any]:
 
 
 # What the engine gets, inline: ``seccomp=<this>`` in the container's security options.
-PROFILE_JSON = json.dumps(profile(), separators=(",", ":"))
+PROFILE_JSON = json.dumps(_profile(), separators=(",", ":"))
