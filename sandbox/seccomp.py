@@ -243,8 +243,8 @@ def _profile() -> dict[str, Any]:
                 "action": "SCMP_ACT_ALLOW",
                 "args": _clone_flags(any_namespace, 0),
             },
-            # A filter compares one masked value: one rule per flag says EPERM, rather
-            # than leaving every namespace flag to the default's ENOSYS.
+            # A masked compare tests for one value, so "any of these flags" takes a
+            # rule per flag; without them a namespace flag would meet the default.
             *(
                 {**_errno(("clone",), errno.EPERM), "args": _clone_flags(flag, flag)}
                 for flag in _CLONE_NEW_FLAGS
