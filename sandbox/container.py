@@ -57,6 +57,7 @@ from sandbox.bootstrap import (
     RESULT_FILE,
 )
 from sandbox.prism_trial import MAX_METRIC_LINE_BYTES, METRIC_PREFIX
+from sandbox.seccomp import PROFILE_JSON
 
 OWNER_LABEL = "prism.owner"
 TRIAL_LABEL = "prism.trial"
@@ -614,7 +615,7 @@ class Sandbox:
             },
             shm_size=_SHM_BYTES,
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={PROFILE_JSON}"],
             pids_limit=limits.processes + _BOOTSTRAP_PROCESSES,
             mem_limit=memory,
             memswap_limit=memory,
