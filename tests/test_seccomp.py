@@ -14,14 +14,15 @@ from __future__ import annotations
 import errno
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from typing import Any
 
 import docker
 import pytest
 
-from sandbox import Execution, Limits, Sandbox
+from prism.trial import TrialResult
+from sandbox import Limits, Sandbox
 from sandbox.container import OWNER_LABEL
 from sandbox.seccomp import ALLOWED, DENIED, NOT_IMPLEMENTED, PROFILE_JSON
 
@@ -66,11 +67,11 @@ def ours(client: docker.DockerClient, owner: str) -> list[dict[str, Any]]:
     return client.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})  # type: ignore[no-any-return]
 
 
-def run(box: Sandbox, script: str) -> Execution:
+def run(box: Sandbox, script: str) -> TrialResult:
     return box.run(f"seccomp-{secrets.token_hex(4)}", script, "{}", LIMITS)
 
 
-def report(execution: Execution) -> dict[str, Any]:
+def report(execution: TrialResult) -> Mapping[str, Any]:
     assert (execution.outcome, execution.stderr) == ("succeeded", ""), execution
     assert execution.result is not None, execution
     return execution.result
