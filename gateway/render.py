@@ -15,6 +15,8 @@ TEMPLATE_PATH = PACKAGE_DIR / "envoy.yaml"
 AUTH_LUA_PATH = PACKAGE_DIR / "auth.lua"
 DESCRIPTOR_PATH = PACKAGE_DIR / "prism.pb"
 
+ADMIN_SOCKET_MODE = 0o600
+
 # Largest request body accepted on the public listener, JSON or unary gRPC (streaming routes are
 # exempt, see envoy.yaml); 413 beyond it.
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -45,8 +47,8 @@ def render(settings: Settings) -> str:
     """The Envoy configuration (YAML) for these settings. It never contains the token."""
     orchestrator = settings.orchestrator
     values = {
-        "admin_host": settings.admin.host,
-        "admin_port": settings.admin.port,
+        "admin_socket": str(settings.admin_socket),
+        "admin_socket_mode": ADMIN_SOCKET_MODE,
         "listen_host": settings.listen.host,
         "listen_port": settings.listen.port,
         "orchestrator_host": orchestrator.host,
@@ -71,6 +73,8 @@ def write_config(settings: Settings) -> Path:
     """Render and atomically replace ``settings.config_path`` (mode 0600, folder 0700)."""
     path = settings.config_path
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir leaves an existing folder's mode alone, and this folder also guards the admin socket.
+    path.parent.chmod(0o700)
     text = render(settings)
     # mkstemp creates the file 0600, so it is never readable by others, not even briefly.
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".envoy-", suffix=".yaml")

@@ -3,8 +3,8 @@
 The orchestrator address points at a closed port (the orchestrator is down) or at a socket that
 accepts connections and never answers (the orchestrator is stuck), so everything checked here is
 decided by Envoy itself: auth (fail closed), JSON error bodies, routing, body limit, timeouts,
-admin exposure, and keeping the token out of the configuration and the logs. Routes through a
-real orchestrator are tested end to end elsewhere.
+the admin API's socket, and keeping the token out of the configuration and the logs. Routes
+through a real orchestrator are tested end to end elsewhere.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +43,9 @@ def make_settings(
     sync_timeout_s: float = 300,
     orchestrator: Address | None = None,
 ) -> Settings:
-    listen, admin, closed = free_ports(3)
+    listen, closed = free_ports(2)
     return Settings(
         listen=Address("127.0.0.1", listen),
-        admin=Address("127.0.0.1", admin),
         # By default nothing listens there: the orchestrator is down.
         orchestrator=orchestrator or Address("127.0.0.1", closed),
         token=token,
@@ -76,11 +77,18 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayF
     started: list[Running] = []
 
     def factory(
-        *, token: str | None, sync_timeout_s: float = 300, orchestrator: Address | None = None
+        *,
+        token: str | None,
+        sync_timeout_s: float = 300,
+        orchestrator: Address | None = None,
+        data_dir: Path | None = None,
     ) -> Running:
         base = tmp_path_factory.mktemp("gateway")
         settings = make_settings(
-            base / "data", token=token, sync_timeout_s=sync_timeout_s, orchestrator=orchestrator
+            data_dir or base / "data",
+            token=token,
+            sync_timeout_s=sync_timeout_s,
+            orchestrator=orchestrator,
         )
         stdout, stderr = base / "stdout.log", base / "stderr.log"
         with stdout.open("wb") as out, stderr.open("wb") as err:
@@ -200,9 +208,7 @@ PUBLIC_REQUESTS = [
 def test_rendered_config_validates(
     tmp_path: Path, orchestrator: Address, token: str | None
 ) -> None:
-    settings = Settings(
-        orchestrator=orchestrator, admin=Address("::1", 9901), token=token, data_dir=tmp_path
-    )
+    settings = Settings(orchestrator=orchestrator, token=token, data_dir=tmp_path)
     path = write_config(settings)
     result = subprocess.run(
         [find_envoy(), "--mode", "validate", "--config-path", str(path)],
@@ -238,7 +244,6 @@ def test_settings_are_quoted_not_spliced(tmp_path: Path) -> None:
 def test_settings_defaults() -> None:
     settings = Settings.from_env({})
     assert str(settings.listen) == "127.0.0.1:8080"
-    assert str(settings.admin) == "127.0.0.1:9901"
     assert str(settings.orchestrator) == "127.0.0.1:50051"
     assert settings.token is None
     assert settings.data_dir == Path(".prism")
@@ -263,9 +268,6 @@ def test_token_file_wins_over_variable(tmp_path: Path) -> None:
         {"PRISM_API_TOKEN_FILE": "/nonexistent/prism-token"},
         {"PRISM_API_TOKEN": "two words"},
         {"PRISM_API_TOKEN": "caf\u00e9"},
-        {"PRISM_GATEWAY_ADMIN_ADDR": "0.0.0.0:9901"},
-        {"PRISM_GATEWAY_ADMIN_ADDR": "10.1.2.3:9901"},
-        {"PRISM_GATEWAY_ADMIN_ADDR": "localhost:9901"},
         {"PRISM_GATEWAY_ADDR": "127.0.0.1"},
         {"PRISM_GATEWAY_ADDR": "127.0.0.1:70000"},
         {"PRISM_ORCHESTRATOR_ADDR": ":50051"},
@@ -277,11 +279,6 @@ def test_token_file_wins_over_variable(tmp_path: Path) -> None:
 def test_bad_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Settings.from_env(env)
-
-
-def test_loopback_admin_addresses_are_accepted() -> None:
-    assert Settings.from_env({"PRISM_GATEWAY_ADMIN_ADDR": "[::1]:9901"}).admin.host == "::1"
-    assert Settings.from_env({"PRISM_GATEWAY_ADMIN_ADDR": "127.0.0.2:9901"}).admin.port == 9901
 
 
 # --- no token: fail closed -----------------------------------------------------------------
@@ -465,14 +462,9 @@ def test_orchestrator_down_is_503_json(
 
 
 def admin_get(settings: Settings, path: str) -> bytes:
-    connection = http.client.HTTPConnection(settings.admin.host, settings.admin.port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        assert response.status == 200
-        return response.read()
-    finally:
-        connection.close()
+    status, body = gateway.admin_request(settings, path)
+    assert status == 200, body
+    return body
 
 
 def test_route_timeouts(start_gateway: GatewayFactory) -> None:
@@ -513,17 +505,136 @@ def test_token_stays_out_of_config_dump_command_line_and_logs(
     assert "authorization" not in logs.lower()
 
 
-def test_admin_listens_on_loopback_only(with_token: Running) -> None:
-    port = with_token.settings.admin.port
-    listening = []
+# --- the admin API: a Unix socket for the stack's user alone -------------------------------
+
+
+def tcp_listening_ports(pid: int) -> set[int]:
+    """The TCP ports a process listens on: its socket inodes found in the kernel's tables."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed since the listing
+        if target.startswith("socket:["):
+            inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
-            local, state = row.split()[1], row.split()[3]
-            address, port_hex = local.rsplit(":", 1)
-            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
-                listening.append(address)
-    assert listening == ["0100007F"]  # 127.0.0.1, little-endian hex
-    assert admin_get(with_token.settings, "/ready").strip() == b"LIVE"
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN; 9: the inode
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_admin_answers_on_its_unix_socket_and_on_no_tcp_port(with_token: Running) -> None:
+    settings = with_token.settings
+    assert admin_get(settings, "/ready").strip() == b"LIVE"
+    dump = json.loads(admin_get(settings, "/config_dump?mask=bootstrap"))
+    admin_address = dump["configs"][0]["bootstrap"]["admin"]["address"]
+    assert admin_address == {"pipe": {"path": str(settings.admin_socket), "mode": 0o600}}
+    # The public listener is the only TCP port Envoy holds.
+    assert tcp_listening_ports(with_token.process.pid) == {settings.listen.port}
+
+
+def test_admin_socket_is_the_stack_users_alone(with_token: Running) -> None:
+    sock = with_token.settings.admin_socket
+    assert sock == with_token.settings.data_dir / "gateway" / "admin.sock"
+    for path, mode in ((sock, 0o600), (sock.parent, 0o700)):
+        info = path.lstat()
+        assert stat.S_IMODE(info.st_mode) == mode, path
+        assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid()), path
+    assert stat.S_ISSOCK(sock.lstat().st_mode)
+
+
+NOBODY = 65534
+# Imports first, then drops root: after the drop the interpreter's own files may be out of reach.
+CONNECT_AS_NOBODY = f"""
+import errno, os, socket, sys
+os.setgroups([])
+os.setgid({NOBODY})
+os.setuid({NOBODY})
+probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    probe.connect(sys.argv[1])
+except OSError as error:
+    print(errno.errorcode[error.errno])
+else:
+    print("connected")
+"""
+
+
+def connect_as_nobody(path: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", CONNECT_AS_NOBODY, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder anyone may pass through (pytest's own is its owner's alone), so that only the
+    gateway's own modes can stop another user."""
+    folder = Path(tempfile.mkdtemp(prefix="prism-gw-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+def test_another_user_cannot_open_the_admin_socket(
+    start_gateway: GatewayFactory, open_folder: Path
+) -> None:
+    running = start_gateway(token=TOKEN, data_dir=open_folder / "data")
+    sock = running.settings.admin_socket
+    try:
+        assert connect_as_nobody(sock) == "EACCES"
+        # Each guard holds alone: the socket's mode with its folder opened...
+        sock.parent.chmod(0o711)
+        assert connect_as_nobody(sock) == "EACCES"
+        # ...and the probe does tell: with the socket opened too, it gets in.
+        sock.chmod(0o666)
+        assert connect_as_nobody(sock) == "connected"
+    finally:
+        gateway.stop(running.process)
+
+
+def test_a_second_gateway_on_the_same_data_folder_is_refused(
+    start_gateway: GatewayFactory,
+) -> None:
+    first = start_gateway(token=TOKEN)
+    second = make_settings(first.settings.data_dir, token=TOKEN)
+    with pytest.raises(gateway.GatewayError, match="another gateway"):
+        gateway.start(second, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert admin_get(first.settings, "/ready").strip() == b"LIVE"
+
+
+def test_the_socket_of_a_killed_gateway_is_replaced(start_gateway: GatewayFactory) -> None:
+    killed = start_gateway(token=TOKEN)
+    killed.process.kill()
+    killed.process.wait()
+    assert killed.settings.admin_socket.exists()  # nothing removed it
+    again = make_settings(killed.settings.data_dir, token=TOKEN)
+    process = gateway.start(again, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert admin_get(again, "/ready").strip() == b"LIVE"
+        assert stat.S_IMODE(again.admin_socket.stat().st_mode) == 0o600
+    finally:
+        gateway.stop(process)
+
+
+def test_a_data_folder_too_deep_for_the_admin_socket_is_refused(tmp_path: Path) -> None:
+    suffix = len("/gateway/admin.sock")
+    longest = Path("/" + "d" * (107 - suffix - 1))
+    assert len(str(Settings(data_dir=longest).admin_socket)) == 107
+    too_long = Path(str(longest) + "d")
+    with pytest.raises(ConfigError, match="PRISM_DATA_DIR") as refused:
+        Settings(data_dir=too_long)
+    assert "108 bytes" in str(refused.value) and "107" in str(refused.value)
 
 
 # --- the launcher ----------------------------------------------------------------------------
@@ -534,7 +645,6 @@ def test_python_m_gateway_becomes_envoy(tmp_path: Path) -> None:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PRISM_GATEWAY_ADDR": str(settings.listen),
-        "PRISM_GATEWAY_ADMIN_ADDR": str(settings.admin),
         "PRISM_ORCHESTRATOR_ADDR": str(settings.orchestrator),
         "PRISM_DATA_DIR": str(settings.data_dir),
         "PRISM_API_TOKEN": "overridden-by-the-file",
@@ -565,10 +675,11 @@ def test_python_m_gateway_becomes_envoy(tmp_path: Path) -> None:
 
 def test_python_m_gateway_refuses_bad_settings(tmp_path: Path) -> None:
     repo_root = Path(gateway.__file__).resolve().parent.parent
+    data_dir = tmp_path / ("d" * 100)
     result = subprocess.run(
         [sys.executable, "-m", "gateway"],
         cwd=repo_root,
-        env={"PRISM_GATEWAY_ADMIN_ADDR": "0.0.0.0:9901", "PRISM_DATA_DIR": str(tmp_path)},
+        env={"PRISM_DATA_DIR": str(data_dir)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -576,5 +687,5 @@ def test_python_m_gateway_refuses_bad_settings(tmp_path: Path) -> None:
     assert result.returncode == 2
     line = json.loads(result.stderr.strip().splitlines()[-1])
     assert line["level"] == "critical"
-    assert "PRISM_GATEWAY_ADMIN_ADDR" in line["message"]
-    assert not (tmp_path / "gateway").exists()
+    assert "PRISM_DATA_DIR" in line["message"] and "admin socket" in line["message"]
+    assert not data_dir.exists()
