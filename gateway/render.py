@@ -57,7 +57,7 @@ UNKNOWN_CODE = 2
 HEADERS_TOO_LARGE = (
     f"the request line and headers exceed the gateway's limit of {MAX_REQUEST_HEADERS_KIB} KiB"
 )
-# Envoy's header count limit (its default), 431 beyond it.
+# Headers a request may have; 431 beyond it (Envoy's default, made explicit).
 MAX_REQUEST_HEADERS_COUNT = 100
 
 # Replies Envoy makes before any filter runs, with an empty body or only the status's reason
@@ -65,11 +65,37 @@ MAX_REQUEST_HEADERS_COUNT = 100
 # %RESPONSE_CODE_DETAILS% is Envoy's own name for the fault.
 DETAIL_MESSAGES: list[tuple[int, str | None, str]] = [
     (
+        400,
+        "response.code_details == 'path_normalization_failed'",
+        "the request path holds a character that is not allowed, such as an encoded NUL",
+    ),
+    (400, "response.code_details == 'missing_host_header'", "the request has no Host header"),
+    (
+        404,
+        "response.code_details == 'absolute_path_rejected'",
+        "the request target must be a path that starts with /",
+    ),
+    (
+        426,
+        "response.code_details == 'low_version'",
+        "HTTP/1.0 and older are not supported: use HTTP/1.1 or HTTP/2",
+    ),
+    (
         431,
         "response.code_details == 'http1.too_many_headers'",
         f"the request has more than {MAX_REQUEST_HEADERS_COUNT} headers",
     ),
     (431, None, HEADERS_TOO_LARGE),
+    (
+        501,
+        "response.code_details == 'http1.invalid_transfer_encoding'",
+        "the request's Transfer-Encoding is not supported: send chunked or a Content-Length",
+    ),
+    (
+        400,
+        "response.code_details.startsWith('http1.')",
+        "the request is not valid HTTP/1.1 (%RESPONSE_CODE_DETAILS%)",
+    ),
 ]
 
 
@@ -88,6 +114,7 @@ def render(settings: Settings) -> str:
         "checks_lua": _checks_lua(),
         "max_request_bytes": MAX_REQUEST_BYTES,
         "codec_request_headers_kib": CODEC_REQUEST_HEADERS_KIB,
+        "max_headers_count": MAX_REQUEST_HEADERS_COUNT,
         "sync_timeout": _duration(settings.sync_timeout_s),
         # A waiting RunSweep stream is silent until the answer; the idle limit must not cut it
         # before the route timeout does, yet still bounds a client that never ends its request.
@@ -160,8 +187,10 @@ def _local_reply_mappers(*, indent: str) -> str:
         if condition is not None:
             matches = {"and_filter": {"filters": [matches, _cel_filter(condition)]}}
         rules.append((matches, LOCAL_REPLY_GRPC_CODES.get(status, UNKNOWN_CODE), message))
+    always = {status for status, condition, _ in DETAIL_MESSAGES if condition is None}
     for status, code in LOCAL_REPLY_GRPC_CODES.items():
-        rules.append((_status_filter("EQ", status), code, "%LOCAL_REPLY_BODY%"))
+        if status not in always:
+            rules.append((_status_filter("EQ", status), code, "%LOCAL_REPLY_BODY%"))
     rules.append((_status_filter("GE", 400), UNKNOWN_CODE, "%LOCAL_REPLY_BODY%"))
     lines = []
     for matches, code, message in rules:

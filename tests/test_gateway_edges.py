@@ -80,3 +80,68 @@ def test_grpc_metadata_the_gateway_lets_through_reaches_the_orchestrator(
             )
         assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert failure.value.details() == HEADERS_TOO_LARGE
+
+
+ID_ROUTES = [
+    "/sweeps/{}",
+    "/v1/sweeps/{}",
+    "/v1/sweeps/{}/events",
+    "/v1/sweeps/{}/trials/0/logs",
+    "/v1/sweeps/{}/trials/0/artifacts",
+    "/v1/sweeps/x/trials/0/artifacts/{}",
+    "/v1/sweeps/x/trials/{}/logs",
+]
+
+
+@pytest.mark.parametrize("route", ID_ROUTES)
+@pytest.mark.parametrize(
+    ("segment", "status", "says"),
+    [
+        ("abc%00def", 400, "not allowed"),
+        ("%ff%fe", 400, "not allowed"),
+        ("a%ed%a0%80", 400, "not allowed"),
+        ("abc%01def", 404, ""),
+        ("abc%7f", 404, ""),
+        ("abc%zz", 404, ""),
+        ("abc%", 404, ""),
+        ("a%2Fb", 404, ""),
+        ("%e2%82%ac", 404, ""),
+        ("x" * 5000, 404, ""),
+        ("x" * LIMIT, 431, "KiB"),
+    ],
+    ids=[
+        "nul",
+        "not-utf8",
+        "surrogate",
+        "ctrl",
+        "del",
+        "bad-escape",
+        "lone-percent",
+        "slash",
+        "euro",
+        "long",
+        "too-long",
+    ],
+)
+def test_odd_ids_get_a_json_answer_naming_the_fault(
+    stack: RunningStack, route: str, segment: str, status: int, says: str
+) -> None:
+    got, body = get(stack, route.format(segment))
+    if route.endswith("trials/{}/logs") and status == 404:
+        # The trial index is a number: anything else is the transcoder's 400.
+        status, says = 400, "index"
+    assert got == status, body
+    assert isinstance(body["message"], str) and body["message"], body
+    assert says in body["message"]
+
+
+@pytest.mark.parametrize("path", ["/sweeps/../x", "/v1/sweeps/a/../../x", "/v1/sweeps/%2e%2e/x"])
+def test_dot_segments_are_resolved_before_routing(stack: RunningStack, path: str) -> None:
+    status, body = get(stack, path)
+    assert status == 404 and body["message"], body
+
+
+@pytest.mark.parametrize("query", ["pageToken=%ff", "pageToken=%00", "pageSize=%ff", "pageSize=x"])
+def test_odd_query_values_are_400_json(stack: RunningStack, query: str) -> None:
+    status, body = get(stack, f"/v1/sweeps?{query}")
+    assert status == 400 and body["message"], body
