@@ -51,13 +51,11 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def admin_request(
-    settings: Settings, path: str, *, method: str = "GET", timeout_s: float = 10.0
-) -> tuple[int, bytes]:
-    """Status and body of one call to Envoy's admin API, through its Unix socket."""
+def admin_request(settings: Settings, path: str, *, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """Status and body of a GET of Envoy's admin API, through its Unix socket."""
     connection = _UnixHTTPConnection(settings.admin_socket, timeout=timeout_s)
     try:
-        connection.request(method, path)
+        connection.request("GET", path)
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -105,6 +103,7 @@ def _refuse_a_live_admin_socket(settings: Settings) -> None:
     # no admin API and fail only later, on the public port.
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        probe.settimeout(1.0)
         probe.connect(str(settings.admin_socket))
     except OSError:
         return
