@@ -108,13 +108,12 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     with closing(docker.from_env(max_pool_size=16)) as client, tempfile.TemporaryDirectory() as tmp:
         image = ensure_sandbox_image(client)
-        ports = free_ports(6)
+        ports = free_ports(5)
         layout = Layout(
             data_dir=Path(tmp),
             gateway_port=ports[0],
-            admin_port=ports[1],
-            orchestrator_port=ports[2],
-            runner_ports=tuple(ports[3:]),
+            orchestrator_port=ports[1],
+            runner_ports=tuple(ports[2:]),
             runner_prefix=f"bench{secrets.token_hex(3)}",
             image=image,
         )

@@ -38,7 +38,7 @@ def main() -> None:
         "info",
         "starting envoy",
         listen=str(settings.listen),
-        admin=str(settings.admin),
+        admin_socket=str(settings.admin_socket),
         orchestrator=str(settings.orchestrator),
         config=str(settings.config_path),
         sync_timeout_s=settings.sync_timeout_s,

@@ -3,9 +3,6 @@
 Variables (all optional):
 
 - ``PRISM_GATEWAY_ADDR`` (``127.0.0.1:8080``): the public listener, HTTP/JSON and gRPC.
-- ``PRISM_GATEWAY_ADMIN_ADDR`` (``127.0.0.1:9901``): Envoy's admin API. It must be a loopback IP
-  address: the admin API can reconfigure and stop the server, so the gateway refuses to start
-  otherwise.
 - ``PRISM_ORCHESTRATOR_ADDR`` (``127.0.0.1:50051``): the upstream, plain-text HTTP/2 gRPC. A host
   name is resolved by Envoy (DNS, IPv4 preferred).
 - ``PRISM_API_TOKEN_FILE`` / ``PRISM_API_TOKEN``: the bearer token. When the file variable is set it
@@ -14,7 +11,11 @@ Variables (all optional):
   stripped; what remains must be printable ASCII without spaces. No token (unset or empty) is not
   an error: the gateway then answers 503 on every route (fail closed).
 - ``PRISM_DATA_DIR`` (``.prism``): the rendered configuration is written, mode 0600, to
-  ``gateway/envoy.yaml`` below it.
+  ``gateway/envoy.yaml`` below it, and Envoy's admin API listens on the Unix socket
+  ``gateway/admin.sock`` (mode 0600, in that 0700 folder). The admin API is unauthenticated and
+  can drain listeners, change log levels and stop the server, so only the stack's own user may
+  open it: there is no TCP admin port. A socket path holds at most 107 bytes, so a data folder
+  whose socket path would be longer is refused (a shorter ``PRISM_DATA_DIR`` fixes it).
 - ``PRISM_GATEWAY_SYNC_TIMEOUT`` (``300``, seconds): the route timeout of the synchronous
   ``POST /`` (RunSweep). The orchestrator gives up waiting at 290 s and answers DEADLINE_EXCEEDED
   with the sweep id, so the gateway's limit sits just above it and fires only when the orchestrator
@@ -31,6 +32,8 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = ".prism"
 DEFAULT_SYNC_TIMEOUT_S = 300.0
+# sun_path in struct sockaddr_un is 108 bytes, the terminating NUL included.
+MAX_SOCKET_PATH_BYTES = 107
 
 
 class ConfigError(ValueError):
@@ -67,7 +70,6 @@ class Address:
 
 
 DEFAULT_GATEWAY_ADDR = Address("127.0.0.1", 8080)
-DEFAULT_ADMIN_ADDR = Address("127.0.0.1", 9901)
 DEFAULT_ORCHESTRATOR_ADDR = Address("127.0.0.1", 50051)
 
 
@@ -76,7 +78,6 @@ class Settings:
     """Everything the gateway needs to render its configuration and start Envoy."""
 
     listen: Address = DEFAULT_GATEWAY_ADDR
-    admin: Address = DEFAULT_ADMIN_ADDR
     orchestrator: Address = DEFAULT_ORCHESTRATOR_ADDR
     # Never printed: repr=False keeps it out of tracebacks and logs.
     token: str | None = field(default=None, repr=False)
@@ -84,14 +85,12 @@ class Settings:
     sync_timeout_s: float = DEFAULT_SYNC_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        try:
-            admin_ip = ipaddress.ip_address(self.admin.host)
-        except ValueError:
-            admin_ip = None
-        if admin_ip is None or not admin_ip.is_loopback:
+        socket_bytes = len(os.fsencode(self.admin_socket))
+        if socket_bytes > MAX_SOCKET_PATH_BYTES:
             raise ConfigError(
-                f"PRISM_GATEWAY_ADMIN_ADDR={self.admin}: the admin API must listen on a loopback IP"
-                " address such as 127.0.0.1"
+                f"PRISM_DATA_DIR={str(self.data_dir)!r}: the gateway's admin socket"
+                f" {str(self.admin_socket)!r} would be {socket_bytes} bytes long, and a Unix socket"
+                f" path holds at most {MAX_SOCKET_PATH_BYTES}: choose a shorter data folder"
             )
         if not 0 < self.sync_timeout_s <= 24 * 3600:
             raise ConfigError(
@@ -108,6 +107,11 @@ class Settings:
         """Where the rendered Envoy configuration is written."""
         return self.data_dir / "gateway" / "envoy.yaml"
 
+    @property
+    def admin_socket(self) -> Path:
+        """The Unix socket of Envoy's admin API, beside the configuration."""
+        return self.data_dir / "gateway" / "admin.sock"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -120,7 +124,6 @@ class Settings:
             ) from None
         return cls(
             listen=_address(env, "PRISM_GATEWAY_ADDR", DEFAULT_GATEWAY_ADDR),
-            admin=_address(env, "PRISM_GATEWAY_ADMIN_ADDR", DEFAULT_ADMIN_ADDR),
             orchestrator=_address(env, "PRISM_ORCHESTRATOR_ADDR", DEFAULT_ORCHESTRATOR_ADDR),
             token=_read_token(env),
             data_dir=Path(env.get("PRISM_DATA_DIR") or DEFAULT_DATA_DIR),

@@ -16,6 +16,11 @@ from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 logger = logging.getLogger("orchestrator")
 
 GRACE_SECONDS = 5.0
+# Request metadata accepted, soft and hard limit alike. The gateway lets 16 KiB of request headers
+# through (gateway/render.py) and adds its own; gRPC's defaults would refuse some of those as
+# RESOURCE_EXHAUSTED, which a JSON client sees as 429 (at random between their 8 KiB soft and
+# 16 KiB hard limits). Twice the gateway's limit leaves room for what it adds.
+MAX_METADATA_BYTES = 32 * 1024
 
 
 async def serve(settings: Settings) -> None:
@@ -25,6 +30,10 @@ async def serve(settings: Settings) -> None:
         token=settings.api_token,
         what="API token",
         services=[orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name],
+        options=[
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ],
     )
     servicer = OrchestratorServicer(dispatcher)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(servicer, server)

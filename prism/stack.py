@@ -45,7 +45,6 @@ class Layout:
     data_dir: Path
     host: str = "127.0.0.1"
     gateway_port: int = 8080
-    admin_port: int = 9901
     orchestrator_port: int = 50051
     runner_ports: tuple[int, ...] = (50061, 50062, 50063)
     runner_prefix: str = "runner"
@@ -58,7 +57,6 @@ class Layout:
         return cls(
             data_dir=Path(env("PRISM_DATA_DIR", ".prism")).resolve(),
             gateway_port=int(env("PRISM_GATEWAY_PORT", "8080")),
-            admin_port=int(env("PRISM_ADMIN_PORT", "9901")),
             orchestrator_port=int(env("PRISM_ORCHESTRATOR_PORT", "50051")),
             runner_ports=tuple(int(p) for p in ports.split(",") if p.strip()),
             runner_prefix=env("PRISM_RUNNER_PREFIX", "runner"),
@@ -112,10 +110,7 @@ class Layout:
             if not secret_set(name):
                 env[f"{name}_FILE"] = str(path)
         if service == GATEWAY:
-            env.update(
-                PRISM_GATEWAY_ADDR=self.address(GATEWAY),
-                PRISM_GATEWAY_ADMIN_ADDR=f"{self.host}:{self.admin_port}",
-            )
+            env["PRISM_GATEWAY_ADDR"] = self.address(GATEWAY)
             unused = "PRISM_RUNNER_TOKEN"
         elif service == ORCHESTRATOR:
             env["PRISM_RUNNERS"] = ",".join(f"{n}={self.address(n)}" for n in self.runners)

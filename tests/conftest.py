@@ -186,13 +186,12 @@ def start_stack(
     env: Mapping[str, str] | None = None,
     gateway: bool = True,
 ) -> RunningStack:
-    ports = free_ports(3 + runners)
+    ports = free_ports(2 + runners)
     layout = Layout(
         data_dir=root,
         gateway_port=ports[0],
-        admin_port=ports[1],
-        orchestrator_port=ports[2],
-        runner_ports=tuple(ports[3:]),
+        orchestrator_port=ports[1],
+        runner_ports=tuple(ports[2:]),
         runner_prefix=f"t{secrets.token_hex(4)}",
         image=image,
         extra_env=dict(env or {}),

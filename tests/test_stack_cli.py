@@ -28,7 +28,7 @@ def stack_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 
 def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
-    gateway, admin, orchestrator, *runners = free_ports(6)
+    gateway, orchestrator, *runners = free_ports(5)
     four = (
         "import json, os\n"
         "print(json.dumps({'task': json.loads(os.environ['PRISM_PARAMS'])['task']}))\n"
@@ -37,7 +37,6 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PRISM_")},
         "PRISM_GATEWAY_PORT": str(gateway),
-        "PRISM_ADMIN_PORT": str(admin),
         "PRISM_ORCHESTRATOR_PORT": str(orchestrator),
         "PRISM_RUNNER_PORTS": ",".join(map(str, runners)),
         "PRISM_RUNNER_PREFIX": f"cli{secrets.token_hex(3)}",
@@ -50,7 +49,6 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
     layout = Layout(
         data_dir=data,
         gateway_port=gateway,
-        admin_port=admin,
         orchestrator_port=orchestrator,
         runner_ports=tuple(runners),
         runner_prefix=env["PRISM_RUNNER_PREFIX"],
