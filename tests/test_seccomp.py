@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
@@ -71,10 +71,10 @@ def run(box: Sandbox, script: str) -> TrialResult:
     return box.run(f"seccomp-{secrets.token_hex(4)}", script, "{}", LIMITS)
 
 
-def report(execution: TrialResult) -> Mapping[str, Any]:
+def report(execution: TrialResult) -> dict[str, Any]:
     assert (execution.outcome, execution.stderr) == ("succeeded", ""), execution
     assert execution.result is not None, execution
-    return execution.result
+    return dict(execution.result)
 
 
 # What every probe shares: a raw system call by number, its errno by name, a child.
