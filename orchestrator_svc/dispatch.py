@@ -67,6 +67,8 @@ def cancel_command(execution_id: str) -> runner_pb2.RunnerCommand:
 
 
 MetricBatch = list[tuple[str, dict[str, Any]]]
+# Metrics waiting for the store, at most, before the streams bringing more wait too.
+MAX_PENDING_METRICS = 5000
 
 
 class MetricRecorder:
@@ -94,6 +96,13 @@ class MetricRecorder:
 
     async def recorded(self, ticket: int) -> None:
         while self._written < ticket:
+            await self._progress.wait()
+
+    async def room(self) -> None:
+        """Wait while the metrics not yet written fill a batch's worth: a stream that
+        floods faster than the store writes is read no faster, so no backlog grows
+        in memory without bound."""
+        while len(self._pending) >= MAX_PENDING_METRICS:
             await self._progress.wait()
 
     async def run(self) -> None:
@@ -228,6 +237,7 @@ class RunnerLink:
                     await self._dispatcher.write(store.mark_started, event.started.trial_id)
                 elif kind == "metric":
                     ticket = self._dispatcher.metric(event.metric) or ticket
+                    await self._dispatcher.metrics.room()
                 elif kind == "finished":
                     self.in_flight.discard(event.finished.trial_id)
                     await self._dispatcher.metrics.recorded(ticket)

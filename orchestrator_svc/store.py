@@ -279,9 +279,11 @@ def dispatchable(limit: int) -> list[Dispatchable]:
     created: dict[str, float] = {}
     caps: dict[str, int] = {}
     for trial_id, sweep_id, created_at, spec_json in query:
-        queues.setdefault(sweep_id, []).append(trial_id)
-        created[sweep_id] = created_at
-        caps[sweep_id] = int(json.loads(spec_json).get("maxParallel", 0))
+        if sweep_id not in queues:
+            queues[sweep_id] = []
+            created[sweep_id] = created_at
+            caps[sweep_id] = int(json.loads(spec_json).get("maxParallel", 0))
+        queues[sweep_id].append(trial_id)
     heap = [(busy.get(sweep_id, 0), created[sweep_id], sweep_id) for sweep_id in queues]
     heapq.heapify(heap)
     picked: list[str] = []

@@ -224,8 +224,6 @@ class _MetricLines:
         self.closed = False
 
     def feed(self, data: bytes) -> None:
-        if self._on_metric is None:
-            return
         start = 0
         while True:
             end = data.find(b"\n", start)
@@ -245,8 +243,7 @@ class _MetricLines:
 
     def end(self) -> None:
         """The output ended: a last line without a newline counts too."""
-        if self._on_metric is not None:
-            self._end_line()
+        self._end_line()
 
     def _end_line(self) -> None:
         line, skip, too_long = bytes(self._line), self._skip, self._too_long
