@@ -30,6 +30,7 @@ from docker.types import Ulimit
 from orchestrator_svc.config import EXAMPLES_DIR
 from prism.stack import GATEWAY, Layout, Stack, free_ports
 from sandbox.images import ensure_sandbox_image
+from sandbox.seccomp import PROFILE_JSON
 
 EXAMPLES = ["runner-a", "runner-b", "runner-c"]
 MiB = 2**20
@@ -56,16 +57,15 @@ def direct_round(client: docker.DockerClient, image: str, task: str) -> float:
             },
             shm_size=16 * MiB,
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={PROFILE_JSON}"],
             pids_limit=64,
-            mem_limit=384 * MiB,
-            memswap_limit=384 * MiB,
+            mem_limit=(256 + 16) * MiB,
+            memswap_limit=(256 + 16) * MiB,
             nano_cpus=10**9,
             ulimits=[
                 Ulimit(name="nofile", soft=1024, hard=1024),
                 Ulimit(name="core", soft=0, hard=0),
             ],
-            init=True,
             ipc_mode="private",
             cgroupns="private",
             labels={"prism.bench": "direct"},
