@@ -26,7 +26,7 @@ from orchestrator_svc.config import Settings
 from orchestrator_svc.spec import Plan, trial_limits
 from prism.service import CLIENT_KEEPALIVE, MAX_RESULT_MESSAGE_BYTES, SLOTS_KEY, log, unexpected
 from prism.sqlite import DbThread
-from prism.trial import NotAnObject, Outcome, RuleBroken, TrialResult, not_run, parse_object
+from prism.trial import MAX_JSON_BYTES, Outcome, TrialResult, not_run
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
 
 logger = logging.getLogger("orchestrator.dispatch")
@@ -66,7 +66,8 @@ def cancel_command(execution_id: str) -> runner_pb2.RunnerCommand:
     return runner_pb2.RunnerCommand(cancel_trial=runner_pb2.CancelTrial(trial_id=execution_id))
 
 
-MetricBatch = list[tuple[str, dict[str, Any]]]
+# (execution id, the metric's values as compact JSON text)
+MetricBatch = list[tuple[str, str]]
 # Metrics waiting for the store, at most, before the streams bringing more wait too.
 MAX_PENDING_METRICS = 5000
 
@@ -88,8 +89,8 @@ class MetricRecorder:
         # Set (and replaced) after every batch.
         self._progress = asyncio.Event()
 
-    def add(self, execution_id: str, values: dict[str, Any]) -> int:
-        self._pending.append((execution_id, values))
+    def add(self, execution_id: str, values_json: str) -> int:
+        self._pending.append((execution_id, values_json))
         self._added += 1
         self._ready.set()
         return self._added
@@ -372,13 +373,15 @@ class Dispatcher:
             self._sweep_done[sweep_id].set()
 
     def metric(self, metric: runner_pb2.TrialMetric) -> int | None:
-        """Hand a metric to the recorder; its ticket, or None when it breaks the rules
-        (the runner checked them: only a broken runner sends one) and is dropped."""
-        try:
-            values = parse_object(metric.values_json, what="a metric")
-        except (RuleBroken, NotAnObject):
-            return None
-        return self.metrics.add(metric.trial_id, values)
+        """Hand a trial's metrics to the recorder; the last one's ticket, or None when
+        there was none to take. The runner parsed each one already, and it stays the
+        text the runner wrote: the orchestrator only bounds its size (a longer one
+        can come only from a broken runner, and is dropped). Reads check it again."""
+        ticket = None
+        for values_json in metric.values_json:
+            if len(values_json) <= MAX_JSON_BYTES:
+                ticket = self.metrics.add(metric.trial_id, values_json)
+        return ticket
 
     async def _record_metrics(self, batch: MetricBatch) -> None:
         await self.write(store.record_metrics, batch)

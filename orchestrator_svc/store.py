@@ -171,12 +171,12 @@ def split_execution_id(execution_id: str) -> tuple[str, int]:
 
 def _append(sweep_id: str, kind: str, trial_index: int | None = None, **data: Any) -> None:
     """Append an event; call inside the transaction that made the change."""
-    _append_many(sweep_id, [(kind, trial_index, data)])
+    _append_many(sweep_id, [(kind, trial_index, json.dumps(data))])
 
 
-def _append_many(sweep_id: str, events: list[tuple[str, int | None, dict[str, Any]]]) -> None:
-    """Append (kind, trial index, data) events in order, with one read and one write of
-    the sweep's sequence; call inside the transaction that made the change."""
+def _append_many(sweep_id: str, events: list[tuple[str, int | None, str]]) -> None:
+    """Append (kind, trial index, data as JSON text) events in order, with one read and
+    one write of the sweep's sequence; call inside the transaction that made the change."""
     seq = Sweep.get_by_id(sweep_id).last_seq
     now = time.time()
     rows = []
@@ -188,7 +188,7 @@ def _append_many(sweep_id: str, events: list[tuple[str, int | None, dict[str, An
                 "seq": seq,
                 "kind": kind,
                 "trial_index": trial_index,
-                "data": json.dumps(data),
+                "data": data,
                 "at": now,
             }
         )
@@ -383,20 +383,20 @@ def mark_started(execution_id: str) -> None:
         _append(trial.sweep_id, "trial_started", trial.position, runner=trial.runner)
 
 
-def record_metrics(metrics: Iterable[tuple[str, dict[str, Any]]]) -> None:
-    """Append a batch of (execution id, values) metric events in one transaction (one
-    commit to disk for the batch, not one per line); a metric of an execution that is
-    no longer current is dropped."""
-    by_sweep: dict[str, list[tuple[str, int | None, dict[str, Any]]]] = {}
+def record_metrics(metrics: Iterable[tuple[str, str]]) -> None:
+    """Append a batch of (execution id, values as JSON text) metric events in one
+    transaction (one commit to disk for the batch, not one per line); a metric of an
+    execution that is no longer current is dropped."""
+    by_sweep: dict[str, list[tuple[str, int | None, str]]] = {}
     with db.atomic("IMMEDIATE"):
         current: dict[str, Trial | None] = {}
-        for execution_id, values in metrics:
+        for execution_id, values_json in metrics:
             if execution_id not in current:
                 current[execution_id] = _current(execution_id)
             trial = current[execution_id]
             if trial is not None:
                 by_sweep.setdefault(trial.sweep_id, []).append(
-                    ("metric", trial.position, {"values": values})
+                    ("metric", trial.position, '{"values":' + values_json + "}")
                 )
         for sweep_id, events in by_sweep.items():
             _append_many(sweep_id, events)

@@ -3,8 +3,9 @@
 Concurrency model: grpc.aio on one event loop. SQLite work goes to the store's
 DbThread; each sandbox run (blocking Docker SDK calls) goes to a pool with one
 thread per slot, so at most `slots` containers run at once here. A trial's metrics
-come from its sandbox's output reader thread and are handed to the loop with
-call_soon_threadsafe, so they reach the streams before the trial's TrialFinished.
+come from its sandbox's output reader thread and are handed to the loop in
+batches with call_soon_threadsafe, so they reach the streams before the trial's
+TrialFinished.
 An image for a trial's requirements is made before the trial takes a slot (see
 runner_svc.images): a long build holds no slot.
 """
@@ -12,10 +13,12 @@ runner_svc.images): a long build holds no slot.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from prism.errors import Unavailable
@@ -79,10 +82,42 @@ def finished_event(trial_id: str, result: TrialResult) -> runner_pb2.RunnerEvent
     )
 
 
-def metric_event(trial_id: str, values: dict[str, Any]) -> runner_pb2.RunnerEvent:
-    return runner_pb2.RunnerEvent(
-        metric=runner_pb2.TrialMetric(trial_id=trial_id, values_json=to_json(values))
-    )
+class _MetricBatches:
+    """A trial's metrics on their way from the sandbox's reader thread to the streams:
+    whatever arrived since the loop last took them goes out as one event, so a flood of
+    metric lines costs the loop and the stream a few wake-ups, not one per line."""
+
+    def __init__(
+        self,
+        trial_id: str,
+        loop: asyncio.AbstractEventLoop,
+        publish: Callable[[str, runner_pb2.RunnerEvent], None],
+    ) -> None:
+        self._trial_id = trial_id
+        self._loop = loop
+        self._publish = publish
+        self._pending: collections.deque[str] = collections.deque()
+        self._scheduled = False
+
+    def add(self, values: dict[str, Any]) -> None:
+        """On the reader thread: queue one metric, waking the loop unless it is due."""
+        self._pending.append(to_json(values))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self.flush)
+
+    def flush(self) -> None:
+        """On the loop: publish what is queued as one event."""
+        # Cleared before taking, so a metric queued meanwhile wakes the loop again.
+        self._scheduled = False
+        taken = [self._pending.popleft() for _ in range(len(self._pending))]
+        if taken:
+            self._publish(
+                self._trial_id,
+                runner_pb2.RunnerEvent(
+                    metric=runner_pb2.TrialMetric(trial_id=self._trial_id, values_json=taken)
+                ),
+            )
 
 
 class TrialExecutor:
@@ -246,8 +281,7 @@ class TrialExecutor:
             finally:
                 self._preparing.discard(trial_id)
 
-        def on_metric(values: dict[str, Any]) -> None:  # on the sandbox's reader thread
-            loop.call_soon_threadsafe(self._publish, trial_id, metric_event(trial_id, values))
+        metrics = _MetricBatches(trial_id, loop, self._publish)
 
         async with self._slots:
             if self._closing:
@@ -266,9 +300,10 @@ class TrialExecutor:
                     run.params_json,
                     limits_from_proto(run.limits),
                     image=image,
-                    on_metric=on_metric,
+                    on_metric=metrics.add,
                 ),
             )
+            metrics.flush()  # what the last wake-up had no time to take
         if self._closing and execution.outcome == Outcome.CANCELLED:
             # Stopped by our own shutdown, not by a user: infrastructure.
             execution = dataclasses.replace(

@@ -80,7 +80,8 @@ def test_metrics_are_appended_in_one_batch_and_stale_ones_dropped(db_path: Path)
     seq_before = store.sweep("m").last_seq  # type: ignore[union-attr]
 
     store.record_metrics(
-        [("m/0", {"step": i}) for i in range(300)] + [("m/1", {"late": True}), ("m/0@7", {})]
+        [("m/0", json.dumps({"step": i})) for i in range(300)]
+        + [("m/1", '{"late": true}'), ("m/0@7", "{}")]
     )
 
     events = store.events_after("m", seq_before, 1000)

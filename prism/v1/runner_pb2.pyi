@@ -83,8 +83,8 @@ class TrialMetric(_message.Message):
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     VALUES_JSON_FIELD_NUMBER: _ClassVar[int]
     trial_id: str
-    values_json: str
-    def __init__(self, trial_id: _Optional[str] = ..., values_json: _Optional[str] = ...) -> None: ...
+    values_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, trial_id: _Optional[str] = ..., values_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrialFinished(_message.Message):
     __slots__ = ("trial_id", "result")
