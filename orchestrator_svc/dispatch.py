@@ -68,7 +68,9 @@ def cancel_command(execution_id: str) -> runner_pb2.RunnerCommand:
 
 # (execution id, the metric's values as compact JSON text)
 MetricBatch = list[tuple[str, str]]
-# Metrics waiting for the store, at most, before the streams bringing more wait too.
+# Metrics one transaction writes, at most; and how many may wait for the store before
+# the streams bringing more wait too.
+MAX_BATCH_METRICS = 1000
 MAX_PENDING_METRICS = 5000
 
 
@@ -110,7 +112,9 @@ class MetricRecorder:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            batch, self._pending = self._pending, []
+            # At most a batch's worth per transaction, so other writes get their turn.
+            batch = self._pending[:MAX_BATCH_METRICS]
+            del self._pending[:MAX_BATCH_METRICS]
             try:
                 await self._write(batch)
             except Exception as error:
@@ -119,6 +123,8 @@ class MetricRecorder:
             self._written += len(batch)
             self._progress.set()
             self._progress = asyncio.Event()
+            if self._pending:
+                self._ready.set()
 
 
 class RunnerLink:
