@@ -13,7 +13,14 @@ from google.api import httpbody_pb2
 from orchestrator_svc import store, sweeps, views
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.spec import plan
-from prism.errors import DeadlineExceeded, InvalidArgument, NotFound, PrismError, Unavailable
+from prism.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PrismError,
+    Unavailable,
+)
 from prism.service import abort, internal_error, rpc, unexpected
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -139,6 +146,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 raise InvalidArgument("afterSeq", f"must be 0 to the last seq, {row.last_seq}")
         except PrismError as error:
             await abort(context, error)
+            return
+        except Exception as error:
+            # Before the first event an error is still an HTTP status: answer with one.
+            error_id = unexpected(logger, "a watch failed", error, sweep=request.sweep_id[:100])
+            await abort(context, Internal(internal_error(error_id)))
             return
         after = request.after_seq
         try:

@@ -90,6 +90,16 @@ def trial(row: store.Trial, artifacts: list[tuple[str, int]]) -> orchestrator_pb
     )
 
 
+def _spec(row: store.Sweep) -> tuple[dict[str, Any], orchestrator_pb2.SweepSpec]:
+    """The stored spec, as a dict and as shown; a stored spec that cannot be read (a
+    damaged file) shows as its task alone, so the sweep and every list stay readable."""
+    try:
+        spec = json.loads(row.spec_json)
+        return spec, json_format.ParseDict(spec, orchestrator_pb2.SweepSpec())
+    except (ValueError, TypeError, AttributeError, json_format.ParseError, RecursionError):
+        return {}, orchestrator_pb2.SweepSpec(task=row.task)
+
+
 def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
     """The succeeded trial with the best finite value of the objective metric
     (the lowest index among equals)."""
@@ -126,11 +136,11 @@ def sweep(
     by_state: dict[str, int] | None = None,
 ) -> orchestrator_pb2.Sweep:
     """With `rows`, every trial and the best one; without, a summary."""
-    spec = row.spec
+    spec, shown_spec = _spec(row)
     shown = orchestrator_pb2.Sweep(
         id=row.id,
         state=row.status,
-        spec=json_format.ParseDict(spec, orchestrator_pb2.SweepSpec()),
+        spec=shown_spec,
         create_time=_time(row.created_at),
         finish_time=_time(row.finished_at),
     )

@@ -84,3 +84,35 @@ def test_a_result_a_store_refuses_ends_only_its_trial(make_stack: StackFactory) 
         assert all(len(json.dumps(f)) < 2000 and f["error_id"] for f in failures)
     # And the sweep stays readable, its stream ending with its final event.
     assert until_final(sse(stack, poisoned.body["id"]))[-1]["sweepState"] == "done"
+
+
+def test_a_damaged_store_answers_with_an_error_id_and_one_bounded_log_line(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(runners=1)
+    sweep_id = stack.create({"task": "to be damaged", "script": "print(1)"}).body["id"]
+    stack.finished(sweep_id)
+    # What no version of Prism writes, only a bug or a damaged file: a spec that is not
+    # JSON, and a table gone.
+    with closing(sqlite3.connect(stack.layout.data_dir / "orchestrator.db")) as db:
+        db.execute("UPDATE sweep SET spec_json = ? WHERE id = ?", ("{" + "x" * 10_000, sweep_id))
+        db.execute("ALTER TABLE artifact RENAME TO artifact_gone")
+        db.commit()
+
+    # What can still be shown is shown: the lists, and the sweep's own row.
+    listed = stack.http("GET", "/v1/sweeps")
+    assert listed.status == 200
+    assert listed.body["sweeps"][0]["spec"]["task"] == "to be damaged"
+    assert stack.http("GET", f"/sweeps/{sweep_id}").status == 200
+    # What cannot is an error with an id, and no more.
+    reply = stack.http("GET", f"/v1/sweeps/{sweep_id}/trials/0/artifacts")
+    assert reply.status == 500
+    message = reply.body["message"]
+    error_id = message.removeprefix("internal error (error id ").partition(")")[0]
+    assert message == f"internal error (error id {error_id}); the service's log has the details"
+    assert "Error" not in json.dumps(reply.body)  # no class names
+    logged = [
+        e for e in log_lines(stack, ORCHESTRATOR, "a call failed") if e["error_id"] == error_id
+    ]
+    assert len(logged) == 1
+    assert len(json.dumps(logged[0])) < 2000
