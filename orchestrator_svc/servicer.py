@@ -72,7 +72,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def _full(self, sweep_id: str) -> orchestrator_pb2.Sweep:
         row, trials = await self._sweep(sweep_id)
         artifacts = await self._db(store.artifacts_by_trial, [t.id for t in trials])
-        return views.sweep(row, trials, artifacts)
+        # Building a large answer is CPU work: off the event loop.
+        return await asyncio.to_thread(views.sweep, row, trials, artifacts)
 
     @rpc
     async def GetLanding(
@@ -213,6 +214,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             sweeps=[views.sweep(row, by_state=counts) for row, counts in page],
             next_page_token=views.page_token(page[-1][0]) if len(found) > size else "",
         )
+
+    @rpc
+    async def GetTrial(
+        self, request: orchestrator_pb2.GetTrialRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Trial:
+        row = await self._trial(request.sweep_id, request.index)
+        artifacts = await self._db(store.artifacts, row.id)
+        return views.trial(row, artifacts)
 
     @rpc
     async def GetTrialLogs(

@@ -13,6 +13,10 @@ from prism.v1 import orchestrator_pb2
 # How much of a failed trial's stderr its "output" shows: the end of a
 # traceback is the part that says what went wrong.
 ERROR_TAIL_CHARS = 2000
+# The outputs one answer carries in all, at most (a trial may print 16 MiB: the gateway
+# must buffer the whole answer), and what each trial shows however many came before.
+OUTPUT_BUDGET_CHARS = 4 * 2**20
+MIN_OUTPUT_CHARS = 2000
 
 LANDING = orchestrator_pb2.Landing(
     name="prism",
@@ -41,20 +45,30 @@ def default_sweep(request: orchestrator_pb2.RunSweepRequest, settings: Settings)
     return plan(orchestrator_pb2.SweepSpec(task=request.task), settings)
 
 
-def runner_result(trial: store.Trial) -> orchestrator_pb2.RunnerResult:
+def runner_result(trial: store.Trial, room: int) -> orchestrator_pb2.RunnerResult:
+    """The trial as the original showed it, its output cut to ``room`` characters."""
     if trial.outcome == "succeeded":
-        return orchestrator_pb2.RunnerResult(
-            runner=trial.name, output=trial.stdout.strip(), status="done"
-        )
-    output = f"{trial.outcome}: {trial.reason}"
-    stderr = trial.stderr.strip()
-    if stderr:
-        output += "\n" + stderr[-ERROR_TAIL_CHARS:]
-    return orchestrator_pb2.RunnerResult(runner=trial.name, output=output, status="error")
+        output, status = trial.stdout.strip(), "done"
+    else:
+        output, status = f"{trial.outcome}: {trial.reason}", "error"
+        stderr = trial.stderr.strip()
+        if stderr:
+            output += "\n" + stderr[-ERROR_TAIL_CHARS:]
+    if len(output) > room:
+        where = f"GET /v1/sweeps/{trial.sweep_id}/trials/{trial.position}/logs"
+        output = output[:room] + f"\n[cut: {where} has all of it]"
+    return orchestrator_pb2.RunnerResult(runner=trial.name, output=output, status=status)
 
 
 def results(trials: list[store.Trial]) -> list[orchestrator_pb2.RunnerResult]:
-    return [runner_result(t) for t in trials if t.state == store.FINISHED]
+    """The finished trials' results, their outputs within the answer's budget."""
+    shown = []
+    room = OUTPUT_BUDGET_CHARS
+    for trial in trials:
+        if trial.state == store.FINISHED:
+            shown.append(runner_result(trial, max(room, MIN_OUTPUT_CHARS)))
+            room -= len(shown[-1].output)
+    return shown
 
 
 def status(sweep: store.Sweep, trials: list[store.Trial]) -> orchestrator_pb2.SweepStatus:

@@ -26,6 +26,10 @@ from prism.trial import (
 )
 from prism.v1 import orchestrator_pb2
 
+# The trials' params and results a sweep's answer carries, at most, in protobuf bytes
+# (a result is up to 64 KiB as JSON but several times that as a Struct): the gateway
+# must buffer the whole answer to turn it into JSON, and the orchestrator build it.
+SWEEP_BUDGET_BYTES = 8 * 2**20
 # What a stored value that cannot be shown is replaced with.
 UNSHOWABLE = {"prism_error": "this stored value breaks the rules for results and cannot be shown"}
 
@@ -72,15 +76,19 @@ def _time(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def trial(row: store.Trial, artifacts: list[tuple[str, int]]) -> orchestrator_pb2.Trial:
+def trial(
+    row: store.Trial, artifacts: list[tuple[str, int]], *, abridged: bool = False
+) -> orchestrator_pb2.Trial:
+    """A trial as shown; ``abridged``: without its params and metrics (GetTrial has them)."""
     return orchestrator_pb2.Trial(
         index=row.position,
         name=row.name,
-        params=_struct(row.params_json),
+        params=None if abridged else _struct(row.params_json),
         state=row.state,
         outcome=row.outcome or "",
         reason=row.reason,
-        metrics=_struct(row.result_json),
+        metrics=None if abridged else _struct(row.result_json),
+        abridged=abridged,
         exit_code=row.exit_code if row.exit_code is not None else 0,
         duration_seconds=row.duration_seconds or 0.0,
         peak_memory_bytes=row.peak_memory_bytes,
@@ -111,12 +119,25 @@ def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
     for row in rows:
         if row.outcome != Outcome.SUCCEEDED or not row.result_json:
             continue
-        value = (_parsed(row.result_json, wrapped=False) or {}).get(metric)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            # Checked when it was stored; here only one value of it counts.
+            found = json.loads(row.result_json)
+        except (ValueError, RecursionError):
+            continue
+        value = found.get(metric) if isinstance(found, dict) else None
+        if _comparable(value):
             scored.append(
                 (value if objective.get("goal") == "maximize" else -value, -row.position, row)
             )
     return max(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
+
+
+def _comparable(value: Any) -> bool:
+    """A number an objective can rank: finite, and (from a row stored before the rules)
+    no integer beyond 64 bits."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
 
 
 def counts(by_state: dict[str, int]) -> orchestrator_pb2.TrialCounts:
@@ -151,7 +172,12 @@ def sweep(
             if t.outcome == Outcome.SUCCEEDED:
                 by_state["succeeded"] = by_state.get("succeeded", 0) + 1
         artifacts = artifacts or {}
-        shown.trials.extend(trial(t, artifacts.get(t.id, [])) for t in rows)
+        # Whole trials while the answer is within its budget, abridged ones after.
+        spent = 0
+        for t in rows:
+            shown_trial = trial(t, artifacts.get(t.id, []), abridged=spent >= SWEEP_BUDGET_BYTES)
+            spent += shown_trial.ByteSize()
+            shown.trials.append(shown_trial)
         top = best(spec, rows)
         if top is not None:
             shown.best_trial.CopyFrom(trial(top, artifacts.get(top.id, [])))

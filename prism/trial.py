@@ -19,10 +19,12 @@ The rules (the README's trust model lists the same):
   a double become null: they are values a metric really takes.
 - Artifacts: at most MAX_ARTIFACT_FILES files and MAX_ARTIFACT_BYTES in all; each
   name a relative, normalised POSIX path ("/"-separated; no empty, "." or ".."
-  parts; no leading or trailing "/"), without control characters, each part at
-  most MAX_NAME_PART_BYTES of UTF-8, the whole at most MAX_NAME_BYTES, names unique.
+  parts; no leading or trailing "/"), without control or invisible characters
+  (bidi overrides, zero-width ones, line separators), each part at most
+  MAX_NAME_PART_BYTES of UTF-8, the whole at most MAX_NAME_BYTES, names unique.
 - Text the services show (a reason, a skipped-artifact note) is cut to its cap and its
-  control characters are replaced, so a trial cannot forge lines in a terminal or log.
+  control and invisible characters are replaced, so a trial cannot forge lines or
+  reorder text in a terminal or log.
 - Numbers the host measured are clamped to what the wire carries (int32 exit codes,
   int64 bytes, finite non-negative seconds).
 """
@@ -41,6 +43,9 @@ from prism.v1 import trial_pb2
 
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
+# How much longer than compact a JSON object may be written (spaces, escapes, long
+# forms of numbers) and still be looked at.
+MAX_LOOSE_FACTOR = 8
 MAX_ARTIFACT_FILES = 32
 MAX_ARTIFACT_BYTES = 4 * 2**20
 MAX_NAME_PART_BYTES = 255
@@ -48,16 +53,22 @@ MAX_NAME_BYTES = 1024
 MAX_SKIPPED = 64
 MAX_SKIPPED_CHARS = 512
 MAX_REASON_CHARS = 1000
-# stdout and stderr together, at most: the largest output limit a spec may set.
+# stdout and stderr together as kept, in UTF-8, at most: the largest output limit a
+# spec may set. Bytes that are not UTF-8 become U+FFFD, three bytes each, so output
+# past this is cut, never let grow threefold.
 MAX_OUTPUT_BYTES = 16 * 2**20
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 
-# C0 controls, DEL and C1 controls: what can move a cursor, erase a line or start an
-# escape sequence in whatever shows the text.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_OR_NEWLINE_OK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls, DEL and C1 controls (what can move a cursor, erase a line or start an
+# escape sequence in whatever shows the text), and the invisible characters that
+# reorder or hide text or break a line: soft hyphen, zero-width ones, the line and
+# paragraph separators, bidi marks, embeddings, overrides and isolates, the byte order
+# mark. (sandbox/bootstrap.py skips file names holding any of them.)
+_INVISIBLE = "\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
+_CONTROL_OR_NEWLINE_OK = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")
 
 
 class RuleBroken(ValueError):
@@ -103,8 +114,8 @@ class Outcome(enum.StrEnum):
 
 
 def shown_text(text: str, limit: int, *, newlines: bool = False) -> str:
-    """``text`` cut to ``limit`` characters with its control characters replaced by
-    U+FFFD (newlines and tabs kept when ``newlines``); lone surrogates too."""
+    """``text`` cut to ``limit`` characters with its control and invisible characters
+    replaced by U+FFFD (newlines and tabs kept when ``newlines``); lone surrogates too."""
     pattern = _CONTROL_OR_NEWLINE_OK if newlines else _CONTROL
     cut = text[:limit].encode("utf-8", "replace").decode("utf-8")
     return pattern.sub("\ufffd", cut)
@@ -126,16 +137,22 @@ def parse_object(
     JSON object at all, RuleBroken (naming ``what`` and the rule) when it breaks one.
     (The maxima are raised only for a wrapper holding such an object one level down.)"""
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-    # Compact JSON is never more than a few times shorter than any other writing of
-    # it: text far beyond the cap is not parsed at all.
-    if len(raw) > 8 * max_bytes:
-        if raw.lstrip()[:1] != b"{":
-            raise NotAnObject(f"{what} is not a JSON object")
-        raise RuleBroken(f"{what} is larger than {max_bytes} bytes")
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise NotAnObject(f"{what} is not UTF-8") from None
+    if len(raw) > MAX_LOOSE_FACTOR * max_bytes:
+        # No writing of a JSON object within the cap is this long: whether it is one
+        # is all there is left to tell, which the C parser does quickly.
+        try:
+            whole = json.loads(decoded)
+        except RecursionError:
+            whole = {} if decoded.lstrip()[:1] == "{" else None  # an object, deep as can be
+        except ValueError:
+            raise NotAnObject(f"{what} is not JSON") from None
+        if isinstance(whole, dict):
+            raise RuleBroken(f"{what} is larger than {max_bytes} bytes")
+        raise NotAnObject(f"{what} is not a JSON object")
     try:
         value = json.loads(
             decoded, parse_constant=lambda _: None, parse_float=_finite, parse_int=_int64
@@ -227,7 +244,7 @@ def artifact_name(name: str) -> str:
     if size > MAX_NAME_BYTES:
         raise RuleBroken(f"artifact name {shown} is longer than {MAX_NAME_BYTES} bytes")
     if _CONTROL.search(name):
-        raise RuleBroken(f"artifact name {shown} holds a control character")
+        raise RuleBroken(f"artifact name {shown} holds a control or invisible character")
     if name.startswith("/"):
         raise RuleBroken(f"artifact name {shown} is absolute")
     for part in name.split("/"):
@@ -299,11 +316,14 @@ class TrialResult:
         seconds = float(self.duration_seconds)
         set_(self, "duration_seconds", seconds if math.isfinite(seconds) and seconds > 0 else 0.0)
         set_(self, "peak_memory_bytes", _clamp(int(self.peak_memory_bytes), (0, INT64[1])))
+        room = MAX_OUTPUT_BYTES
         for name in ("stdout", "stderr"):
-            text = getattr(self, name)
-            set_(self, name, text.encode("utf-8", "replace").decode("utf-8"))
-        if len(self.stdout) + len(self.stderr) > MAX_OUTPUT_BYTES:
-            raise RuleBroken(f"output larger than {MAX_OUTPUT_BYTES} bytes")
+            data = getattr(self, name).encode("utf-8", "replace")
+            if len(data) > room:
+                data = data[:room]
+                set_(self, "output_truncated", True)
+            room -= len(data)
+            set_(self, name, data.decode("utf-8", "ignore"))
         if self.result is not None:
             set_(self, "result", checked_object(self.result, what="the result"))
         set_(self, "artifacts", checked_artifacts((a.name, a.data) for a in self.artifacts))

@@ -56,6 +56,9 @@ OUTPUT_DIR = "/workspace/output"
 HELPER_DIR = "/opt/prism"
 
 MAX_RESULT_BYTES = 64 * 1024
+# The rule is on the result's compact form, which the host makes: a file written
+# loosely may be this much longer and still be read.
+MAX_RESULT_FILE_BYTES = 8 * MAX_RESULT_BYTES
 MAX_ARTIFACT_FILES = 32
 MAX_ARTIFACT_BYTES = 4 * 2**20
 MAX_NAME_PART_BYTES = 255
@@ -85,7 +88,10 @@ _PEAK_FILES = ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgrou
 _OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 # How long stragglers may take to die.
 _KILL_SECONDS = 5.0
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters and the invisible ones that reorder or hide text or break a line
+# (the same set as prism.trial's).
+_INVISIBLE = "\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
 
 
 def main() -> None:
@@ -211,10 +217,10 @@ def _read_result() -> tuple[str | None, str | None]:
         return None, f"cannot be read ({error.strerror})"
     if not stat.S_ISREG(info.st_mode):
         return None, f"is a {_kind(info.st_mode)}, not a regular file"
-    if info.st_size > MAX_RESULT_BYTES:
+    if info.st_size > MAX_RESULT_FILE_BYTES:
         return None, f"is larger than {MAX_RESULT_BYTES} bytes"
     try:
-        return _read(RESULT_FILE, MAX_RESULT_BYTES).decode("utf-8"), None
+        return _read(RESULT_FILE, MAX_RESULT_FILE_BYTES).decode("utf-8"), None
     except OSError as error:
         return None, f"cannot be read ({error.strerror})"
     except UnicodeDecodeError:
@@ -260,7 +266,7 @@ def name_problem(name: str) -> str | None:
     except UnicodeEncodeError:
         return "the name is not UTF-8"
     if _CONTROL.search(name):
-        return "the name holds a control character"
+        return "the name holds a control or invisible character"
     if size > MAX_NAME_BYTES:
         return f"the name is longer than {MAX_NAME_BYTES} bytes"
     if any(len(part.encode()) > MAX_NAME_PART_BYTES for part in name.split("/")):
@@ -289,27 +295,37 @@ def _output_entries(skipped: list[str]) -> list[tuple[str, str, int, int]]:
     while folders:
         prefix, folder = folders.pop()
         try:
+            # Entry by entry: a folder of a million files is never held whole.
             with os.scandir(folder) as entries:
-                listed = list(entries)
+                for entry in entries:
+                    seen += 1
+                    if seen > MAX_OUTPUT_ENTRIES:
+                        note = f"more than {MAX_OUTPUT_ENTRIES} entries: the rest not examined"
+                        skipped.append(note)
+                        return sorted(found)
+                    _look_at(entry, prefix, folders, found, skipped)
         except OSError as error:
             skipped.append(f"{_shown(prefix) or './'}: unreadable folder ({error.strerror})")
-            continue
-        for entry in listed:
-            seen += 1
-            if seen > MAX_OUTPUT_ENTRIES:
-                skipped.append(f"more than {MAX_OUTPUT_ENTRIES} entries: the rest not examined")
-                return sorted(found)
-            name = prefix + entry.name
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError as error:
-                skipped.append(f"{_shown(name)}: unreadable ({error.strerror})")
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                folders.append((name + "/", entry.path))
-            else:
-                found.append((name, entry.path, info.st_mode, info.st_size))
     return sorted(found)
+
+
+def _look_at(
+    entry: os.DirEntry[str],
+    prefix: str,
+    folders: list[tuple[str, str]],
+    found: list[tuple[str, str, int, int]],
+    skipped: list[str],
+) -> None:
+    name = prefix + entry.name
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError as error:
+        skipped.append(f"{_shown(name)}: unreadable ({error.strerror})")
+        return
+    if stat.S_ISDIR(info.st_mode):
+        folders.append((name + "/", entry.path))
+    else:
+        found.append((name, entry.path, info.st_mode, info.st_size))
 
 
 def _kind(mode: int) -> str:

@@ -50,7 +50,7 @@ from prism.trial import (
 )
 from sandbox.bootstrap import (
     MAX_ARTIFACT_BYTES,
-    MAX_RESULT_BYTES,
+    MAX_RESULT_FILE_BYTES,
     MAX_SKIPPED_LISTED,
     REPORT_KEY_ENV,
     REPORT_MARK,
@@ -74,9 +74,9 @@ BOOTSTRAP_BYTES = 16 * _MiB
 _BOOTSTRAP_PROCESSES = 1
 # Metric lines one trial may print; one more fails it.
 MAX_METRICS = 10_000
-# The bootstrap's report: artifacts plus one line of JSON about them (the result's
-# text, escaped, may take six times its size there).
-_MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + 2 * _MiB
+# The bootstrap's report: artifacts plus one line of JSON about them (the result
+# file's text, escaped, may take six times its size there).
+_MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + 6 * MAX_RESULT_FILE_BYTES + _MiB
 # How long a killed container, or the output stream of an exited one, may take to end.
 _GRACE_SECONDS = 10.0
 # Linux refuses to exec with an environment string longer than this (MAX_ARG_STRLEN).
@@ -714,9 +714,12 @@ def _parse_report(payload: bytes, limits: Limits) -> _Report:
         setup_error = _optional_text(meta["setup_error"], 500)
         result = meta["result"]
         if result is not None and not (
-            isinstance(result, str) and len(result.encode("utf-8", "replace")) <= MAX_RESULT_BYTES
+            isinstance(result, str)
+            and len(result.encode("utf-8", "replace")) <= MAX_RESULT_FILE_BYTES
         ):
-            raise RuleBroken(f"has a result that is not text of at most {MAX_RESULT_BYTES} bytes")
+            raise RuleBroken(
+                f"has a result that is not text of at most {MAX_RESULT_FILE_BYTES} bytes"
+            )
         result_error = _optional_text(meta["result_error"], 200)
         numbers = [meta[name] for name in ("signal", "peak_memory_bytes", "oom_kills")]
         if not all(type(n) is int and 0 <= n < 2**63 for n in numbers):

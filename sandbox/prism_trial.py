@@ -12,7 +12,8 @@
 flushes it; a trial may print such lines itself, in any language. ``result`` writes
 /workspace/result.json. Both also take one mapping, for names that are not Python
 identifiers: ``prism_trial.report({"val/loss": 0.3})``. Values must be JSON
-serialisable; NaN and infinities arrive as null.
+serialisable; NaN and infinities arrive as null. Both check the size caps here, so a
+mistake raises in the script instead of failing the trial later.
 
 Standard library only, and no Prism imports: the sandbox image ships this file as it is
 (in /opt/prism, on the trial's PYTHONPATH), and the host imports it as
@@ -30,9 +31,10 @@ PARAMS_ENV = "PRISM_PARAMS"
 PARAMS_FILE = "/workspace/params.json"
 RESULT_FILE = "/workspace/result.json"
 METRIC_PREFIX = "PRISM_METRIC "
-# A result (the file, or the stdout line) longer than this is ignored.
+# A result (the file, or the stdout line) longer than this, written compactly, fails
+# the trial (the host's rules are prism/trial.py's; README, "The trial contract").
 MAX_RESULT_BYTES = 64 * 1024
-# A metric line longer than this, prefix included, is ignored (it stays in stdout).
+# A metric line longer than this, prefix included, fails the trial at once.
 MAX_METRIC_LINE_BYTES = 64 * 1024
 
 

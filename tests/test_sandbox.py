@@ -332,6 +332,7 @@ def test_contract_constants_agree_inside_and_outside_the_image() -> None:
     assert sandbox.METRIC_PREFIX == "PRISM_METRIC "
     assert MAX_RESULT_BYTES == bootstrap.MAX_RESULT_BYTES == prism_trial.MAX_RESULT_BYTES
     assert MAX_RESULT_BYTES == prism.trial.MAX_JSON_BYTES
+    assert bootstrap.MAX_RESULT_FILE_BYTES == prism.trial.MAX_LOOSE_FACTOR * MAX_RESULT_BYTES
     assert prism_trial.MAX_METRIC_LINE_BYTES == prism.trial.MAX_JSON_BYTES
     # The bootstrap is shipped alone, so it repeats the caps prism.trial checks again.
     for name in ("MAX_ARTIFACT_FILES", "MAX_ARTIFACT_BYTES", "MAX_NAME_PART_BYTES"):
@@ -865,9 +866,9 @@ open(b"latin\\xe9", "w").write("x")
     assert execution.outcome == "succeeded", execution
     assert pairs(execution) == (("fine.txt", b"ok"),)
     assert sorted(execution.artifacts_skipped) == [
-        "esc\ufffd[2J: the name holds a control character",
+        "esc\ufffd[2J: the name holds a control or invisible character",
         "latin\ufffd: the name is not UTF-8",
-        "new\ufffdline: the name holds a control character",
+        "new\ufffdline: the name holds a control or invisible character",
     ]
 
 

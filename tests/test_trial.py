@@ -17,13 +17,14 @@ from google.protobuf import struct_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator_svc import store, views
+from orchestrator_svc import store, sweeps, views
 from prism.trial import (
     INT64,
     MAX_ARTIFACT_BYTES,
     MAX_ARTIFACT_FILES,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
+    MAX_OUTPUT_BYTES,
     Artifact,
     NotAnObject,
     Outcome,
@@ -183,6 +184,11 @@ def test_lone_surrogates_break_the_rules(text: str) -> None:
         "del\x7f",
         "c1\x9b",
         "nul\x00",
+        "\u202etxt.exe",
+        "line\u2028separator",
+        "zero\u200bwidth",
+        "\ufeffbom",
+        "isolate\u2066x\u2069",
         "x" * 256,
         "a/" + "y" * 256,
         "/".join(["p" * 200] * 6),
@@ -288,6 +294,7 @@ def test_measured_numbers_are_clamped_and_shown_text_is_cleaned() -> None:
     assert len(made.reason) == 1000
     assert made.artifacts_skipped == ("evil\ufffd]0;title\ufffd: a symlink",)
     assert shown_text("a\tb\nc\x00", 10, newlines=True) == "a\tb\nc\ufffd"
+    assert shown_text("x\u202ey\u2028z\u200b", 10) == "x\ufffdy\ufffdz\ufffd"
 
 
 # Rows an earlier version may have stored, without today's checks: reading them back
@@ -347,3 +354,56 @@ def test_a_metric_event_one_level_down_is_shown_whole() -> None:
     expected = struct_pb2.Struct()
     expected.update({"values": metric})
     assert views.event(event).data == expected
+
+
+def heavy_trial(position: int, stdout: str = "") -> store.Trial:
+    # The heaviest result the rules allow once it is a Struct: 64 KiB of small numbers.
+    heavy = to_json({"z": [0] * 32760})
+    return store.Trial(
+        id=f"s/{position}",
+        sweep="s",
+        position=position,
+        name=f"trial-{position}",
+        params_json=f'{{"i": {position}}}',
+        state=store.FINISHED,
+        outcome="succeeded",
+        result_json=heavy,
+        stdout=stdout,
+        attempts=1,
+    )
+
+
+def test_a_sweep_of_heavy_results_is_answered_within_its_budget() -> None:
+    sweep = store.Sweep(id="s", task="t", spec_json='{"task": "t"}', status="done", created_at=1.0)
+    rows = [heavy_trial(i) for i in range(200)]
+
+    shown = views.sweep(sweep, rows, {})
+
+    assert shown.ByteSize() < views.SWEEP_BUDGET_BYTES + 2**20
+    assert [t.index for t in shown.trials] == list(range(200))
+    whole = [t for t in shown.trials if not t.abridged]
+    assert whole and whole == list(shown.trials[: len(whole)])
+    assert all(t.HasField("metrics") and t.HasField("params") for t in whole)
+    rest = shown.trials[len(whole) :]
+    assert rest and not any(t.HasField("metrics") or t.HasField("params") for t in rest)
+    # GetTrial shows an abridged one whole.
+    assert views.trial(rows[-1], []).metrics == whole[0].metrics
+
+
+def test_the_compatible_status_cuts_outputs_to_its_budget() -> None:
+    rows = [heavy_trial(i, stdout="x" * 2**20) for i in range(50)]
+
+    shown = sweeps.results(rows)
+
+    assert len(shown) == 50
+    assert sum(len(r.output) for r in shown) < sweeps.OUTPUT_BUDGET_CHARS + 50 * 3000
+    assert shown[0].output == "x" * 2**20
+    assert shown[-1].output.endswith("[cut: GET /v1/sweeps/s/trials/49/logs has all of it]")
+
+
+def test_output_is_kept_within_its_cap_in_utf8() -> None:
+    # 16 MiB of bytes that are not UTF-8 decode to three times as much: cut, never more.
+    made = result(stdout="\ufffd" * (12 * 2**20), stderr="e" * 2**20)
+    assert len(made.stdout.encode()) + len(made.stderr.encode()) <= MAX_OUTPUT_BYTES
+    assert made.output_truncated
+    assert made.stderr == ""  # stdout came first and took the room

@@ -215,7 +215,7 @@ class TrialCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("index", "name", "params", "state", "outcome", "reason", "metrics", "exit_code", "duration_seconds", "peak_memory_bytes", "attempts", "runner", "artifacts")
+    __slots__ = ("index", "name", "params", "state", "outcome", "reason", "metrics", "exit_code", "duration_seconds", "peak_memory_bytes", "attempts", "runner", "artifacts", "abridged")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,7 @@ class Trial(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     RUNNER_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    ABRIDGED_FIELD_NUMBER: _ClassVar[int]
     index: int
     name: str
     params: _struct_pb2.Struct
@@ -242,7 +243,16 @@ class Trial(_message.Message):
     attempts: int
     runner: str
     artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactInfo]
-    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., exit_code: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., attempts: _Optional[int] = ..., runner: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ...) -> None: ...
+    abridged: bool
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., exit_code: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., attempts: _Optional[int] = ..., runner: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ..., abridged: _Optional[bool] = ...) -> None: ...
+
+class GetTrialRequest(_message.Message):
+    __slots__ = ("sweep_id", "index")
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    index: int
+    def __init__(self, sweep_id: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
 
 class ArtifactInfo(_message.Message):
     __slots__ = ("name", "size_bytes")

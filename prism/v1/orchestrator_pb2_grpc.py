@@ -68,6 +68,11 @@ class OrchestratorStub:
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
                 response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
                 _registered_method=True)
+        self.GetTrial = channel.unary_unary(
+                '/prism.v1.Orchestrator/GetTrial',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetTrialRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Trial.FromString,
+                _registered_method=True)
         self.WatchSweep = channel.unary_stream(
                 '/prism.v1.Orchestrator/WatchSweep',
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.WatchSweepRequest.SerializeToString,
@@ -151,6 +156,13 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrial(self, request, context):
+        """GET /v1/sweeps/{sweep_id}/trials/{index} : one trial, whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchSweep(self, request, context):
         """GET /v1/sweeps/{sweep_id}/events : the sweep's events after after_seq,
         then live as they happen; over HTTP as server-sent events. Reconnecting
@@ -222,6 +234,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.GetSweep,
                     request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.FromString,
                     response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
+            ),
+            'GetTrial': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrial,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetTrialRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.Trial.SerializeToString,
             ),
             'WatchSweep': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchSweep,
@@ -414,6 +431,33 @@ class Orchestrator:
             '/prism.v1.Orchestrator/GetSweep',
             prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
             prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/GetTrial',
+            prism_dot_v1_dot_orchestrator__pb2.GetTrialRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.Trial.FromString,
             options,
             channel_credentials,
             insecure,
