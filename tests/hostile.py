@@ -186,9 +186,12 @@ def metric_values(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e["data"]["values"] for e in events if e["kind"] == "metric"]
 
 
-def assert_readable(stack: RunningStack, sweep: Mapping[str, Any]) -> list[dict[str, Any]]:
+def assert_readable(
+    stack: RunningStack, sweep: Mapping[str, Any], *, downloads: bool = True
+) -> list[dict[str, Any]]:
     """Every public route answers for this finished sweep, without a control character
-    in what a trial could name; returns its events (the watch, to its final event)."""
+    in what a trial could name, and (with `downloads`) every listed artifact downloads
+    whole; returns its events (the watch, to its final event)."""
     sweep_id = sweep["id"]
     reply = stack.http("GET", f"/v1/sweeps/{sweep_id}")
     assert reply.status == 200, reply.body
@@ -213,6 +216,8 @@ def assert_readable(stack: RunningStack, sweep: Mapping[str, Any]) -> list[dict[
             assert not CONTROL.search(note), note
         for artifact in artifacts.body["artifacts"]:
             assert not CONTROL.search(artifact["name"]), artifact
+            if not downloads:
+                continue
             code, data = get(stack, f"{base}/artifacts/{quoted(artifact['name'])}")
             assert (code, len(data)) == (200, int(artifact["sizeBytes"])), artifact["name"]
     events = watch(stack, sweep_id)
