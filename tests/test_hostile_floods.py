@@ -37,6 +37,15 @@ sys.stdout.flush()
 print(json.dumps({"printed": n}))
 """
 
+# The most metric bytes a trial may print: 240 lines of 64 KiB of small numbers, each
+# five times as large once it is a Struct in the watch.
+HEAVY_METRICS = """
+import json
+line = "PRISM_METRIC " + json.dumps({"z": [0] * 32000}, separators=(",", ":"))
+for _ in range(240):
+    print(line, flush=True)
+"""
+
 # Eight processes print metric lines as fast as they can, each line one write.
 MANY_PROCESSES = """
 import os, time
@@ -98,6 +107,7 @@ ATTACKS = {
     "concurrent_metric_floods": Attack(
         METRICS, {"outputKb": 1024}, tuple({"t": t} for t in range(6))
     ),
+    "heavy_metric_lines": Attack(HEAVY_METRICS, {"outputKb": 16384}),
     "both_streams": Attack(BOTH_STREAMS, {"outputKb": 256, "wallSeconds": 60}),
     "one_huge_line": Attack(HUGE_LINE.replace("PREFIX", "''"), {"outputKb": 2048}),
     "one_huge_metric_line": Attack(
@@ -168,6 +178,12 @@ def test_concurrent_metric_floods_lose_nothing(batch: Batch) -> None:
     ]
     seconds = batch.bystander_seconds
     print(f"an ordinary 1-trial sweep beside 90,000 metric lines: {seconds:.1f} s")
+
+
+def test_the_heaviest_metric_lines_are_all_recorded(batch: Batch) -> None:
+    assert batch.trial("heavy_metric_lines")["outcome"] == "succeeded"
+    values = metric_values(watch(batch.stack, batch.sweeps["heavy_metric_lines"]["id"]))
+    assert values == [{"z": [0] * 32000}] * 240
 
 
 def test_a_flood_on_both_streams_keeps_the_output_limit(batch: Batch) -> None:
