@@ -110,11 +110,12 @@ E255 = "é" * 127 + "x"  # 255 bytes of UTF-8
 P1023 = "/".join(["b" * 255] * 4)
 P1024 = "/".join(["c" * 204] * 5)
 P1025 = "/".join(["d" * 204] * 4 + ["d" * 205])
+CJK1023 = "/".join(["中" * 85] * 4)  # 255 bytes a part; nine characters each in a URL
 LONG_NAMES = f"""
 import errno, json, os
 os.chdir("/workspace/output")
 made = {{}}
-for path in {[A255, E255, P1023, P1024, P1025]!r}:
+for path in {[A255, E255, P1023, P1024, P1025, CJK1023]!r}:
     if "/" in path:
         os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with open(path, "w") as f:
@@ -337,7 +338,7 @@ def test_question_marks_and_hashes_download(batch: Batch, artifact: str) -> None
 
 def test_long_names_up_to_the_cap_are_kept_and_download(batch: Batch) -> None:
     listed = batch.artifacts("long_names")
-    assert names(listed) == sorted([A255, E255, P1023, P1024])
+    assert names(listed) == sorted([A255, E255, P1023, P1024, CJK1023])
     assert batch.trial("long_names")["metrics"] == {"256": "ENAMETOOLONG"}
     skipped = listed["skipped"]
     assert len(skipped) == 2, skipped
@@ -346,7 +347,7 @@ def test_long_names_up_to_the_cap_are_kept_and_download(batch: Batch) -> None:
         n.startswith("deep/") and n.endswith(": unreadable (File name too long)") for n in skipped
     ), skipped
     assert all(len(n) <= 512 for n in skipped)
-    for artifact in (P1023, P1024):
+    for artifact in (P1023, P1024, CJK1023):
         code, data = batch.download("long_names", artifact)
         assert (code, data) == (200, str(len(artifact.encode())).encode())
 
