@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
@@ -132,7 +132,7 @@ def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
     return max(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
 
 
-def _comparable(value: Any) -> bool:
+def _comparable(value: Any) -> TypeGuard[int | float]:
     """A number an objective can rank: finite, and (from a row stored before the rules)
     no integer beyond 64 bits."""
     if isinstance(value, float):
