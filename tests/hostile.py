@@ -29,8 +29,10 @@ from prism.stack import ORCHESTRATOR
 from tests.conftest import RunningStack, start_stack, stop_stack
 
 MiB = 2**20
-# What may never reach the API in a name, a reason or a skipped-artifact note.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What may never reach the API in a name, a reason or a skipped-artifact note: control
+# characters, and those that reorder or hide text or break a line (bidi controls,
+# zero-width characters, line and paragraph separators, the byte order mark).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 STREAM_DROPS = ("runner stream closed", "runner silent; closing its stream", "runner link failed")
 # What the services log when something unexpected failed (prism.service.unexpected and
 # the loops' own exception logs): none of it may be a trial's doing.

@@ -120,7 +120,7 @@ ATTACKS = {
         ASCII_16_MIB, {"outputKb": 16384, "memoryMb": 512}, tuple({"t": t} for t in range(3))
     ),
 }
-# Sweeps some routes cannot show (see the xfail tests below).
+# Sweeps whose output, as shown, is at the 16 MiB cap.
 OVERSIZED = ("invalid_utf8_16_mib", "three_times_16_mib")
 
 
@@ -129,7 +129,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Itera
     yield from module_batch(tmp_path_factory.mktemp("floods"), sandbox_image, ATTACKS, slots=16)
 
 
-@pytest.mark.parametrize("name", [n for n in ATTACKS if n not in OVERSIZED])
+@pytest.mark.parametrize("name", list(ATTACKS))
 def test_the_sweep_answers_on_every_route(batch: Batch, name: str) -> None:
     assert_readable(batch.stack, batch.sweeps[name])
 
@@ -232,22 +232,14 @@ def test_output_that_grows_when_shown_leaves_the_rest_readable(batch: Batch) -> 
         assert len(logs["stdout"]) == 16 * MiB - 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="16 MiB of bytes that are not UTF-8 are kept as 16 Mi U+FFFD (48 MiB of UTF-8); "
-    "GetTrialLogs' answer is over the gateway transcoder's 32 MiB buffer "
-    "(max_response_body_size): 500",
-)
-def test_the_logs_of_invalid_utf8_output_answer(batch: Batch) -> None:
-    code, body = get(batch.stack, f"{batch.base('invalid_utf8_16_mib')}/logs")
-    assert code == 200, body[:300]
+def test_the_logs_of_invalid_utf8_output_answer_within_the_cap(batch: Batch) -> None:
+    # Each byte that is not UTF-8 is kept as U+FFFD, three bytes: cut at 16 MiB of it.
+    logs = batch.logs("invalid_utf8_16_mib")
+    assert logs["truncated"] is True
+    assert set(logs["stdout"]) == {"\ufffd"}
+    assert len(logs["stdout"].encode()) == 16 * MiB - (16 * MiB) % 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /sweeps/{id} (GetSweepStatus) puts every succeeded trial's whole stdout in "
-    "its answer: 48 MiB here, over the transcoder's 32 MiB buffer: 500",
-)
 @pytest.mark.parametrize("name", OVERSIZED)
 def test_the_compatible_status_route_answers_for_large_output(batch: Batch, name: str) -> None:
     code, body = get(batch.stack, f"/sweeps/{batch.sweeps[name]['id']}")

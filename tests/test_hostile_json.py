@@ -304,22 +304,11 @@ def test_a_metric_line_is_recorded_or_stops_its_trial_naming_the_rule(
         assert stdout.endswith("reached\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox/bootstrap.py _read_result refuses a result file over 64 KiB as written "
-    "(st_size), though the rules (prism.trial) cap the compact form, as for the stdout line",
-)
 def test_a_loose_result_file_within_the_cap_once_compact_is_accepted(batch: Batch) -> None:
     trial = batch.trial("file_loose_within_once_compact")
     assert (trial["outcome"], trial.get("metrics")) == ("succeeded", {"s": "x" * 65528}), trial
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prism.trial.parse_object raises RuleBroken ('larger than 65536 bytes') for any "
-    "text over 8 x the cap that starts with '{', before knowing it is JSON: a last stdout "
-    "line that is not JSON fails the trial instead of being no result",
-)
 def test_a_huge_last_line_that_is_not_json_is_no_result(batch: Batch) -> None:
     trial = batch.trial("huge_line_starting_with_a_brace")
     assert (trial["outcome"], trial.get("metrics")) == ("succeeded", None), trial

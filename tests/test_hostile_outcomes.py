@@ -111,23 +111,11 @@ def test_the_output_limit_itself_is_kept_whole(batch: Batch) -> None:
     assert batch.trial("exact_output_limit")["metrics"] == {"n": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox/container.py _result appends 'prism: <rule>' to stderr of a failed trial "
-    "after its output was capped, then builds TrialResult outside its try: over "
-    "MAX_OUTPUT_BYTES it raises RuleBroken out of Sandbox.run, and the executor turns it "
-    "into sandbox_error, retried on the sweep's retries",
-)
 def test_output_at_the_limit_with_a_broken_result_fails_once(batch: Batch) -> None:
     name = "exact_output_limit_and_a_broken_result"
     assert ended(batch, name) == ("failed", 1, 1), batch.trial(name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same trial: the runner logs 'trial execution failed' (RuleBroken: output "
-    "larger than 16777216 bytes) for each execution",
-)
 def test_no_trial_makes_the_runner_fail_unexpectedly(batch: Batch) -> None:
     for service in (ORCHESTRATOR, batch.runner):
         assert unexpected_errors(batch.stack, service) == []

@@ -118,12 +118,6 @@ def test_the_large_sweep_answers_on_its_other_routes(scale: Scale) -> None:
     assert get(scale.stack, f"/v1/sweeps/{sweep_id}/trials/{TRIALS - 1}/logs")[0] == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GetSweep returns every trial's result as a Struct: 96 results of 64 KiB of "
-    "small numbers are 34 MiB of protobuf, over the gateway transcoder's 32 MiB buffer "
-    "(max_response_body_size): 500, however many times it is asked",
-)
 def test_the_large_sweep_answers_get(scale: Scale) -> None:
     reply = scale.stack.http("GET", f"/v1/sweeps/{scale.large['id']}")
     assert reply.status == 200, reply.body
@@ -166,13 +160,6 @@ def test_reading_the_large_sweep_does_not_stop_the_orchestrator(scale: Scale) ->
     assert drops == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orchestrator_svc/servicer.py GetSweep builds its answer (views.sweep: every "
-    "result parsed and made a Struct) on the event loop, seconds for this sweep, one read "
-    "after another: enough reads at once hold every other call past the gateway's 30 s "
-    "route timeout (504)",
-)
 def test_reads_of_the_large_sweep_leave_other_calls_answering(scale: Scale) -> None:
     stack, path = scale.stack, f"/v1/sweeps/{scale.large['id']}"
     began = time.monotonic()
