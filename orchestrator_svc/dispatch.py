@@ -97,6 +97,11 @@ class MetricRecorder:
         self._ready.set()
         return self._added
 
+    @property
+    def added(self) -> int:
+        """The ticket of the last metric added."""
+        return self._added
+
     async def recorded(self, ticket: int) -> None:
         while self._written < ticket:
             await self._progress.wait()
@@ -125,6 +130,11 @@ class MetricRecorder:
             self._progress = asyncio.Event()
             if self._pending:
                 self._ready.set()
+
+
+def _looks_like_an_object(text: str) -> bool:
+    # Stored inside {"values": ...}: what cannot be an object is not spliced in.
+    return text.startswith("{") and text.endswith("}")
 
 
 class RunnerLink:
@@ -173,10 +183,10 @@ class RunnerLink:
                         code=error.code().name,
                         details=error.details(),
                     )
-            except Exception:
+            except Exception as error:
                 # A bug or a store failure must not end this link for good:
                 # log it and reopen, which re-sends what the runner holds.
-                logger.exception("runner link failed", extra={"fields": {"runner": self.name}})
+                unexpected(logger, "runner link failed", error, runner=self.name)
             finally:
                 if self.down_since is None:
                     self.down_since = time.monotonic()
@@ -216,9 +226,11 @@ class RunnerLink:
                 self._answered()
             writer = asyncio.create_task(self._write(call, outbox))
             silence = self._dispatcher.settings.runner_silence_seconds
-            # The ticket of the last metric this stream handed on: what must be
-            # recorded before a trial's start or end is.
-            ticket = 0
+            # The ticket of the last metric handed on: what must be recorded before a
+            # trial's start or end is. It starts at the last one any stream handed on,
+            # so an end reported again on this stream waits for the metrics the
+            # previous one brought and left unwritten.
+            ticket = self._dispatcher.metrics.added
             while True:
                 try:
                     async with asyncio.timeout(silence):
@@ -385,7 +397,7 @@ class Dispatcher:
         can come only from a broken runner, and is dropped). Reads check it again."""
         ticket = None
         for values_json in metric.values_json:
-            if len(values_json) <= MAX_JSON_BYTES:
+            if len(values_json) <= MAX_JSON_BYTES and _looks_like_an_object(values_json):
                 ticket = self.metrics.add(metric.trial_id, values_json)
         return ticket
 
@@ -460,8 +472,8 @@ class Dispatcher:
                         # A stream still open (the runner has not answered on
                         # it) carries the stop now; else the next one will.
                         link.send(cancel_command(execution_id))
-                except Exception:
-                    logger.exception("marking the trials of a lost runner failed")
+                except Exception as error:
+                    unexpected(logger, "marking the trials of a lost runner failed", error)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -469,8 +481,8 @@ class Dispatcher:
             self._kicked.clear()
             try:
                 await self._dispatch_pending()
-            except Exception:
-                logger.exception("dispatch failed; retrying")
+            except Exception as error:
+                unexpected(logger, "dispatch failed; retrying", error)
                 await asyncio.sleep(1.0)
                 self.kick()
 

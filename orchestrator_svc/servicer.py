@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
@@ -49,8 +50,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if not self.ready:
             raise Unavailable("the orchestrator is recovering its sweeps; retry shortly")
 
-    async def _sweep(self, sweep_id: str) -> tuple[store.Sweep, list[store.Trial]]:
-        return await self._found(store.sweep_with_trials, sweep_id)
+    async def _sweep(
+        self, sweep_id: str, *, outputs: bool = False
+    ) -> tuple[store.Sweep, list[store.Trial]]:
+        """The sweep and its trials; with their outputs as far as the compatible
+        routes show them (a trial's output may be 16 MiB: never read whole here)."""
+        budget = sweeps.OUTPUT_BUDGET_CHARS if outputs else 0
+        return await self._found(
+            functools.partial(store.sweep_with_trials, output_budget=budget), sweep_id
+        )
 
     async def _sweep_row(self, sweep_id: str) -> store.Sweep:
         """The sweep alone, without reading its trials."""
@@ -97,7 +105,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise DeadlineExceeded(
                 f"sweep {sweep_id} is still running; poll GET /sweeps/{sweep_id}"
             )
-        _, trials = await self._sweep(sweep_id)
+        _, trials = await self._sweep(sweep_id, outputs=True)
         return orchestrator_pb2.RunSweepResponse(sweep_id=sweep_id, results=sweeps.results(trials))
 
     @rpc
@@ -105,7 +113,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.GetSweepStatusRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.SweepStatus:
         self._check_ready()
-        return sweeps.status(*await self._sweep(request.sweep_id))
+        return sweeps.status(*await self._sweep(request.sweep_id, outputs=True))
 
     @rpc
     async def CreateSweep(
@@ -167,7 +175,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 kind="error",
                 trial_index=-1,
                 final=True,
-                sweep_state=row.status,
                 data=views.message(internal_error(error_id)),
             )
 
@@ -228,9 +235,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.GetTrialLogsRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.TrialLogs:
         row = await self._trial(request.sweep_id, request.index)
-        return orchestrator_pb2.TrialLogs(
-            stdout=row.stdout, stderr=row.stderr, truncated=row.output_truncated
-        )
+        return await asyncio.to_thread(views.logs, row)  # up to 16 MiB of text to measure
 
     @rpc
     async def ListArtifacts(

@@ -35,6 +35,8 @@ PENDING, DISPATCHED, RUNNING, FINISHED = "pending", "dispatched", "running", "fi
 IN_FLIGHT = (DISPATCHED, RUNNING)
 # Sweep states.
 SWEEP_RUNNING, SWEEP_DONE, SWEEP_ERROR, SWEEP_CANCELLED = "running", "done", "error", "cancelled"
+# What a trial's output shows of itself at least, where outputs are shown together.
+OUTPUT_SHARE_CHARS = 2000
 # A retry waits 2, 4, 8… s (at most 30): an engine restarting or a runner
 # coming back gets time to, instead of the retry failing at once the same way.
 RETRY_BACKOFF_SECONDS, MAX_RETRY_BACKOFF_SECONDS = 2.0, 30.0
@@ -516,11 +518,29 @@ def sweep(sweep_id: str) -> Sweep | None:
     return Sweep.get_or_none(Sweep.id == sweep_id)
 
 
-def sweep_with_trials(sweep_id: str) -> tuple[Sweep, list[Trial]] | None:
+def sweep_with_trials(sweep_id: str, *, output_budget: int = 0) -> tuple[Sweep, list[Trial]] | None:
+    """The sweep and its trials. A trial's output (up to 16 MiB of each stream) is not
+    read, or with ``output_budget`` (characters for all trials together) only its share
+    of it, at least OUTPUT_SHARE_CHARS: the start of stdout and the end of stderr, one
+    character more than the share so that a cut shows."""
     row = sweep(sweep_id)
     if row is None:
         return None
-    return row, list(Trial.select().where(Trial.sweep == sweep_id).order_by(Trial.position))
+    columns = [f for f in Trial._meta.sorted_fields if f.name not in ("stdout", "stderr")]  # type: ignore[attr-defined]
+    if output_budget:
+        count = Trial.select().where(Trial.sweep == sweep_id).count()
+        share = output_share(count, output_budget) + 1
+        columns += [
+            peewee.fn.substr(Trial.stdout, 1, share).alias("stdout"),
+            peewee.fn.substr(Trial.stderr, -share).alias("stderr"),
+        ]
+    query = Trial.select(*columns).where(Trial.sweep == sweep_id).order_by(Trial.position)
+    return row, list(query)
+
+
+def output_share(trials: int, budget: int) -> int:
+    """The characters of output each of `trials` trials shows, out of `budget`."""
+    return max(OUTPUT_SHARE_CHARS, budget // max(trials, 1))
 
 
 def sweep_finished(sweep_id: str) -> bool:

@@ -13,10 +13,11 @@ from prism.v1 import orchestrator_pb2
 # How much of a failed trial's stderr its "output" shows: the end of a
 # traceback is the part that says what went wrong.
 ERROR_TAIL_CHARS = 2000
-# The outputs one answer carries in all, at most (a trial may print 16 MiB: the gateway
-# must buffer the whole answer), and what each trial shows however many came before.
-OUTPUT_BUDGET_CHARS = 4 * 2**20
-MIN_OUTPUT_CHARS = 2000
+# The characters of output one answer carries for all its trials (each trial at least
+# store.OUTPUT_SHARE_CHARS): a trial may print 16 MiB, and the gateway must buffer the
+# whole answer. As JSON a character takes 6 bytes at most, so 1,000 trials stay under
+# the gateway's 32 MiB.
+OUTPUT_BUDGET_CHARS = 2 * 2**20
 
 LANDING = orchestrator_pb2.Landing(
     name="prism",
@@ -45,30 +46,26 @@ def default_sweep(request: orchestrator_pb2.RunSweepRequest, settings: Settings)
     return plan(orchestrator_pb2.SweepSpec(task=request.task), settings)
 
 
-def runner_result(trial: store.Trial, room: int) -> orchestrator_pb2.RunnerResult:
-    """The trial as the original showed it, its output cut to ``room`` characters."""
+def runner_result(trial: store.Trial, share: int) -> orchestrator_pb2.RunnerResult:
+    """The trial as the original showed it, its output cut to ``share`` characters."""
     if trial.outcome == "succeeded":
-        output, status = trial.stdout.strip(), "done"
+        output, status, cut = trial.stdout.strip(), "done", len(trial.stdout) > share
     else:
-        output, status = f"{trial.outcome}: {trial.reason}", "error"
+        output, status, cut = f"{trial.outcome}: {trial.reason}", "error", False
         stderr = trial.stderr.strip()
         if stderr:
             output += "\n" + stderr[-ERROR_TAIL_CHARS:]
-    if len(output) > room:
+    if cut:
         where = f"GET /v1/sweeps/{trial.sweep_id}/trials/{trial.position}/logs"
-        output = output[:room] + f"\n[cut: {where} has all of it]"
+        output = output[:share] + f"\n[cut: {where} has all of it]"
     return orchestrator_pb2.RunnerResult(runner=trial.name, output=output, status=status)
 
 
 def results(trials: list[store.Trial]) -> list[orchestrator_pb2.RunnerResult]:
-    """The finished trials' results, their outputs within the answer's budget."""
-    shown = []
-    room = OUTPUT_BUDGET_CHARS
-    for trial in trials:
-        if trial.state == store.FINISHED:
-            shown.append(runner_result(trial, max(room, MIN_OUTPUT_CHARS)))
-            room -= len(shown[-1].output)
-    return shown
+    """The finished trials' results, read with store.sweep_with_trials(output_budget=
+    OUTPUT_BUDGET_CHARS): each trial's output within its share of the budget."""
+    share = store.output_share(len(trials), OUTPUT_BUDGET_CHARS)
+    return [runner_result(t, share) for t in trials if t.state == store.FINISHED]
 
 
 def status(sweep: store.Sweep, trials: list[store.Trial]) -> orchestrator_pb2.SweepStatus:

@@ -26,9 +26,11 @@ from prism.trial import (
 )
 from prism.v1 import orchestrator_pb2
 
-# The trials' params and results a sweep's answer carries, at most, in protobuf bytes
-# (a result is up to 64 KiB as JSON but several times that as a Struct): the gateway
-# must buffer the whole answer to turn it into JSON, and the orchestrator build it.
+# The trials' params, results and artifact lists a sweep's answer carries, at most, as
+# protobuf or as JSON, whichever is larger (a result of small numbers is several times
+# its JSON as a Struct; one of control characters, six times its Struct as JSON): the
+# gateway must buffer the whole answer to turn it into JSON, and the orchestrator build
+# it. Past the budget, trials are abridged: a few hundred bytes each.
 SWEEP_BUDGET_BYTES = 8 * 2**20
 # What a stored value that cannot be shown is replaced with.
 UNSHOWABLE = {"prism_error": "this stored value breaks the rules for results and cannot be shown"}
@@ -79,7 +81,10 @@ def _time(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 def trial(
     row: store.Trial, artifacts: list[tuple[str, int]], *, abridged: bool = False
 ) -> orchestrator_pb2.Trial:
-    """A trial as shown; ``abridged``: without its params and metrics (GetTrial has them)."""
+    """A trial as shown; ``abridged``: without its params, metrics and artifacts
+    (GetTrial has them)."""
+    if abridged:
+        artifacts = []
     return orchestrator_pb2.Trial(
         index=row.position,
         name=row.name,
@@ -96,6 +101,15 @@ def trial(
         runner=row.runner or "",
         artifacts=[orchestrator_pb2.ArtifactInfo(name=n, size_bytes=size) for n, size in artifacts],
     )
+
+
+def json_bytes(row: store.Trial, artifacts: list[tuple[str, int]]) -> int:
+    """At most about what a trial's params, result and artifact names take as the API's
+    JSON, should its printer escape every character that is not ASCII: the stored JSON
+    with those escaped, each name as an escaped JSON string."""
+    names = sum(len(json.dumps(name)) + 40 for name, _ in artifacts)
+    stored = (row.params_json, row.result_json)
+    return sum(len(text.encode("ascii", "backslashreplace")) for text in stored) + names
 
 
 def _spec(row: store.Sweep) -> tuple[dict[str, Any], orchestrator_pb2.SweepSpec]:
@@ -175,14 +189,52 @@ def sweep(
         # Whole trials while the answer is within its budget, abridged ones after.
         spent = 0
         for t in rows:
-            shown_trial = trial(t, artifacts.get(t.id, []), abridged=spent >= SWEEP_BUDGET_BYTES)
-            spent += shown_trial.ByteSize()
+            listed = artifacts.get(t.id, [])
+            shown_trial = trial(t, listed, abridged=spent >= SWEEP_BUDGET_BYTES)
+            spent += max(shown_trial.ByteSize(), json_bytes(t, listed))
             shown.trials.append(shown_trial)
         top = best(spec, rows)
         if top is not None:
             shown.best_trial.CopyFrom(trial(top, artifacts.get(top.id, [])))
     shown.counts.CopyFrom(counts(by_state or {}))
     return shown
+
+
+# A trial's logs as JSON, at most: its 16 MiB of output can be six times that written
+# as JSON (a control character is \u0001, and so may be any that is not ASCII), and
+# the gateway buffers the whole answer.
+LOGS_BUDGET_BYTES = 24 * 2**20
+
+
+def logs(row: store.Trial) -> orchestrator_pb2.TrialLogs:
+    """The trial's output, each stream cut (and marked truncated) where it would take
+    the answer past its budget as JSON."""
+    room, cut = LOGS_BUDGET_BYTES, False
+    streams = []
+    for text in (row.stdout, row.stderr):
+        kept = _within_json(text, room)
+        cut = cut or len(kept) < len(text)
+        room -= len(json.dumps(kept))
+        streams.append(kept)
+    return orchestrator_pb2.TrialLogs(
+        stdout=streams[0], stderr=streams[1], truncated=row.output_truncated or cut
+    )
+
+
+def _within_json(text: str, room: int) -> str:
+    """The longest start of ``text`` whose JSON string, every character that is not
+    ASCII escaped (the longest a printer makes it), fits ``room`` bytes; found by
+    halving (a character takes 1 to 12 bytes)."""
+    if len(json.dumps(text)) <= room:
+        return text
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(json.dumps(text[:middle])) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 def page_token(row: store.Sweep) -> str:

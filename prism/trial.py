@@ -35,7 +35,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,6 @@ INT64 = (-(2**63), 2**63 - 1)
 # mark. (sandbox/bootstrap.py skips file names holding any of them.)
 _INVISIBLE = "\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
 _CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
-_CONTROL_OR_NEWLINE_OK = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")
 
 
 class RuleBroken(ValueError):
@@ -112,13 +111,21 @@ class Outcome(enum.StrEnum):
         except (ValueError, KeyError):
             return cls.SANDBOX_ERROR
 
+    @classmethod
+    def stored(cls, value: str | None) -> Outcome:
+        """An outcome read back from a store; one this version does not know (written by
+        a newer one) is the platform's failure, as on the wire."""
+        try:
+            return cls(value or "")
+        except ValueError:
+            return cls.SANDBOX_ERROR
 
-def shown_text(text: str, limit: int, *, newlines: bool = False) -> str:
+
+def shown_text(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters with its control and invisible characters
-    replaced by U+FFFD (newlines and tabs kept when ``newlines``); lone surrogates too."""
-    pattern = _CONTROL_OR_NEWLINE_OK if newlines else _CONTROL
+    replaced by U+FFFD; lone surrogates too."""
     cut = text[:limit].encode("utf-8", "replace").decode("utf-8")
-    return pattern.sub("\ufffd", cut)
+    return _CONTROL.sub("\ufffd", cut)
 
 
 def to_json(value: Any) -> str:
@@ -396,7 +403,7 @@ class TrialResult:
         today's checks reads as ``failed`` naming the rule it breaks."""
         return _parsed(
             lambda: cls(
-                outcome=Outcome(row.outcome or Outcome.SANDBOX_ERROR),
+                outcome=Outcome.stored(row.outcome),
                 reason=row.reason,
                 exit_code=row.exit_code if row.exit_code is not None else -1,
                 stdout=row.stdout,
@@ -416,7 +423,7 @@ def not_run(outcome: Outcome, reason: str) -> TrialResult:
     return TrialResult(outcome=outcome, reason=reason)
 
 
-def _parsed(make: Any) -> TrialResult:
+def _parsed(make: Callable[[], TrialResult]) -> TrialResult:
     try:
         made: TrialResult = make()
     except (RuleBroken, NotAnObject, ValueError, TypeError) as error:

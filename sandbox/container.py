@@ -38,6 +38,7 @@ import docker.errors
 import requests
 from docker.types import LogConfig, Ulimit
 
+from prism.service import unexpected
 from prism.trial import (
     Artifact,
     NotAnObject,
@@ -221,7 +222,14 @@ class _MetricLines:
         self._skip = False
         self._too_long = False
         self.count = 0
-        self.closed = False
+        self._closed = False
+        # Held while a metric is handed over, so none is after close().
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """No metric is handed over from now on (the run has returned)."""
+        with self._lock:
+            self._closed = True
 
     def feed(self, data: bytes) -> None:
         start = 0
@@ -249,7 +257,7 @@ class _MetricLines:
         line, skip, too_long = bytes(self._line), self._skip, self._too_long
         self._line.clear()
         self._skip = self._too_long = False
-        if self.closed or skip or (len(line) < len(self._prefix) and not too_long):
+        if self._closed or skip or (len(line) < len(self._prefix) and not too_long):
             return
         self.count += 1
         what = f"metric line {self.count}"
@@ -260,15 +268,18 @@ class _MetricLines:
                 raise RuleBroken(f"more than {MAX_METRICS} metric lines")
             values = parse_object(line[len(self._prefix) :], what=what)
         except (RuleBroken, NotAnObject) as error:
-            self.closed = True
+            self._closed = True
             self._on_broken(str(error))
             return
         if self._on_metric is None:
             return
-        try:
-            self._on_metric(values)
-        except Exception:  # the caller's bug must not cost the trial its output
-            logger.exception("a metric callback failed")
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._on_metric(values)
+            except Exception as error:  # the caller's bug must not cost the trial its output
+                unexpected(logger, "a metric callback failed", error)
 
 
 class _Trial:
@@ -363,7 +374,7 @@ class Sandbox:
         except (docker.errors.DockerException, requests.RequestException) as error:
             return _sandbox_error(f"docker engine: {error}")
         finally:
-            trial.metrics.closed = True
+            trial.metrics.close()
             with self._lock:
                 del self._trials[trial_id]
 

@@ -97,6 +97,7 @@ def test_a_damaged_store_answers_with_an_error_id_and_one_bounded_log_line(
     with closing(sqlite3.connect(stack.layout.data_dir / "orchestrator.db")) as db:
         db.execute("UPDATE sweep SET spec_json = ? WHERE id = ?", ("{" + "x" * 10_000, sweep_id))
         db.execute("ALTER TABLE artifact RENAME TO artifact_gone")
+        db.execute("ALTER TABLE event RENAME TO event_gone")
         db.commit()
 
     # What can still be shown is shown: the lists, and the sweep's own row.
@@ -116,3 +117,7 @@ def test_a_damaged_store_answers_with_an_error_id_and_one_bounded_log_line(
     ]
     assert len(logged) == 1
     assert len(json.dumps(logged[0])) < 2000
+    # A watch that fails still ends with a final event, which says so.
+    [final] = list(sse(stack, sweep_id))
+    assert (final["kind"], final["final"], final["sweepState"]) == ("error", True, "")
+    assert final["data"]["message"].startswith("internal error (error id ")

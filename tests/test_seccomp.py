@@ -243,6 +243,7 @@ results = {
     "lookup_dcookie": call(212, 0, 0, 0),
     "perf_event_open": call(298, zeroed(), 0, -1, -1, 0),
     "fanotify_init": call(300, 0, 0),
+    "socket vsock": call(41, 40, 1, 0),
     "fanotify_mark": call(301, -1, 0, 0, AT_FDCWD, 0),
     "cachestat": call(451, -1, 0, 0, 0),
     "personality READ_IMPLIES_EXEC": in_child(lambda: call(135, 0x0400000)),
@@ -533,6 +534,7 @@ def test_every_call_is_decided_once() -> None:
     assert {"ptrace", "process_vm_readv", "process_vm_writev", "personality"} <= denied
     assert {"pidfd_getfd", "process_madvise", "kcmp", "unshare", "setns"} <= denied
     assert "clone3" in not_implemented and "clone" not in allowed  # clone goes by its flags
+    assert "socket" not in allowed  # socket goes by its family
     profile = json.loads(PROFILE_JSON)
     # A denied call is an error the program can handle, never a killed trial.
     assert {rule["action"] for rule in profile["syscalls"]} | {profile["defaultAction"]} == {
@@ -544,6 +546,11 @@ def test_every_call_is_decided_once() -> None:
         errno.EPERM,
         errno.ENOSYS,
     }
+    socket_rules = [rule for rule in profile["syscalls"] if rule["names"] == ["socket"]]
+    assert [(rule["action"], rule["args"]) for rule in socket_rules] == [
+        ("SCMP_ACT_ALLOW", [{"index": 0, "value": 40, "op": "SCMP_CMP_NE"}]),
+        ("SCMP_ACT_ERRNO", [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]),
+    ]
     clone_rules = [rule for rule in profile["syscalls"] if rule["names"] == ["clone"]]
     assert [(rule["action"], rule["args"][0]["valueTwo"]) for rule in clone_rules] == [
         ("SCMP_ACT_ALLOW", 0),

@@ -279,6 +279,7 @@ def test_unknown_sweeps_and_trials_are_404(stack: RunningStack) -> None:
     assert stack.http("GET", "/v1/sweeps/nope").status == 404
     sweep_id = stack.create({"task": "t", "script": "print('{}')"}).body["id"]
     assert stack.http("GET", f"/v1/sweeps/{sweep_id}/trials/5/logs").status == 404
+    assert stack.http("GET", f"/v1/sweeps/{sweep_id}/trials/5").status == 404
     assert stack.http("GET", f"/v1/sweeps/{sweep_id}/trials/0/artifacts/none.txt").status == 404
 
 
@@ -305,6 +306,7 @@ def test_logs_and_artifacts_per_trial(stack: RunningStack) -> None:
     assert trial["metrics"] == {"loss": 0.5}
     assert trial["peakMemoryBytes"] and int(trial["peakMemoryBytes"]) > 0
     base = f"/v1/sweeps/{sweep['id']}/trials/0"
+    assert stack.http("GET", base).body == {**trial, "abridged": False}
     logs = stack.http("GET", f"{base}/logs").body
     assert logs["stdout"] == 'PRISM_METRIC {"step": 1, "loss": 0.7}\nto stdout\n'
     assert logs["stderr"] == "to stderr\n"
