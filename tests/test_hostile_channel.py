@@ -325,9 +325,13 @@ def test_only_the_real_artifacts_are_kept(batch: Batch, name: str) -> None:
 def test_peak_memory_is_what_the_host_measured(batch: Batch, name: str) -> None:
     limit = ATTACKS[name].limits.get("memoryMb", 256) * MiB
     peak = int(batch.trial(name)["peakMemoryBytes"])
-    # An interpreter's worth at least; never above the container's ceiling (the
-    # trial's limit plus the bootstrap's 16 MiB), let alone a forged 10**30.
-    assert 4 * MiB < peak <= limit + 16 * MiB
+    # What these scripts hold: an interpreter's worth, or (squeezing the bootstrap) most
+    # of the limit in files; never what a forged report says, which the runner would
+    # have clamped to the container's ceiling.
+    if name == "squeeze_the_bootstrap":
+        assert limit // 2 < peak <= limit + 16 * MiB
+    else:
+        assert 4 * MiB < peak < 64 * MiB
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))

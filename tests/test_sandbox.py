@@ -22,7 +22,7 @@ import pytest
 
 import prism.trial
 import sandbox
-from prism.trial import Outcome, TrialResult
+from prism.trial import Outcome, RuleBroken, TrialResult
 from sandbox import (
     MAX_ARTIFACT_BYTES,
     MAX_ARTIFACT_FILES,
@@ -33,7 +33,13 @@ from sandbox import (
     bootstrap,
     prism_trial,
 )
-from sandbox.container import BOOTSTRAP_BYTES, OWNER_LABEL, TRIAL_LABEL, _ReportReader
+from sandbox.container import (
+    BOOTSTRAP_BYTES,
+    OWNER_LABEL,
+    TRIAL_LABEL,
+    _parse_report,
+    _ReportReader,
+)
 from sandbox.engine import ensure_engine, stop_engine
 
 MiB = 2**20
@@ -885,6 +891,25 @@ def test_report_is_found_across_any_split_and_stays_out_of_stderr() -> None:
         assert text == b"warning: one\n\x1ePRISM-REPORT wrong-key 5\nerrafter\x1ePRISM"
         assert reader.payload == meta + artifacts
         assert reader.problem is None
+
+
+def test_a_reported_peak_is_capped_at_the_containers_limit() -> None:
+    limits = Limits(memory_bytes=64 * MiB)
+    meta: dict[str, Any] = {
+        "setup_error": None,
+        "result": None,
+        "result_error": None,
+        "signal": 0,
+        "peak_memory_bytes": 2**63 - 1,
+        "oom_kills": 0,
+        "artifacts": [],
+        "artifacts_skipped": [],
+    }
+    report = _parse_report(json.dumps(meta).encode() + b"\n", limits)
+    assert report.peak_memory_bytes == 64 * MiB + BOOTSTRAP_BYTES
+    for forged in (2**63, 10**30, -1, 1.5, True, "1"):
+        with pytest.raises(RuleBroken, match="count"):
+            _parse_report(json.dumps({**meta, "peak_memory_bytes": forged}).encode(), limits)
 
 
 def test_a_cut_or_malformed_report_is_a_problem_not_text() -> None:

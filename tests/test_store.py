@@ -16,7 +16,12 @@ import pytest
 
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
-from orchestrator_svc.dispatch import Dispatcher
+from orchestrator_svc.dispatch import (
+    MAX_BATCH_METRICS,
+    MAX_PENDING_METRICS,
+    Dispatcher,
+    MetricRecorder,
+)
 from prism.sqlite import DbThread
 from prism.trial import Artifact, Outcome, TrialResult
 
@@ -146,3 +151,78 @@ def test_a_result_the_store_refuses_ends_its_trial_alone(tmp_path: Path) -> None
     assert poisoned.reason.startswith("the orchestrator could not record the trial's result")
     assert "error id" in poisoned.reason
     assert (other.state, other.outcome) == ("finished", "succeeded")
+
+
+def test_metric_tickets_order_a_trials_end_after_its_metrics() -> None:
+    written: list[list[tuple[str, str]]] = []
+
+    async def scenario() -> list[str]:
+        gate = asyncio.Event()
+
+        async def write(batch: list[tuple[str, str]]) -> None:
+            await gate.wait()  # the store is slow
+            written.append(batch)
+
+        recorder = MetricRecorder(write)
+        task = asyncio.create_task(recorder.run())
+        seen = []
+        for step in range(3):
+            recorder.add("t/0", f'{{"step":{step}}}')
+        # A stream that reconnects starts from the last ticket any stream handed on:
+        # its trial's end waits for those metrics even though it brought none itself.
+        ticket = recorder.added
+        waiting = asyncio.create_task(recorder.recorded(ticket))
+        await asyncio.sleep(0.05)
+        seen.append("done" if waiting.done() else "waiting")
+        gate.set()
+        await waiting
+        seen.append(f"written {sum(len(b) for b in written)}")
+        task.cancel()
+        return seen
+
+    assert asyncio.run(scenario()) == ["waiting", "written 3"]
+
+
+def test_a_flood_of_metrics_is_read_no_faster_than_it_is_written() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        gate = asyncio.Event()
+
+        async def write(batch: list[tuple[str, str]]) -> None:
+            await gate.wait()
+
+        recorder = MetricRecorder(write)
+        task = asyncio.create_task(recorder.run())
+        for _ in range(MAX_PENDING_METRICS + MAX_BATCH_METRICS):
+            recorder.add("t/0", "{}")
+        await asyncio.sleep(0)  # the first batch is taken and its write waits
+        room = asyncio.create_task(recorder.room())
+        await asyncio.sleep(0.05)
+        blocked = not room.done()
+        gate.set()
+        await asyncio.wait_for(room, 5)
+        task.cancel()
+        return blocked, room.done()
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_batch_the_store_refuses_is_dropped_alone() -> None:
+    async def scenario() -> list[int]:
+        written: list[int] = []
+
+        async def write(batch: list[tuple[str, str]]) -> None:
+            if any(values == "poison" for _, values in batch):
+                raise RuntimeError("refused")
+            written.append(len(batch))
+
+        recorder = MetricRecorder(write)
+        task = asyncio.create_task(recorder.run())
+        recorder.add("t/0", "poison")
+        first = recorder.added
+        await recorder.recorded(first)
+        recorder.add("t/1", "{}")
+        await recorder.recorded(recorder.added)
+        task.cancel()
+        return written
+
+    assert asyncio.run(scenario()) == [1]
