@@ -107,7 +107,15 @@ class Trial(BaseModel):
 
     @property
     def artifacts_skipped(self) -> list[str]:
-        return json.loads(self.artifacts_skipped_json)  # type: ignore[no-any-return]
+        """The notes as stored; none when what is stored is not a list of strings (a
+        damaged row: reads stay total)."""
+        try:
+            notes = json.loads(self.artifacts_skipped_json)
+        except (ValueError, RecursionError):
+            return []
+        if not isinstance(notes, list):
+            return []
+        return [note for note in notes if isinstance(note, str)]
 
     @property
     def execution_id(self) -> str:
@@ -272,21 +280,21 @@ def dispatchable(limit: int) -> list[Dispatchable]:
     ).where((Trial.state == PENDING) & (Trial.not_before <= time.time()))
     queues: dict[str, list[str]] = {}
     query: Any = (
-        Trial.select(ranked.c.id, ranked.c.sweep_id, Sweep.created_at, Sweep.spec_json)
+        Trial.select(ranked.c.id, ranked.c.sweep_id)
         .from_(ranked)
-        .join(Sweep, on=(ranked.c.sweep_id == Sweep.id))
         .where(ranked.c.rank <= limit)
         .order_by(ranked.c.sweep_id, ranked.c.rank)
         .tuples()
     )
+    for trial_id, sweep_id in query:
+        queues.setdefault(sweep_id, []).append(trial_id)
     created: dict[str, float] = {}
     caps: dict[str, int] = {}
-    for trial_id, sweep_id, created_at, spec_json in query:
-        if sweep_id not in queues:
-            queues[sweep_id] = []
-            created[sweep_id] = created_at
-            caps[sweep_id] = int(json.loads(spec_json).get("maxParallel", 0))
-        queues[sweep_id].append(trial_id)
+    sweeps: Any = Sweep.select(Sweep.id, Sweep.created_at, Sweep.spec_json).where(
+        Sweep.id.in_(list(queues))
+    )
+    for row in sweeps.tuples():
+        sweep_id, created[sweep_id], caps[sweep_id] = row[0], row[1], _max_parallel(row[2])
     heap = [(busy.get(sweep_id, 0), created[sweep_id], sweep_id) for sweep_id in queues]
     heapq.heapify(heap)
     picked: list[str] = []
@@ -300,6 +308,16 @@ def dispatchable(limit: int) -> list[Dispatchable]:
             heapq.heappush(heap, (running + 1, created[sweep_id], sweep_id))
     chosen = {d.trial.id: d for d in _dispatchables(Trial.select().where(Trial.id.in_(picked)))}
     return [chosen[trial_id] for trial_id in picked]
+
+
+def _max_parallel(spec_json: str) -> int:
+    """The spec's cap on trials in flight; none (0) when the stored spec cannot be read
+    (a damaged row must not stop every sweep's dispatch)."""
+    try:
+        cap = json.loads(spec_json).get("maxParallel", 0)
+    except (ValueError, AttributeError, RecursionError):
+        return 0
+    return int(cap) if isinstance(cap, (int, float)) and cap >= 1 else 0
 
 
 def assign(trial_id: str, runner: str) -> Trial | None:

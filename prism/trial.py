@@ -149,15 +149,10 @@ def parse_object(
     except UnicodeDecodeError:
         raise NotAnObject(f"{what} is not UTF-8") from None
     if len(raw) > MAX_LOOSE_FACTOR * max_bytes:
-        # No writing of a JSON object within the cap is this long: whether it is one
-        # is all there is left to tell, which the C parser does quickly.
-        try:
-            whole = json.loads(decoded)
-        except RecursionError:
-            whole = {} if decoded.lstrip()[:1] == "{" else None  # an object, deep as can be
-        except ValueError:
-            raise NotAnObject(f"{what} is not JSON") from None
-        if isinstance(whole, dict):
+        # No writing of a JSON object within the cap is this long, and it is not parsed
+        # (16 MiB of small numbers would be millions of objects): if it has an object's
+        # shape, it is one past the cap; else (a Python dict's repr, say) it is none.
+        if _shaped_as_an_object(decoded):
             raise RuleBroken(f"{what} is larger than {max_bytes} bytes")
         raise NotAnObject(f"{what} is not a JSON object")
     try:
@@ -168,7 +163,7 @@ def parse_object(
         raise RuleBroken(f"{what} {error}") from None
     except RecursionError:
         # Deeper than the parser goes (hundreds of levels): far past the cap.
-        if decoded.lstrip()[:1] == "{":
+        if _shaped_as_an_object(decoded):
             raise RuleBroken(f"{what} is nested deeper than {max_depth} levels") from None
         raise NotAnObject(f"{what} is not a JSON object") from None
     except ValueError:
@@ -179,6 +174,13 @@ def parse_object(
     if len(to_json(value).encode()) > max_bytes:
         raise RuleBroken(f"{what} is larger than {max_bytes} bytes")
     return value
+
+
+def _shaped_as_an_object(text: str) -> bool:
+    """Starts as a JSON object with a key and ends as one: what is left to tell once
+    the text is too long or too deep to parse."""
+    stripped = text.strip()
+    return stripped.startswith('{"') and stripped.endswith("}")
 
 
 def _int64(text: str) -> int:

@@ -218,7 +218,7 @@ def _read_result() -> tuple[str | None, str | None]:
     if not stat.S_ISREG(info.st_mode):
         return None, f"is a {_kind(info.st_mode)}, not a regular file"
     if info.st_size > MAX_RESULT_FILE_BYTES:
-        return None, f"is larger than {MAX_RESULT_BYTES} bytes"
+        return None, f"is larger than {MAX_RESULT_FILE_BYTES} bytes as written"
     try:
         return _read(RESULT_FILE, MAX_RESULT_FILE_BYTES).decode("utf-8"), None
     except OSError as error:

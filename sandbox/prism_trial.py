@@ -36,6 +36,8 @@ METRIC_PREFIX = "PRISM_METRIC "
 MAX_RESULT_BYTES = 64 * 1024
 # A metric line longer than this, prefix included, fails the trial at once.
 MAX_METRIC_LINE_BYTES = 64 * 1024
+# Objects and lists nested deeper than this (the object itself is level 1) fail it too.
+MAX_DEPTH = 16
 
 
 def params() -> dict[str, Any]:
@@ -69,8 +71,20 @@ def result(values: Mapping[str, Any] | None = None, /, **more: Any) -> None:
 
 def _dumps(values: Mapping[str, Any] | None, more: Mapping[str, Any]) -> str:
     merged = {**(values or {}), **more}
-    # One line always: json.dumps escapes newlines inside strings.
-    return json.dumps(merged, default=_unknown)
+    # Written compactly, as the host measures it; one line always (json.dumps escapes
+    # newlines inside strings).
+    text = json.dumps(merged, default=_unknown, separators=(",", ":"), ensure_ascii=False)
+    if _depth(merged) > MAX_DEPTH:
+        raise ValueError(f"a metric or result is nested at most {MAX_DEPTH} levels deep")
+    return text
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, (list, tuple)):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def _unknown(value: Any) -> Any:

@@ -346,6 +346,8 @@ def test_contract_constants_agree_inside_and_outside_the_image() -> None:
     assert bootstrap.MAX_NAME_BYTES == prism.trial.MAX_NAME_BYTES
     assert bootstrap.MAX_SKIPPED_LISTED == prism.trial.MAX_SKIPPED
     assert bootstrap.MAX_SKIPPED_CHARS == prism.trial.MAX_SKIPPED_CHARS
+    assert bootstrap._CONTROL.pattern == prism.trial._CONTROL.pattern
+    assert prism_trial.MAX_DEPTH == prism.trial.MAX_JSON_DEPTH
     assert (MAX_ARTIFACT_FILES, MAX_ARTIFACT_BYTES, MAX_METRICS) == (32, 4 * MiB, 10_000)
 
 
@@ -519,7 +521,7 @@ prism_trial.result(lr=params["lr"], done=True)
     assert began < seen[0][0] < ended - 1.0
     assert execution.result == {"lr": 0.5, "done": True}
     # Metric lines stay in stdout.
-    assert execution.stdout.splitlines()[0] == 'PRISM_METRIC {"step": 0, "loss": 0.0}'
+    assert execution.stdout.splitlines()[0] == 'PRISM_METRIC {"step":0,"loss":0.0}'
     assert len(execution.stdout.splitlines()) == 4
 
 

@@ -308,7 +308,7 @@ def test_logs_and_artifacts_per_trial(stack: RunningStack) -> None:
     base = f"/v1/sweeps/{sweep['id']}/trials/0"
     assert stack.http("GET", base).body == {**trial, "abridged": False}
     logs = stack.http("GET", f"{base}/logs").body
-    assert logs["stdout"] == 'PRISM_METRIC {"step": 1, "loss": 0.7}\nto stdout\n'
+    assert logs["stdout"] == 'PRISM_METRIC {"step":1,"loss":0.7}\nto stdout\n'
     assert logs["stderr"] == "to stderr\n"
     metrics = stack.orchestrator_query(
         "SELECT data FROM event WHERE sweep_id = ? AND kind = 'metric'", sweep["id"]
