@@ -70,9 +70,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise NotFound(f"no sweep {sweep_id[:100]!r}")
         return found
 
-    async def _trial(self, sweep_id: str, index: int) -> store.Trial:
+    async def _trial(self, sweep_id: str, index: int, *, outputs: bool = False) -> store.Trial:
         self._check_ready()
-        found = await self._db(store.trial_at, sweep_id, index)
+        found = await self._db(functools.partial(store.trial_at, outputs=outputs), sweep_id, index)
         if found is None:
             raise NotFound(f"no trial {index} in sweep {sweep_id[:100]!r}")
         return found
@@ -234,7 +234,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def GetTrialLogs(
         self, request: orchestrator_pb2.GetTrialLogsRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.TrialLogs:
-        row = await self._trial(request.sweep_id, request.index)
+        row = await self._trial(request.sweep_id, request.index, outputs=True)
         return await asyncio.to_thread(views.logs, row)  # up to 16 MiB of text to measure
 
     @rpc

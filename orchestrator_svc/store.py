@@ -536,6 +536,14 @@ def sweep(sweep_id: str) -> Sweep | None:
     return Sweep.get_or_none(Sweep.id == sweep_id)
 
 
+# A trial's columns but its output: what every read but its logs needs.
+_WITHOUT_OUTPUT = [
+    f
+    for f in Trial._meta.sorted_fields  # type: ignore[attr-defined]
+    if f.name not in ("stdout", "stderr")
+]
+
+
 def sweep_with_trials(sweep_id: str, *, output_budget: int = 0) -> tuple[Sweep, list[Trial]] | None:
     """The sweep and its trials. A trial's output (up to 16 MiB of each stream) is not
     read, or with ``output_budget`` (characters for all trials together) only its share
@@ -544,7 +552,7 @@ def sweep_with_trials(sweep_id: str, *, output_budget: int = 0) -> tuple[Sweep, 
     row = sweep(sweep_id)
     if row is None:
         return None
-    columns = [f for f in Trial._meta.sorted_fields if f.name not in ("stdout", "stderr")]  # type: ignore[attr-defined]
+    columns = list(_WITHOUT_OUTPUT)
     if output_budget:
         count = Trial.select().where(Trial.sweep == sweep_id).count()
         share = output_share(count, output_budget) + 1
@@ -591,8 +599,11 @@ def list_sweeps(limit: int, before: tuple[float, str] | None) -> list[tuple[Swee
     return [(s, counts[s.id]) for s in sweeps]
 
 
-def trial_at(sweep_id: str, position: int) -> Trial | None:
-    return Trial.get_or_none((Trial.sweep == sweep_id) & (Trial.position == position))
+def trial_at(sweep_id: str, position: int, *, outputs: bool = False) -> Trial | None:
+    """A trial; its stdout and stderr (up to 16 MiB each) read only when asked for."""
+    columns = Trial._meta.sorted_fields if outputs else _WITHOUT_OUTPUT  # type: ignore[attr-defined]
+    query = Trial.select(*columns).where((Trial.sweep == sweep_id) & (Trial.position == position))
+    return query.first()  # type: ignore[no-any-return]
 
 
 def artifacts(trial_id: str) -> list[tuple[str, int]]:

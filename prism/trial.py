@@ -36,7 +36,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prism.v1 import trial_pb2
@@ -231,14 +231,16 @@ def _check_string(text: Any, what: str) -> None:
         raise RuleBroken(f"{what} holds a string that is not valid Unicode") from None
 
 
-def checked_object(value: Mapping[str, Any], *, what: str) -> dict[str, Any]:
-    """A JSON object given as a Python value, checked against the same rules."""
+def checked_object(value: Mapping[str, Any], *, what: str) -> str:
+    """A JSON object given as a Python value, checked against the same rules; its
+    compact JSON text."""
     if not isinstance(value, dict):
         raise RuleBroken(f"{what} is not a JSON object")
     _check_value(value, what, 1)
-    if len(to_json(value).encode()) > MAX_JSON_BYTES:
+    text = to_json(value)
+    if len(text.encode()) > MAX_JSON_BYTES:
         raise RuleBroken(f"{what} is larger than {MAX_JSON_BYTES} bytes")
-    return value
+    return text
 
 
 def artifact_name(name: str) -> str:
@@ -315,6 +317,8 @@ class TrialResult:
     peak_memory_bytes: int = 0
     artifacts: tuple[Artifact, ...] = ()
     artifacts_skipped: tuple[str, ...] = ()
+    # The result object as compact JSON text, "" when there is none: made from it.
+    result_json: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -333,8 +337,9 @@ class TrialResult:
                 set_(self, "output_truncated", True)
             room -= len(data)
             set_(self, name, data.decode("utf-8", "ignore"))
-        if self.result is not None:
-            set_(self, "result", checked_object(self.result, what="the result"))
+        # Kept with the result: both stores and the wire take the text.
+        text = "" if self.result is None else checked_object(self.result, what="the result")
+        set_(self, "result_json", text)
         set_(self, "artifacts", checked_artifacts((a.name, a.data) for a in self.artifacts))
         if len(self.artifacts_skipped) > MAX_SKIPPED:
             raise RuleBroken(f"more than {MAX_SKIPPED} skipped-artifact notes")
@@ -343,11 +348,6 @@ class TrialResult:
             "artifacts_skipped",
             tuple(shown_text(str(s), MAX_SKIPPED_CHARS) for s in self.artifacts_skipped),
         )
-
-    @property
-    def result_json(self) -> str:
-        """The result object as JSON text; "" when there is none."""
-        return "" if self.result is None else to_json(self.result)
 
     def to_proto(self) -> trial_pb2.TrialResult:
         return trial_pb2.TrialResult(

@@ -25,8 +25,9 @@ import grpc
 import pytest
 
 from prism.stack import GATEWAY, ORCHESTRATOR, Layout, Stack, free_ports
+from sandbox import Sandbox
 from sandbox.container import OWNER_LABEL
-from sandbox.engine import ensure_engine
+from sandbox.engine import ensure_engine, stop_engine
 from sandbox.images import ensure_sandbox_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,6 +167,43 @@ def sandbox_image() -> str:
     ensure_engine(REPO / ".prism" / "test-run")
     with closing(docker.from_env()) as client:
         return ensure_sandbox_image(client, SANDBOX_TAG)
+
+
+@pytest.fixture(scope="module")
+def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[docker.DockerClient]:
+    """A client of an engine: this module's own when none answers, stopped after it."""
+    run_dir = tmp_path_factory.mktemp("engine")
+    started = ensure_engine(run_dir)
+    with closing(docker.from_env(max_pool_size=32)) as client:
+        yield client
+    if started is not None:
+        stop_engine(run_dir)
+
+
+@pytest.fixture(scope="module")
+def owner(docker_client: docker.DockerClient) -> Iterator[str]:
+    """An owner label of this module's own; its containers are removed at its end."""
+    owner = f"test-{secrets.token_hex(4)}"
+    yield owner
+    for container in ours(docker_client, owner):
+        docker_client.api.remove_container(container["Id"], force=True)
+
+
+@pytest.fixture(scope="module")
+def box(docker_client: docker.DockerClient, owner: str, sandbox_image: str) -> Sandbox:
+    """A sandbox driven straight, no runner: its containers carry `owner`."""
+    return Sandbox(docker_client, image=sandbox_image, owner=owner)
+
+
+@pytest.fixture
+def nothing_left_behind(docker_client: docker.DockerClient, owner: str) -> Iterator[None]:
+    """Use with pytest.mark.usefixtures: the test leaves no container of `owner`."""
+    yield
+    assert ours(docker_client, owner) == []
+
+
+def ours(client: docker.DockerClient, owner: str) -> list[dict[str, Any]]:
+    return client.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})  # type: ignore[no-any-return]
 
 
 def examples_dir(root: Path, scripts: Mapping[str, str]) -> Path:

@@ -11,8 +11,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -46,37 +46,7 @@ MiB = 2**20
 SMALL = Limits(wall_seconds=20, memory_bytes=64 * MiB, workspace_bytes=8 * MiB, output_bytes=MiB)
 
 
-@pytest.fixture(scope="module")
-def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[docker.DockerClient]:
-    run_dir = tmp_path_factory.mktemp("engine")
-    started = ensure_engine(run_dir)
-    with closing(docker.from_env(max_pool_size=32)) as client:
-        yield client
-    if started is not None:
-        stop_engine(run_dir)
-
-
-@pytest.fixture(scope="module")
-def owner(docker_client: docker.DockerClient) -> Iterator[str]:
-    owner = f"test-{secrets.token_hex(4)}"
-    yield owner
-    for container in ours(docker_client, owner):
-        docker_client.api.remove_container(container["Id"], force=True)
-
-
-@pytest.fixture(scope="module")
-def box(docker_client: docker.DockerClient, owner: str, sandbox_image: str) -> Sandbox:
-    return Sandbox(docker_client, image=sandbox_image, owner=owner)
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind(docker_client: docker.DockerClient, owner: str) -> Iterator[None]:
-    yield
-    assert ours(docker_client, owner) == []
-
-
-def ours(client: docker.DockerClient, owner: str) -> list[dict[str, object]]:
-    return client.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})  # type: ignore[no-any-return]
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 
 def run(

@@ -14,8 +14,6 @@ from __future__ import annotations
 import errno
 import json
 import secrets
-from collections.abc import Iterator
-from contextlib import closing
 from typing import Any
 
 import docker
@@ -37,34 +35,7 @@ NOT_ON_X86_64 = {"umount", "stime", "clock_settime64", "clock_adjtime64", "vm86"
 NEWER_THAN_ENGINE = {"statmount", "listmount", "open_tree_attr"}
 
 
-@pytest.fixture(scope="module")
-def docker_client(sandbox_image: str) -> Iterator[docker.DockerClient]:
-    # sandbox_image has made sure an engine answers.
-    with closing(docker.from_env()) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def owner(docker_client: docker.DockerClient) -> Iterator[str]:
-    owner = f"test-seccomp-{secrets.token_hex(4)}"
-    yield owner
-    for container in ours(docker_client, owner):
-        docker_client.api.remove_container(container["Id"], force=True)
-
-
-@pytest.fixture(scope="module")
-def box(docker_client: docker.DockerClient, owner: str, sandbox_image: str) -> Sandbox:
-    return Sandbox(docker_client, image=sandbox_image, owner=owner)
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind(docker_client: docker.DockerClient, owner: str) -> Iterator[None]:
-    yield
-    assert ours(docker_client, owner) == []
-
-
-def ours(client: docker.DockerClient, owner: str) -> list[dict[str, Any]]:
-    return client.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})  # type: ignore[no-any-return]
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 
 def run(box: Sandbox, script: str) -> TrialResult:
