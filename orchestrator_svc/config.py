@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prism.service import env, read_secret
-from sandbox import MAX_SCRIPT_BYTES
+from prism.trial import MAX_SCRIPT_BYTES
 
 DEFAULT_RUNNERS = "runner-1=127.0.0.1:50061,runner-2=127.0.0.1:50062,runner-3=127.0.0.1:50063"
 EXAMPLES_DIR = Path(__file__).parent / "examples"

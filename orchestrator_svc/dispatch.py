@@ -24,7 +24,8 @@ import grpc
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.spec import Plan, trial_limits
-from prism.service import CLIENT_KEEPALIVE, MAX_RESULT_MESSAGE_BYTES, SLOTS_KEY, log, unexpected
+from prism.runner_protocol import MAX_RESULT_MESSAGE_BYTES, SLOTS_KEY
+from prism.service import CLIENT_KEEPALIVE, log, unexpected
 from prism.sqlite import DbThread
 from prism.trial import MAX_JSON_BYTES, Outcome, TrialResult, not_run
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2

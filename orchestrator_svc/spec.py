@@ -12,7 +12,7 @@ Rules and caps (the README's reference lists the same):
   JSON per trial.
 - objective: metric name as above; goal "minimize" (default) or "maximize".
 - maxParallel 0..MAX_PARALLEL; retries 0..MAX_RETRIES; limits within LIMITS.
-- requirements: see sandbox.requirements.
+- requirements: see prism.requirements.
 
 Numbers from JSON arrive as doubles; integral ones are turned back into ints,
 so {"layers": [1, 2]} gives the script 1 and 2, not 1.0 and 2.0.
@@ -34,9 +34,9 @@ from google.protobuf import json_format
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from prism.errors import InvalidArgument
+from prism.requirements import parse_requirements
+from prism.trial import MAX_SCRIPT_BYTES
 from prism.v1 import orchestrator_pb2
-from sandbox import MAX_SCRIPT_BYTES
-from sandbox.requirements import parse_requirements
 
 MAX_TASK_CHARS = 500
 MAX_TRIALS = 1000

@@ -30,13 +30,6 @@ from prism.sqlite import SchemaError
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
-# The runner stream's contract beyond the proto. Its initial metadata says how
-# many trials the runner executes at once, so the orchestrator never sends
-# more; and a trial's result carries captured output and artifacts, well over
-# gRPC's 4 MiB default message size.
-SLOTS_KEY = "prism-slots"
-MAX_RESULT_MESSAGE_BYTES = 64 * 2**20
-
 # Keepalive lets a dead peer on a long-lived stream be noticed within seconds;
 # the server side must accept pings that often.
 CLIENT_KEEPALIVE = [

@@ -42,6 +42,11 @@ from typing import Any
 from prism.v1 import trial_pb2
 
 MAX_JSON_BYTES = 64 * 1024
+# Linux refuses to exec with an environment string longer than this (MAX_ARG_STRLEN).
+MAX_ENV_STRING_BYTES = 128 * 1024 - 1
+# The sandbox hands the script over in PRISM_SCRIPT, so this is the largest one that
+# can run.
+MAX_SCRIPT_BYTES = MAX_ENV_STRING_BYTES - len("PRISM_SCRIPT=")
 MAX_JSON_DEPTH = 16
 # How much longer than compact a JSON object may be written (spaces, escapes, long
 # forms of numbers) and still be looked at.

@@ -8,8 +8,8 @@ import logging
 
 import docker
 
+from prism.runner_protocol import MAX_RESULT_MESSAGE_BYTES
 from prism.service import (
-    MAX_RESULT_MESSAGE_BYTES,
     listen,
     log,
     new_server,

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from prism.errors import InvalidArgument, PrismError
-from prism.service import SLOTS_KEY, abort, unexpected
+from prism.runner_protocol import SLOTS_KEY
+from prism.service import abort, unexpected
 from prism.trial import Outcome, not_run
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc.executor import Outbox, TrialExecutor, accepted_event, finished_event

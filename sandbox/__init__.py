@@ -46,6 +46,7 @@ The trial contract, what a trial's code sees and what it leaves:
   output_limit, cancelled, sandbox_error (the engine or the sandbox itself failed).
 """
 
+from prism.trial import MAX_SCRIPT_BYTES
 from sandbox.bootstrap import (
     MAX_ARTIFACT_BYTES,
     MAX_ARTIFACT_FILES,
@@ -55,7 +56,6 @@ from sandbox.bootstrap import (
 )
 from sandbox.container import (
     MAX_METRICS,
-    MAX_SCRIPT_BYTES,
     Limits,
     MetricCallback,
     Sandbox,

@@ -40,6 +40,7 @@ from docker.types import LogConfig, Ulimit
 
 from prism.service import unexpected
 from prism.trial import (
+    MAX_ENV_STRING_BYTES,
     Artifact,
     NotAnObject,
     Outcome,
@@ -80,10 +81,6 @@ MAX_METRICS = 10_000
 _MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + 6 * MAX_RESULT_FILE_BYTES + _MiB
 # How long a killed container, or the output stream of an exited one, may take to end.
 _GRACE_SECONDS = 10.0
-# Linux refuses to exec with an environment string longer than this (MAX_ARG_STRLEN).
-_ENV_STRING_MAX = 128 * 1024 - 1
-# The script travels in PRISM_SCRIPT, so this is the largest one that can run.
-MAX_SCRIPT_BYTES = _ENV_STRING_MAX - len("PRISM_SCRIPT=")
 
 logger = logging.getLogger(__name__)
 
@@ -431,9 +428,9 @@ class Sandbox:
             "PYTHONUNBUFFERED": "1",
         }
         for name, value in environment.items():
-            if len(name) + 1 + len(value.encode()) > _ENV_STRING_MAX:
+            if len(name) + 1 + len(value.encode()) > MAX_ENV_STRING_BYTES:
                 return _sandbox_error(
-                    f"{name} is longer than the {_ENV_STRING_MAX} bytes Linux allows"
+                    f"{name} is longer than the {MAX_ENV_STRING_BYTES} bytes Linux allows"
                 )
         if trial.stop_reason is not None:
             return not_run(Outcome.CANCELLED, "cancelled before it started")

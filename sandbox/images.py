@@ -40,8 +40,8 @@ import docker.errors
 import requests
 from packaging.utils import canonicalize_name
 
+from prism.requirements import parse_requirements
 from sandbox.engine import EngineError, apt_install
-from sandbox.requirements import parse_requirements
 
 SLIM_BASE = "python:3.11-slim"
 # A new tag whenever what debootstrap puts in changes, so machines with an older

@@ -33,6 +33,7 @@ import docker.errors
 import pytest
 import requests
 
+from prism.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS, parse_requirements
 from sandbox import Limits, Sandbox
 from sandbox.container import OWNER_LABEL
 from sandbox.images import (
@@ -45,7 +46,6 @@ from sandbox.images import (
     ensure_requirements_image,
     ensure_sandbox_image,
 )
-from sandbox.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS, parse_requirements
 from tests.conftest import wait_until
 
 MiB = 2**20
