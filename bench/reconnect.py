@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from orchestrator_svc.dispatch import CHANNEL_OPTIONS
+from orchestrator_svc.link import CHANNEL_OPTIONS
 from prism.stack import free_ports
 
 POLL_SECONDS = 0.1

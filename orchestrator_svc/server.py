@@ -8,6 +8,7 @@ import logging
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
+from orchestrator_svc.news import SweepNews
 from orchestrator_svc.servicer import OrchestratorServicer
 from prism.service import listen, log, new_server, serve_until_signalled, set_serving
 from prism.sqlite import DbThread
@@ -25,7 +26,8 @@ MAX_METADATA_BYTES = 32 * 1024
 
 async def serve(settings: Settings) -> None:
     db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
-    dispatcher = Dispatcher(settings, db)
+    news = SweepNews()
+    dispatcher = Dispatcher(settings, db, news)
     server, health = new_server(
         token=settings.api_token,
         what="API token",
@@ -35,7 +37,7 @@ async def serve(settings: Settings) -> None:
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
-    servicer = OrchestratorServicer(dispatcher)
+    servicer = OrchestratorServicer(settings, db, news, dispatcher)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(servicer, server)
     port = listen(server, settings.address)
     # While unfinished sweeps are reconciled with the runners, health answers

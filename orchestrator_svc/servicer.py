@@ -1,4 +1,5 @@
-"""prism.v1.Orchestrator: thin handlers over the dispatcher and the store."""
+"""prism.v1.Orchestrator: thin handlers over the store (reads), the dispatcher
+(new sweeps, cancels) and the sweeps' news (watches, waits)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import grpc
 from google.api import httpbody_pb2
 
 from orchestrator_svc import store, sweeps, views
+from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
+from orchestrator_svc.news import SweepNews
 from orchestrator_svc.spec import plan
 from prism.errors import (
     DeadlineExceeded,
@@ -23,6 +26,7 @@ from prism.errors import (
     Unavailable,
 )
 from prism.service import abort, internal_error, rpc, unexpected
+from prism.sqlite import DbThread
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 T = TypeVar("T")
@@ -39,10 +43,13 @@ DEFAULT_PAGE, MAX_PAGE = 20, 100
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, settings: Settings, db: DbThread, news: SweepNews, dispatcher: Dispatcher
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._news = news
         self._dispatcher = dispatcher
-        self._settings = dispatcher.settings
-        self._db = dispatcher.db
         # False until recovery is done; set by the server.
         self.ready = False
 
@@ -101,7 +108,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if remaining is not None:
             wait = min(wait, remaining - DEADLINE_MARGIN_SECONDS)
         # The sweep is recorded: it completes whether or not this call waits.
-        if not await self._dispatcher.wait(sweep_id, max(0.0, wait)):
+        finished = functools.partial(self._db, store.sweep_finished, sweep_id)
+        if not await self._news.wait_finished(sweep_id, max(0.0, wait), finished):
             raise DeadlineExceeded(
                 f"sweep {sweep_id} is still running; poll GET /sweeps/{sweep_id}"
             )
@@ -189,7 +197,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             )
             return
         while True:
-            news = self._dispatcher.news()  # before reading: no write slips between
+            news = self._news.news()  # before reading: no write slips between
             found = await self._db(store.events_after, row.id, after, EVENTS_PER_READ)
             for found_event in found:
                 shown = views.event(found_event)

@@ -31,8 +31,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from orchestrator_svc import store
 from orchestrator_svc.config import Settings
+from orchestrator_svc.domain import PlannedTrial
 from prism.errors import InvalidArgument
 from prism.requirements import parse_requirements
 from prism.trial import MAX_SCRIPT_BYTES
@@ -71,7 +71,7 @@ class Plan:
 
     task: str
     spec: dict[str, Any]
-    trials: list[store.PlannedTrial]
+    trials: list[PlannedTrial]
 
 
 class Problems:
@@ -311,14 +311,12 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
         }
     if spec.script:
         trials = [
-            store.PlannedTrial(name=f"trial-{i}", script=spec.script, params=params)
+            PlannedTrial(name=f"trial-{i}", script=spec.script, params=params)
             for i, params in enumerate(sets)
         ]
     else:
         names = list(spec.examples) or list(examples)
-        trials = [
-            store.PlannedTrial(name=n, script=examples[n], params={"task": task}) for n in names
-        ]
+        trials = [PlannedTrial(name=n, script=examples[n], params={"task": task}) for n in names]
         normalised.setdefault("limits", {}).setdefault("wallSeconds", settings.example_wall_seconds)
     return Plan(task=task, spec=normalised, trials=trials)
 

@@ -4,18 +4,19 @@ log with per-sweep sequence numbers.
 
 Every state change is one transaction that also appends its event, and it is
 committed before the change is acted on (a trial is marked dispatched before
-it is sent), so a restart finds everything that might have happened.
+it is sent), so a restart finds everything that might have happened. What the
+change is (retry or not, the sweep's final state, which trial goes next) is
+decided by orchestrator_svc.policy and orchestrator_svc.scheduler; this module
+only reads and writes.
 
-A trial's executions are numbered (`attempts`); the runner knows execution
-k > 1 of trial "<sweep>/<i>" as "<sweep>/<i>@k", so a retry is a new id for
-the runner's exactly-once bookkeeping, and a late report from an earlier
+A trial's executions are numbered (`attempts`), each with its own id
+(orchestrator_svc.domain.execution_id), so a late report from an earlier
 execution is recognised and ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import time
 from collections.abc import Iterable
@@ -24,26 +25,24 @@ from typing import Any
 
 import peewee
 
+from orchestrator_svc import domain, policy, scheduler
+from orchestrator_svc.domain import (
+    DISPATCHED,
+    FINISHED,
+    IN_FLIGHT,
+    PENDING,
+    RUNNING,
+    SWEEP_CANCELLED,
+    SWEEP_RUNNING,
+    PlannedTrial,
+)
 from prism.trial import Outcome, TrialResult
 
 db = peewee.SqliteDatabase(None)
 SCHEMA_VERSION = 3
 
-# Trial states. A trial moves forward only, except that an infrastructure
-# failure with retries left sends it back to pending.
-PENDING, DISPATCHED, RUNNING, FINISHED = "pending", "dispatched", "running", "finished"
-IN_FLIGHT = (DISPATCHED, RUNNING)
-# Sweep states.
-SWEEP_RUNNING, SWEEP_DONE, SWEEP_ERROR, SWEEP_CANCELLED = "running", "done", "error", "cancelled"
 # What a trial's output shows of itself at least, where outputs are shown together.
 OUTPUT_SHARE_CHARS = 2000
-# A retry waits 2, 4, 8… s (at most 30): an engine restarting or a runner
-# coming back gets time to, instead of the retry failing at once the same way.
-RETRY_BACKOFF_SECONDS, MAX_RETRY_BACKOFF_SECONDS = 2.0, 30.0
-
-
-def retry_backoff(attempts: int) -> float:
-    return float(min(RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_RETRY_BACKOFF_SECONDS))
 
 
 class BaseModel(peewee.Model):
@@ -120,7 +119,7 @@ class Trial(BaseModel):
     @property
     def execution_id(self) -> str:
         """The id the runner knows the current execution by."""
-        return self.id if self.attempts <= 1 else f"{self.id}@{self.attempts}"
+        return domain.execution_id(self.id, self.attempts)
 
 
 class Artifact(BaseModel):
@@ -159,24 +158,12 @@ MODELS = [Sweep, Script, Trial, Artifact, Event, Abandoned]
 
 
 @dataclass(frozen=True)
-class PlannedTrial:
-    name: str
-    script: str
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class Dispatchable:
     trial: Trial
     source: str
     spec: dict[str, Any]
     # The sweep was cancelled: the runner is told to stop the trial instead.
     cancelled: bool = False
-
-
-def split_execution_id(execution_id: str) -> tuple[str, int]:
-    trial_id, _, attempt = execution_id.partition("@")
-    return trial_id, int(attempt) if attempt.isdigit() else 1
 
 
 def _append(sweep_id: str, kind: str, trial_index: int | None = None, **data: Any) -> None:
@@ -258,10 +245,7 @@ def _dispatchables(query: Any) -> list[Dispatchable]:
 
 
 def dispatchable(limit: int) -> list[Dispatchable]:
-    """Up to `limit` pending trials that may start now, within each sweep's
-    maxParallel, in a fair order: the next one always comes from the sweep with the
-    fewest trials in flight (counting those already picked; the older sweep among
-    equals), so a small sweep is not starved behind a large one."""
+    """Up to `limit` pending trials that may start now, in the scheduler's fair order."""
     if limit <= 0:
         return []
     busy: dict[str, int] = dict(
@@ -278,7 +262,7 @@ def dispatchable(limit: int) -> list[Dispatchable]:
         .over(partition_by=[Trial.sweep], order_by=[Trial.position])
         .alias("rank"),
     ).where((Trial.state == PENDING) & (Trial.not_before <= time.time()))
-    queues: dict[str, list[str]] = {}
+    pending: dict[str, list[str]] = {}
     query: Any = (
         Trial.select(ranked.c.id, ranked.c.sweep_id)
         .from_(ranked)
@@ -287,25 +271,21 @@ def dispatchable(limit: int) -> list[Dispatchable]:
         .tuples()
     )
     for trial_id, sweep_id in query:
-        queues.setdefault(sweep_id, []).append(trial_id)
-    created: dict[str, float] = {}
-    caps: dict[str, int] = {}
+        pending.setdefault(sweep_id, []).append(trial_id)
     sweeps: Any = Sweep.select(Sweep.id, Sweep.created_at, Sweep.spec_json).where(
-        Sweep.id.in_(list(queues))
+        Sweep.id.in_(list(pending))
     )
-    for row in sweeps.tuples():
-        sweep_id, created[sweep_id], caps[sweep_id] = row[0], row[1], _max_parallel(row[2])
-    heap = [(busy.get(sweep_id, 0), created[sweep_id], sweep_id) for sweep_id in queues]
-    heapq.heapify(heap)
-    picked: list[str] = []
-    while heap and len(picked) < limit:
-        running, _, sweep_id = heapq.heappop(heap)
-        cap = caps[sweep_id]
-        if cap and running >= cap:
-            continue
-        picked.append(queues[sweep_id].pop(0))
-        if queues[sweep_id]:
-            heapq.heappush(heap, (running + 1, created[sweep_id], sweep_id))
+    queues = [
+        scheduler.SweepQueue(
+            sweep_id,
+            created_at,
+            in_flight=busy.get(sweep_id, 0),
+            max_parallel=_max_parallel(spec_json),
+            pending=pending[sweep_id],
+        )
+        for sweep_id, created_at, spec_json in sweeps.tuples()
+    ]
+    picked = scheduler.fair_order(queues, limit)
     chosen = {d.trial.id: d for d in _dispatchables(Trial.select().where(Trial.id.in_(picked)))}
     return [chosen[trial_id] for trial_id in picked]
 
@@ -387,7 +367,7 @@ def holders() -> set[str]:
 
 def _current(execution_id: str) -> Trial | None:
     """The trial this execution belongs to, if it is still its current one."""
-    trial_id, attempt = split_execution_id(execution_id)
+    trial_id, attempt = domain.split_execution_id(execution_id)
     trial = Trial.get_or_none(Trial.id == trial_id)
     if trial is None or trial.attempts != attempt or trial.state not in IN_FLIGHT:
         return None
@@ -435,9 +415,13 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
         if result.outcome == Outcome.RUNNER_LOST and trial.runner:
             Abandoned.insert(execution_id=execution_id, runner=trial.runner).execute()
         sweep = Sweep.get_by_id(trial.sweep_id)
-        retries = int(sweep.spec.get("retries", 0)) if sweep.status == SWEEP_RUNNING else 0
-        if result.outcome.infrastructure and trial.attempts <= retries:
-            trial.not_before = time.time() + retry_backoff(trial.attempts)
+        if policy.retries(
+            result.outcome,
+            attempts=trial.attempts,
+            allowed=int(sweep.spec.get("retries", 0)),
+            sweep_running=sweep.status == SWEEP_RUNNING,
+        ):
+            trial.not_before = time.time() + policy.retry_backoff(trial.attempts)
             _requeue(
                 trial,
                 "trial_retrying",
@@ -467,14 +451,15 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
 def _finish_sweep_if_done(sweep_id: str) -> str | None:
     """Once every trial has finished: the sweep's final state (a cancelled
     sweep stays cancelled) and its last event."""
-    outcomes = [t.outcome for t in Trial.select(Trial.outcome).where(Trial.sweep == sweep_id)]
     sweep = Sweep.get_by_id(sweep_id)
-    if any(o is None for o in outcomes) or sweep.finished_at is not None:
+    if sweep.finished_at is not None:
         return None
-    if sweep.status == SWEEP_CANCELLED:
-        status = SWEEP_CANCELLED
-    else:
-        status = SWEEP_DONE if Outcome.SUCCEEDED in outcomes else SWEEP_ERROR
+    status = policy.final_status(
+        (t.outcome for t in Trial.select(Trial.outcome).where(Trial.sweep == sweep_id)),
+        cancelled=sweep.status == SWEEP_CANCELLED,
+    )
+    if status is None:
+        return None
     Sweep.update(status=status, finished_at=time.time()).where(Sweep.id == sweep_id).execute()
     _append(sweep_id, "sweep_finished", status=status)
     return status

@@ -4,7 +4,7 @@ demo did."""
 
 from __future__ import annotations
 
-from orchestrator_svc import store
+from orchestrator_svc import domain, store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.spec import Plan, plan
 from prism.errors import InvalidArgument
@@ -65,13 +65,13 @@ def results(trials: list[store.Trial]) -> list[orchestrator_pb2.RunnerResult]:
     """The finished trials' results, read with store.sweep_with_trials(output_budget=
     OUTPUT_BUDGET_CHARS): each trial's output within its share of the budget."""
     share = store.output_share(len(trials), OUTPUT_BUDGET_CHARS)
-    return [runner_result(t, share) for t in trials if t.state == store.FINISHED]
+    return [runner_result(t, share) for t in trials if t.state == domain.FINISHED]
 
 
 def status(sweep: store.Sweep, trials: list[store.Trial]) -> orchestrator_pb2.SweepStatus:
     return orchestrator_pb2.SweepStatus(
         task=sweep.task,
         completed=results(trials),
-        pending=[t.name for t in trials if t.state != store.FINISHED],
+        pending=[t.name for t in trials if t.state != domain.FINISHED],
         status=sweep.status,
     )

@@ -14,7 +14,7 @@ from typing import Any, TypeGuard
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from orchestrator_svc import store
+from orchestrator_svc import domain, store
 from prism.errors import InvalidArgument
 from prism.trial import (
     MAX_JSON_BYTES,
@@ -156,10 +156,10 @@ def _comparable(value: Any) -> TypeGuard[int | float]:
 
 def counts(by_state: dict[str, int]) -> orchestrator_pb2.TrialCounts:
     return orchestrator_pb2.TrialCounts(
-        total=sum(by_state.get(s, 0) for s in (store.PENDING, *store.IN_FLIGHT, store.FINISHED)),
-        pending=by_state.get(store.PENDING, 0),
-        running=sum(by_state.get(s, 0) for s in store.IN_FLIGHT),
-        finished=by_state.get(store.FINISHED, 0),
+        total=sum(by_state.get(s, 0) for s in (domain.PENDING, *domain.IN_FLIGHT, domain.FINISHED)),
+        pending=by_state.get(domain.PENDING, 0),
+        running=sum(by_state.get(s, 0) for s in domain.IN_FLIGHT),
+        finished=by_state.get(domain.FINISHED, 0),
         succeeded=by_state.get("succeeded", 0),
     )
 

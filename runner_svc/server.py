@@ -70,7 +70,7 @@ async def serve(settings: Settings) -> None:
         )
     )
     executor = TrialExecutor(db, sandbox, images, slots=settings.slots)
-    runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(executor), server)
+    runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(settings.name, executor), server)
     await server.start()
     await set_serving(health, True)
     log(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from prism import runner_protocol as protocol
 from prism.errors import InvalidArgument, PrismError
 from prism.runner_protocol import SLOTS_KEY
 from prism.service import abort, unexpected
@@ -19,7 +20,6 @@ MAX_TRIAL_ID = 200
 # A stream quiet this long gets a heartbeat: the orchestrator takes a longer
 # silence (PRISM_RUNNER_SILENCE_SECONDS) for a hung runner.
 HEARTBEAT_SECONDS = 2.0
-HEARTBEAT = runner_pb2.RunnerEvent(heartbeat=runner_pb2.Heartbeat())
 
 logger = logging.getLogger("runner.servicer")
 
@@ -32,7 +32,8 @@ def validate(trial_id: str) -> None:
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):
-    def __init__(self, executor: TrialExecutor) -> None:
+    def __init__(self, name: str, executor: TrialExecutor) -> None:
+        self._name = name
         self._executor = executor
 
     async def Connect(
@@ -42,9 +43,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
     ) -> AsyncIterator[runner_pb2.RunnerEvent]:
         """Events for every trial sent on this stream. When the orchestrator
         half-closes, the stream ends once those trials have all finished."""
-        # Headers go out at once, so the orchestrator knows the stream is open
-        # (and the token accepted, and our slots) before any trial event exists.
+        # Headers go out at once, so the orchestrator knows the stream is open (and
+        # the token accepted) before any trial event exists; they carry our slots for
+        # orchestrators older than the Hello that follows.
         await context.send_initial_metadata(((SLOTS_KEY, str(self._executor.slots)),))
+        yield protocol.hello(self._name, self._executor.slots)
         outbox: Outbox = asyncio.Queue()
 
         async def read_commands() -> None:
@@ -67,7 +70,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
                     async with asyncio.timeout(HEARTBEAT_SECONDS):
                         event = await outbox.get()
                 except TimeoutError:
-                    yield HEARTBEAT
+                    yield protocol.HEARTBEAT
                     continue
                 if event is None:
                     closed = True

@@ -18,6 +18,7 @@ import docker.errors
 import grpc
 import pytest
 
+from prism.runner_protocol import PROTOCOL_VERSION
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc, trial_pb2
 from runner_svc import store as runner_store
@@ -58,7 +59,8 @@ def connect(
     timeout: float = 60,
 ) -> list[runner_pb2.RunnerEvent]:
     """Send `commands`, half-close, and collect events until the runner ends the
-    stream; heartbeats (sent when it is quiet for 2 s, as on a loaded machine) left out."""
+    stream; its first, the Hello, checked and left out, and so are heartbeats (sent
+    when it is quiet for 2 s, as on a loaded machine)."""
     runner = runner or next(iter(stack.layout.runners))
     metadata = (
         ()
@@ -68,8 +70,9 @@ def connect(
     address = stack.layout.address(runner)
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = runner_pb2_grpc.RunnerStub(channel)
-        events = stub.Connect(iter(commands), metadata=metadata, timeout=timeout)
-        return [e for e in events if not e.HasField("heartbeat")]
+        events = list(stub.Connect(iter(commands), metadata=metadata, timeout=timeout))
+    assert events[0].hello.runner == runner and events[0].hello.protocol == PROTOCOL_VERSION
+    return [e for e in events[1:] if not e.HasField("heartbeat")]
 
 
 def finished(events: list[runner_pb2.RunnerEvent]) -> dict[str, trial_pb2.TrialResult]:
@@ -229,8 +232,11 @@ def test_runner_advertises_its_slots(make_stack: StackFactory) -> None:
     metadata = (("authorization", f"Bearer {stack.runner_token}"),)
     with stack.channel(runner) as channel:
         call = runner_pb2_grpc.RunnerStub(channel).Connect(iter(()), metadata=metadata, timeout=30)
+        # In its Hello, and in the stream's metadata for orchestrators older than Hello.
         assert dict(call.initial_metadata())["prism-slots"] == "3"
-        assert list(call) == []
+        [hello] = list(call)
+    assert (hello.hello.runner, hello.hello.slots) == (runner, 3)
+    assert "metric_batches" in hello.hello.capabilities
 
 
 def test_metrics_arrive_on_the_stream_before_the_trial_finishes(

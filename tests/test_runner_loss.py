@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from prism import runner_protocol as protocol
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from tests.conftest import RunningStack, StackFactory, wait_until
 
@@ -128,17 +129,19 @@ def test_a_returning_runner_stops_the_execution_it_lost(pair: RunningStack) -> N
 
 
 class Refusing(runner_pb2_grpc.RunnerServicer):
-    """A runner that accepts the stream and then turns every trial away (and
-    ignores being told to stop what it was given up on)."""
+    """A runner that accepts the stream, says hello, and then turns every trial away
+    (and ignores being told to stop what it was given up on)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def Connect(
         self, request_iterator: Iterator[runner_pb2.RunnerCommand], context: grpc.ServicerContext
     ) -> Iterator[runner_pb2.RunnerEvent]:
-        context.send_initial_metadata((("prism-slots", "4"),))
+        yield protocol.hello(self.name, 4)
         for command in request_iterator:
             if command.HasField("run_trial"):
                 context.abort(grpc.StatusCode.UNAVAILABLE, "turning every trial away")
-        yield from ()
 
 
 def test_a_runner_that_connects_but_never_answers_loses_its_trials(
@@ -150,7 +153,7 @@ def test_a_runner_that_connects_but_never_answers_loses_its_trials(
     [runner] = stack.layout.runners
     stack.stack.kill(runner)
     fake = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
-    runner_pb2_grpc.add_RunnerServicer_to_server(Refusing(), fake)
+    runner_pb2_grpc.add_RunnerServicer_to_server(Refusing(runner), fake)
     fake.add_insecure_port(stack.layout.address(runner))
     fake.start()
     try:

@@ -16,12 +16,10 @@ import pytest
 
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
-from orchestrator_svc.dispatch import (
-    MAX_BATCH_METRICS,
-    MAX_PENDING_METRICS,
-    Dispatcher,
-    MetricRecorder,
-)
+from orchestrator_svc.dispatch import Dispatcher
+from orchestrator_svc.domain import PlannedTrial
+from orchestrator_svc.news import SweepNews
+from orchestrator_svc.recorder import MAX_BATCH_METRICS, MAX_PENDING_METRICS, MetricRecorder
 from prism.sqlite import DbThread
 from prism.trial import Artifact, Outcome, TrialResult
 
@@ -38,7 +36,7 @@ def db_path(tmp_path: Path) -> Iterator[Path]:
 
 
 def sweep(sweep_id: str, trials: int, created_at: float, **spec: object) -> str:
-    planned = [store.PlannedTrial(f"t{i}", "print(1)", {"i": i}) for i in range(trials)]
+    planned = [PlannedTrial(f"t{i}", "print(1)", {"i": i}) for i in range(trials)]
     store.create_sweep(sweep_id, "task", {"task": "task", **spec}, planned)
     store.Sweep.update(created_at=created_at).where(store.Sweep.id == sweep_id).execute()
     return sweep_id
@@ -126,7 +124,7 @@ def test_a_result_the_store_refuses_ends_its_trial_alone(tmp_path: Path) -> None
                     "BEGIN SELECT RAISE(ABORT, 'refused'); END"
                 )
                 raw.commit()
-            dispatcher = Dispatcher(settings(tmp_path), db)
+            dispatcher = Dispatcher(settings(tmp_path), db, SweepNews())
             poisoned = TrialResult(
                 outcome=Outcome.SUCCEEDED,
                 reason="ok",
@@ -153,7 +151,7 @@ def test_a_result_the_store_refuses_ends_its_trial_alone(tmp_path: Path) -> None
     assert (other.state, other.outcome) == ("finished", "succeeded")
 
 
-def test_metric_tickets_order_a_trials_end_after_its_metrics() -> None:
+def test_a_trials_end_waits_for_its_own_metrics_only() -> None:
     written: list[list[tuple[str, str]]] = []
 
     async def scenario() -> list[str]:
@@ -168,10 +166,9 @@ def test_metric_tickets_order_a_trials_end_after_its_metrics() -> None:
         seen = []
         for step in range(3):
             recorder.add("t/0", f'{{"step":{step}}}')
-        # A stream that reconnects starts from the last ticket any stream handed on:
-        # its trial's end waits for those metrics even though it brought none itself.
-        ticket = recorder.added
-        waiting = asyncio.create_task(recorder.recorded(ticket))
+        # Another execution, with no metrics of its own waiting, is not held up.
+        await asyncio.wait_for(recorder.recorded("t/1"), 1)
+        waiting = asyncio.create_task(recorder.recorded("t/0"))
         await asyncio.sleep(0.05)
         seen.append("done" if waiting.done() else "waiting")
         gate.set()
@@ -218,10 +215,9 @@ def test_a_batch_the_store_refuses_is_dropped_alone() -> None:
         recorder = MetricRecorder(write)
         task = asyncio.create_task(recorder.run())
         recorder.add("t/0", "poison")
-        first = recorder.added
-        await recorder.recorded(first)
+        await recorder.recorded("t/0")
         recorder.add("t/1", "{}")
-        await recorder.recorded(recorder.added)
+        await recorder.recorded("t/1")
         task.cancel()
         return written
 

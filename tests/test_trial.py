@@ -17,7 +17,7 @@ from google.protobuf import json_format, struct_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator_svc import store, sweeps, views
+from orchestrator_svc import domain, store, sweeps, views
 from prism.trial import (
     INT64,
     MAX_ARTIFACT_BYTES,
@@ -326,7 +326,7 @@ def test_the_api_shows_any_stored_value(stored: str) -> None:
         position=0,
         name="t",
         params_json=stored,
-        state=store.FINISHED,
+        state=domain.FINISHED,
         outcome="succeeded",
         result_json=stored,
         attempts=1,
@@ -366,7 +366,7 @@ def heavy_trial(
         position=position,
         name=f"trial-{position}",
         params_json=f'{{"i": {position}}}',
-        state=store.FINISHED,
+        state=domain.FINISHED,
         outcome="succeeded",
         result_json=result or to_json({"z": [0] * 32760}),
         stdout=stdout,

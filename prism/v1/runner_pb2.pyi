@@ -37,18 +37,32 @@ class RunTrial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., script: _Optional[str] = ..., params_json: _Optional[str] = ..., limits: _Optional[_Union[_trial_pb2.TrialLimits, _Mapping]] = ..., requirements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunnerEvent(_message.Message):
-    __slots__ = ("accepted", "started", "finished", "metric", "heartbeat")
+    __slots__ = ("accepted", "started", "finished", "metric", "heartbeat", "hello")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
     accepted: TrialAccepted
     started: TrialStarted
     finished: TrialFinished
     metric: TrialMetric
     heartbeat: Heartbeat
-    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ..., metric: _Optional[_Union[TrialMetric, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    hello: Hello
+    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ..., metric: _Optional[_Union[TrialMetric, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("protocol", "runner", "slots", "capabilities")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    protocol: int
+    runner: str
+    slots: int
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, protocol: _Optional[int] = ..., runner: _Optional[str] = ..., slots: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()

@@ -49,10 +49,16 @@ class RunnerServicer:
     """
 
     def Connect(self, request_iterator, context):
-        """One long-lived stream per orchestrator. Trials go down, their events come
-        back up, in any order across trials. A trial id the runner has seen before
-        is never executed again: it answers with the recorded state and, once the
-        execution has ended, the recorded result.
+        """One long-lived stream per orchestrator. The runner speaks first, with a
+        Hello. Trials go down, their events come back up, in any order across
+        trials. A trial id the runner has seen before is never executed again: it
+        answers with the recorded state and, once the execution has ended, the
+        recorded result.
+
+        Compatibility: each side ignores messages and fields it does not know. A
+        runner also puts its slot count in the stream's initial metadata
+        ("prism-slots"), for orchestrators older than Hello; an orchestrator that
+        gets no Hello first takes the slot count from there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,300 @@
+"""One runner service and the stream to it.
+
+A RunnerLink owns its connection's state (the stream, the slots the runner
+announced, the executions in flight on it, since when it has been down) and
+reports what the runner says through a narrow interface, RunnerReports; it
+never touches the store. It reopens its stream with backoff when it breaks, and
+on every (re)open first re-sends the trials the runner holds: the runner answers
+from its own records, so a re-send never runs a trial twice, and this one path
+serves both a restart of the orchestrator and a reconnect.
+
+Concurrency model: everything here runs on the orchestrator's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Protocol
+
+import grpc
+
+from orchestrator_svc.spec import trial_limits
+from orchestrator_svc.store import Dispatchable
+from prism import runner_protocol as protocol
+from prism.service import CLIENT_KEEPALIVE, log, unexpected
+from prism.trial import TrialResult
+from prism.v1 import runner_pb2, runner_pb2_grpc
+
+logger = logging.getLogger("orchestrator.link")
+
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 2.0
+# A stream that stayed open this long was healthy: reopening it starts fast.
+STABLE_SECONDS = 5.0
+# How long a new stream waits for the runner's Hello before taking it for a runner
+# older than Hello (which sends its first heartbeat after 2 s of quiet).
+HELLO_SECONDS = 5.0
+CHANNEL_OPTIONS = [
+    *CLIENT_KEEPALIVE,
+    ("grpc.max_receive_message_length", protocol.MAX_RESULT_MESSAGE_BYTES),
+    # The link reopens its stream every MAX_BACKOFF at most; the channel must not
+    # wait longer (gRPC's own default grows to 120 s) to reconnect to a runner
+    # that is back.
+    # (Not grpc.min_reconnect_backoff_ms: it is also the connect timeout, 20 s.)
+    ("grpc.initial_reconnect_backoff_ms", int(MIN_BACKOFF * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
+]
+
+
+class RunnerReports(Protocol):
+    """What a link needs from the rest of the orchestrator."""
+
+    async def held_by(self, runner: str) -> tuple[list[Dispatchable], list[str]]:
+        """What the runner must be told on a new stream: the trials it holds, and the
+        executions given up on that it may still be running."""
+
+    def runner_up(self, runner: str) -> None:
+        """The runner has answered for everything it holds: it can take trials."""
+
+    async def trial_started(self, execution_id: str) -> None: ...
+
+    async def trial_metrics(self, execution_id: str, values_json: tuple[str, ...]) -> None: ...
+
+    async def trial_finished(self, execution_id: str, result: TrialResult) -> None: ...
+
+
+def run_command(item: Dispatchable) -> runner_pb2.RunnerCommand:
+    return protocol.run_trial(
+        item.trial.execution_id,
+        script=item.source,
+        params_json=item.trial.params_json,
+        limits=trial_limits(item.spec),
+        requirements=item.spec.get("requirements", []),
+    )
+
+
+class RunnerLink:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        *,
+        token: str | None,
+        silence_seconds: float,
+        reports: RunnerReports,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.connected = False
+        # Since when this runner has not been answering (None while it is): its
+        # last stream closed, or the stream it reopened has not yet answered for
+        # every trial re-sent on it. A runner that connects but turns its trials
+        # away stays down, so the orchestrator takes its trials from it in time.
+        self.down_since: float | None = time.monotonic()
+        self.slots = protocol.DEFAULT_SLOTS
+        # What the runner said it supports in its Hello (none: protocol 1).
+        self.capabilities: frozenset[str] = frozenset()
+        # Execution ids sent on the current stream and not yet finished.
+        self.in_flight: set[str] = set()
+        # Set once the first stream has answered for every trial re-sent on it.
+        self.reconciled = asyncio.Event()
+        self._silence = silence_seconds
+        self._reports = reports
+        self._metadata = (("authorization", f"Bearer {token or ''}"),)
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = runner_pb2_grpc.RunnerStub(self._channel)
+        self._outbox: asyncio.Queue[runner_pb2.RunnerCommand] | None = None
+        # Execution ids re-sent on the current stream that it has not answered for.
+        self._unanswered: set[str] = set()
+        self._refused_as: str | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.connected and self.down_since is None
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.in_flight)
+
+    def dispatch(self, item: Dispatchable) -> bool:
+        """Send a trial on the open stream; False when there is none, so the trial
+        certainly did not reach this runner."""
+        if self._outbox is None:
+            return False
+        self.in_flight.add(item.trial.execution_id)
+        self._outbox.put_nowait(run_command(item))
+        return True
+
+    def cancel(self, execution_id: str) -> None:
+        """Ask the runner to stop an execution; its end is reported as usual. Without
+        an open stream, the next one carries the stop (the store says what to send)."""
+        if self._outbox is not None:
+            self._outbox.put_nowait(protocol.cancel_trial(execution_id))
+
+    def give_up(self, execution_id: str) -> None:
+        """The execution was recorded as lost: it no longer takes a slot here, and the
+        runner is told to stop it, now on a stream still open (the runner has not
+        answered on it), else on the next one."""
+        self.in_flight.discard(execution_id)
+        self.cancel(execution_id)
+
+    async def run(self) -> None:
+        backoff = MIN_BACKOFF
+        while True:
+            opened = time.monotonic()
+            try:
+                await self._session()
+            except grpc.aio.AioRpcError as error:
+                if self.connected or backoff == MIN_BACKOFF:
+                    log(
+                        logger,
+                        "runner stream closed",
+                        runner=self.name,
+                        code=error.code().name,
+                        details=error.details(),
+                    )
+            except Exception as error:
+                # A bug or a store failure must not end this link for good:
+                # log it and reopen, which re-sends what the runner holds.
+                unexpected(logger, "runner link failed", error, runner=self.name)
+            finally:
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                self.connected = False
+                self._outbox = None
+            # Back off from the first failure on; only a stream that lived a
+            # while starts over fast, so a stream that fails at once cannot spin.
+            if time.monotonic() - opened > STABLE_SECONDS:
+                backoff = MIN_BACKOFF
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _session(self) -> None:
+        call = self._stub.Connect(metadata=self._metadata)
+        writer: asyncio.Task[None] | None = None
+        reading: asyncio.Future[protocol.Event | None] | None = None
+        try:
+            await call.wait_for_connection()
+            slots = protocol.slots_from_metadata(await call.initial_metadata())
+            # A runner speaks first, with its Hello. One older than Hello says nothing
+            # until its first heartbeat (or, quiet, at all): its first event is then
+            # handled like any other. (The read is waited for, never cancelled: that
+            # would cancel the call.)
+            reading = asyncio.ensure_future(self._read(call))
+            await asyncio.wait([reading], timeout=HELLO_SECONDS)
+            first = reading.result() if reading.done() else None
+            if reading.done() and first is None:
+                return
+            hello = first if isinstance(first, protocol.Hello) else None
+            if hello is not None:
+                if hello.runner != self.name:
+                    self._refuse(hello.runner)
+                    return
+                slots, self.capabilities = hello.slots, hello.capabilities
+            self.slots = slots
+            held, abandoned = await self._reports.held_by(self.name)
+            outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
+            self._unanswered = {item.trial.execution_id for item in held}
+            self.in_flight = set(self._unanswered)
+            for item in held:
+                execution_id = item.trial.execution_id
+                outbox.put_nowait(
+                    protocol.cancel_trial(execution_id) if item.cancelled else run_command(item)
+                )
+            # What was given up on while it was away and runs elsewhere now
+            # stops here, freeing its slot; its late report is ignored.
+            for execution_id in abandoned:
+                outbox.put_nowait(protocol.cancel_trial(execution_id))
+            self._outbox = outbox
+            self.connected = True
+            self._refused_as = None
+            log(
+                logger,
+                "runner connected",
+                runner=self.name,
+                address=self.address,
+                slots=self.slots,
+                capabilities=sorted(self.capabilities),
+                resent=len(held),
+            )
+            if not self._unanswered:
+                self._answered()
+            writer = asyncio.create_task(self._write(call, outbox))
+            if hello is None and first is not None:
+                await self._handle(first)
+            while True:
+                event = await (reading if not reading.done() else self._read(call))
+                if event is None:
+                    return
+                await self._handle(event)
+        finally:
+            call.cancel()
+            if reading is not None:
+                reading.cancel()
+            if writer is not None:
+                writer.cancel()
+                # Its error, if any, is the stream's, which the read above reports.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> protocol.Event | None:
+        """The next event; None when the stream ended or the runner fell silent."""
+        while True:
+            try:
+                async with asyncio.timeout(self._silence):
+                    raw = await call.read()
+            except TimeoutError:
+                log(
+                    logger,
+                    "runner silent; closing its stream",
+                    runner=self.name,
+                    seconds=self._silence,
+                )
+                return None
+            if raw is grpc.aio.EOF:
+                return None
+            event = protocol.read_event(raw)
+            if event is not None:  # a kind this version does not know is ignored
+                return event
+
+    async def _handle(self, event: protocol.Event) -> None:
+        if isinstance(event, protocol.Accepted):
+            if self._unanswered:
+                self._unanswered.discard(event.execution_id)
+                if not self._unanswered:
+                    self._answered()
+        elif isinstance(event, protocol.Started):
+            await self._reports.trial_started(event.execution_id)
+        elif isinstance(event, protocol.Metrics):
+            await self._reports.trial_metrics(event.execution_id, event.values_json)
+        elif isinstance(event, protocol.Finished):
+            self.in_flight.discard(event.execution_id)
+            await self._reports.trial_finished(event.execution_id, event.result)
+
+    def _answered(self) -> None:
+        """The runner has answered for everything it holds: it is up."""
+        self.down_since = None
+        self.reconciled.set()
+        self._reports.runner_up(self.name)
+
+    def _refuse(self, said: str) -> None:
+        """A runner at this address under another name holds other records: sending it
+        this runner's trials could run them twice. Said once per name, not per retry."""
+        if said != self._refused_as:
+            self._refused_as = said
+            logger.error(
+                "runner refused: its name is not the configured one",
+                extra={"fields": {"runner": self.name, "address": self.address, "says": said}},
+            )
+
+    @staticmethod
+    async def _write(
+        call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[runner_pb2.RunnerCommand]
+    ) -> None:
+        while True:
+            await call.write(await outbox.get())
+
+    async def close(self) -> None:
+        await self._channel.close()
