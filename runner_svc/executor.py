@@ -8,6 +8,10 @@ batches with call_soon_threadsafe, so they reach the streams before the trial's
 TrialFinished.
 An image for a trial's requirements is made before the trial takes a slot (see
 runner_svc.images): a long build holds no slot.
+
+The executor depends on two narrow protocols, `Sandbox` and `Images`: the real
+sandbox.Sandbox and runner_svc.images.TrialImages satisfy them (mypy checks the
+wiring in runner_svc.server), and the fast tests pass fakes (tests/fakes.py).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from prism.errors import Unavailable
 from prism.service import log, unexpected
@@ -27,12 +31,45 @@ from prism.sqlite import DbThread
 from prism.trial import Outcome, TrialResult, not_run, to_json
 from prism.v1 import runner_pb2, trial_pb2
 from runner_svc import store
-from runner_svc.images import ImageUnavailable, TrialImages
-from sandbox import MAX_SCRIPT_BYTES, Limits, Sandbox
+from runner_svc.images import ImageUnavailable
+from sandbox import MAX_SCRIPT_BYTES, Limits, MetricCallback
 
 logger = logging.getLogger("runner.executor")
 
 Outbox = asyncio.Queue  # of runner_pb2.RunnerEvent (or None / an error for the stream itself)
+
+
+class Sandbox(Protocol):
+    """What the executor needs of a sandbox (sandbox.Sandbox is the real one)."""
+
+    def run(
+        self,
+        trial_id: str,
+        script: str,
+        params_json: str,
+        limits: Limits,
+        *,
+        image: str | None,
+        on_metric: MetricCallback,
+    ) -> TrialResult:
+        """Run the trial once and say how it ended; blocks, so it is called on a
+        worker thread. ``on_metric`` may be called from any thread while it runs,
+        never after. An exception is the sandbox's own failure: sandbox_error."""
+        ...
+
+    def cancel(self, trial_id: str) -> object:
+        """Stop the trial if it is running: its run() returns ``cancelled``. A trial
+        not (yet) running is left alone. What it returns is not used."""
+        ...
+
+
+class Images(Protocol):
+    """What the executor needs of the images helper (runner_svc.images.TrialImages)."""
+
+    async def image_for(self, requirements: Sequence[str]) -> str:
+        """The tag of an image with the requirements; raises ImageUnavailable."""
+        ...
+
 
 PREVIOUS = {
     None: runner_pb2.TrialAccepted.PREVIOUS_NONE,
@@ -121,7 +158,7 @@ class _MetricBatches:
 
 
 class TrialExecutor:
-    def __init__(self, db: DbThread, sandbox: Sandbox, images: TrialImages, *, slots: int) -> None:
+    def __init__(self, db: DbThread, sandbox: Sandbox, images: Images, *, slots: int) -> None:
         self.slots = slots
         self._db = db
         self._sandbox = sandbox
