@@ -92,7 +92,9 @@ async def runner(db: DbThread, *, slots: int = 2) -> AsyncIterator[Runner]:
     try:
         yield Runner(executor, sandbox, images)
     finally:
-        await executor.close()
+        # Bounded too: a shutdown that hangs must fail the test, not hold the run.
+        async with asyncio.timeout(SCENARIO_SECONDS):
+            await executor.close()
 
 
 async def until_finished(outbox: Queue) -> list[Event]:
@@ -159,6 +161,32 @@ def test_a_trial_runs_once_however_often_it_is_sent(db: DbThread) -> None:
     assert result(first).outcome == trial_pb2.OUTCOME_SUCCEEDED
     assert json.loads(result(first).result_json) == {"x": 1}
     assert result(again) == result(later) == result(first)
+
+
+def test_a_stream_cut_while_the_trial_is_written_down_leaves_it_running(
+    db: DbThread, db_path: Path
+) -> None:
+    """The orchestrator may cut its stream at any instant, even while the runner
+    writes a new trial down: the trial still starts, and sent again it re-attaches
+    (recorded but not running, it could only be answered sandbox_error)."""
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+
+    async def scenario() -> tuple[list[Event], list[str]]:
+        async with runner(db) as r:
+            blocker.execute("BEGIN IMMEDIATE")  # the trial's write waits for this one
+            cut = asyncio.create_task(r.send("cut/0", "block"))
+            await asyncio.sleep(0.05)  # the write is under way on the db thread
+            cut.cancel()
+            blocker.execute("COMMIT")
+            again = await r.send("cut/0", "block")
+            r.sandbox.release("cut/0")
+            return await until_finished(again), [call.trial_id for call in r.sandbox.calls]
+
+    with closing(blocker):
+        again, ran = run_async(scenario())
+    assert previous(again) == PREVIOUS.PREVIOUS_RUNNING
+    assert result(again).outcome == trial_pb2.OUTCOME_SUCCEEDED
+    assert ran == ["cut/0"]
 
 
 def test_never_more_trials_run_at_once_than_slots(db: DbThread) -> None:
