@@ -380,10 +380,12 @@ class TrialExecutor:
         still waiting for its image is dropped: it never started."""
         self._closing = True
         while self._running:
-            for trial in list(self._running.values()):
+            # Waited on as taken: any of them may end while the sandbox stops another.
+            stopping = list(self._running.values())
+            for trial in stopping:
                 if trial.preparing:
                     trial.task.cancel()
                 else:
                     await asyncio.to_thread(self._sandbox.cancel, trial.trial_id)
-            await asyncio.wait([trial.task for trial in self._running.values()], timeout=0.2)
+            await asyncio.wait([trial.task for trial in stopping], timeout=0.2)
         self._pool.shutdown(wait=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from prism.trial import MAX_SCRIPT_BYTES, Outcome, TrialResult
 from prism.v1 import runner_pb2, trial_pb2
 from runner_svc import store
 from runner_svc.executor import TrialExecutor
-from tests.fakes import FakeImages, FakeSandbox
+from tests.fakes import WAIT_SECONDS, FakeImages, FakeSandbox
 
 T = TypeVar("T")
 Event = runner_pb2.RunnerEvent
@@ -86,8 +87,10 @@ class Runner:
 
 
 @asynccontextmanager
-async def runner(db: DbThread, *, slots: int = 2) -> AsyncIterator[Runner]:
-    sandbox, images = FakeSandbox(), FakeImages()
+async def runner(
+    db: DbThread, *, slots: int = 2, sandbox: FakeSandbox | None = None
+) -> AsyncIterator[Runner]:
+    sandbox, images = sandbox or FakeSandbox(), FakeImages()
     executor = TrialExecutor(db, sandbox, images, slots=slots)
     try:
         yield Runner(executor, sandbox, images)
@@ -411,6 +414,39 @@ def test_a_shutdown_ends_a_run_as_sandbox_error_and_drops_trials_not_started(
     assert result(running).reason == "the runner shut down during the trial"
     assert kinds(image) == kinds(slot) == ["accepted"]
     assert stored == {"run/0": "finished", "image/0": "queued", "slot/0": "queued"}
+
+
+class SlowToCancel(FakeSandbox):
+    """A sandbox whose cancel returns only when the test lets it, as a slow engine's
+    kill does: by then the trial it stopped may have ended and been recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancel_may_return = threading.Event()
+
+    def cancel(self, trial_id: str) -> bool:
+        stopped = super().cancel(trial_id)
+        self.cancel_may_return.wait(WAIT_SECONDS)
+        return stopped
+
+
+def test_a_shutdown_ends_when_the_last_trial_ends_while_it_is_being_stopped(
+    db: DbThread,
+) -> None:
+    sandbox = SlowToCancel()
+
+    async def scenario() -> list[Event]:
+        async with runner(db, sandbox=sandbox) as r:
+            outbox = await r.send("last/0", "block")
+            await r.running("last/0")
+            closing = asyncio.create_task(r.executor.close())
+            events = await until_finished(outbox)
+            sandbox.cancel_may_return.set()
+            await closing
+            return events
+
+    events = run_async(scenario())
+    assert result(events).outcome == trial_pb2.OUTCOME_SANDBOX_ERROR
 
 
 def test_a_trial_with_requirements_runs_in_their_image_and_its_build_holds_no_slot(
