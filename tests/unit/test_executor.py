@@ -62,10 +62,9 @@ class Runner:
         *,
         params_json: str = "{}",
         requirements: Sequence[str] = (),
-        outbox: Queue | None = None,
     ) -> Queue:
         """A RunTrial as a stream sends it; the stream's outbox."""
-        outbox = asyncio.Queue() if outbox is None else outbox
+        outbox: Queue = asyncio.Queue()
         run = runner_pb2.RunTrial(
             trial_id=trial_id,
             script=script,
@@ -77,6 +76,7 @@ class Runner:
         return outbox
 
     async def cancel(self, trial_id: str) -> Queue:
+        """A CancelTrial as a stream sends it; the stream's outbox."""
         outbox: Queue = asyncio.Queue()
         await self.executor.cancel(trial_id, outbox)
         return outbox
