@@ -8,6 +8,10 @@ batches with call_soon_threadsafe, so they reach the streams before the trial's
 TrialFinished.
 An image for a trial's requirements is made before the trial takes a slot (see
 runner_svc.images): a long build holds no slot.
+
+The executor depends on two narrow protocols, `Sandbox` and `Images`: the real
+sandbox.Sandbox and runner_svc.images.TrialImages satisfy them (mypy checks the
+wiring in runner_svc.server), and the fast tests pass fakes (tests/fakes.py).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from prism.errors import Unavailable
 from prism.service import log, unexpected
@@ -27,12 +31,45 @@ from prism.sqlite import DbThread
 from prism.trial import Outcome, TrialResult, not_run, to_json
 from prism.v1 import runner_pb2, trial_pb2
 from runner_svc import store
-from runner_svc.images import ImageUnavailable, TrialImages
-from sandbox import MAX_SCRIPT_BYTES, Limits, Sandbox
+from runner_svc.images import ImageUnavailable
+from sandbox import MAX_SCRIPT_BYTES, Limits, MetricCallback
 
 logger = logging.getLogger("runner.executor")
 
 Outbox = asyncio.Queue  # of runner_pb2.RunnerEvent (or None / an error for the stream itself)
+
+
+class Sandbox(Protocol):
+    """What the executor needs of a sandbox (sandbox.Sandbox is the real one)."""
+
+    def run(
+        self,
+        trial_id: str,
+        script: str,
+        params_json: str,
+        limits: Limits,
+        *,
+        image: str | None,
+        on_metric: MetricCallback,
+    ) -> TrialResult:
+        """Run the trial once and say how it ended; blocks, so it is called on a
+        worker thread. ``on_metric`` may be called from any thread while it runs,
+        never after. An exception is the sandbox's own failure: sandbox_error."""
+        ...
+
+    def cancel(self, trial_id: str) -> object:
+        """Stop the trial if it is running: its run() returns ``cancelled``. A trial
+        not (yet) running is left alone. What it returns is not used."""
+        ...
+
+
+class Images(Protocol):
+    """What the executor needs of the images helper (runner_svc.images.TrialImages)."""
+
+    async def image_for(self, requirements: Sequence[str]) -> str:
+        """The tag of an image with the requirements; raises ImageUnavailable."""
+        ...
+
 
 PREVIOUS = {
     None: runner_pb2.TrialAccepted.PREVIOUS_NONE,
@@ -91,7 +128,7 @@ class _MetricBatches:
         self,
         trial_id: str,
         loop: asyncio.AbstractEventLoop,
-        publish: Callable[[str, runner_pb2.RunnerEvent], None],
+        publish: Callable[[runner_pb2.RunnerEvent], None],
     ) -> None:
         self._trial_id = trial_id
         self._loop = loop
@@ -113,15 +150,45 @@ class _MetricBatches:
         taken = [self._pending.popleft() for _ in range(len(self._pending))]
         if taken:
             self._publish(
-                self._trial_id,
                 runner_pb2.RunnerEvent(
                     metric=runner_pb2.TrialMetric(trial_id=self._trial_id, values_json=taken)
-                ),
+                )
             )
 
 
+@dataclasses.dataclass(eq=False)
+class _RunningTrial:
+    """A trial executing here, from its admission to its TrialFinished: all the
+    executor keeps about it, one per trial id. Only the event loop touches it."""
+
+    run: runner_pb2.RunTrial
+    # The streams its events go to: the one that sent it, and those that sent it
+    # again or cancelled it since.
+    subscribers: set[Outbox]
+    # Its execution; set as soon as it is made, before the loop runs it.
+    task: asyncio.Task[None] = dataclasses.field(init=False)
+    # Waiting for its requirements' image: a shutdown cancels it.
+    preparing: bool = False
+    # Asked to stop: checked again before its container starts.
+    cancelled: bool = False
+
+    @property
+    def trial_id(self) -> str:
+        return self.run.trial_id
+
+    def subscribe(self, outbox: Outbox) -> None:
+        self.subscribers.add(outbox)
+
+    def unsubscribe(self, outbox: Outbox) -> None:
+        self.subscribers.discard(outbox)
+
+    def publish(self, event: runner_pb2.RunnerEvent) -> None:
+        for outbox in self.subscribers:
+            outbox.put_nowait(event)
+
+
 class TrialExecutor:
-    def __init__(self, db: DbThread, sandbox: Sandbox, images: TrialImages, *, slots: int) -> None:
+    def __init__(self, db: DbThread, sandbox: Sandbox, images: Images, *, slots: int) -> None:
         self.slots = slots
         self._db = db
         self._sandbox = sandbox
@@ -129,12 +196,7 @@ class TrialExecutor:
         self._slots = asyncio.Semaphore(slots)
         self._pool = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="sandbox")
         self._closing = False
-        self._running: dict[str, asyncio.Task[None]] = {}
-        # Trials waiting for their requirements' image: a shutdown cancels them.
-        self._preparing: set[str] = set()
-        self._subscribers: dict[str, set[Outbox]] = {}
-        # Trials asked to stop: checked again before a container starts.
-        self._cancelled: set[str] = set()
+        self._running: dict[str, _RunningTrial] = {}
 
     async def cancel(self, trial_id: str, outbox: Outbox) -> None:
         """Answer a CancelTrial on `outbox`: accepted at once, finished when it is.
@@ -148,11 +210,12 @@ class TrialExecutor:
             "{}",
             ended=not_run(Outcome.CANCELLED, "cancelled before it started"),
         )
-        if trial_id in self._running:
+        trial = self._running.get(trial_id)
+        if trial is not None:
             # Stop it where it is. Its finished event goes to the stream that
             # sent it, which is this one or a newer one of the same orchestrator.
-            self._cancelled.add(trial_id)
-            self._subscribers[trial_id].add(outbox)
+            trial.cancelled = True
+            trial.subscribe(outbox)
             outbox.put_nowait(accepted_event(trial_id, previous))
             await asyncio.to_thread(self._sandbox.cancel, trial_id)
             return
@@ -176,8 +239,9 @@ class TrialExecutor:
         previous = await asyncio.shield(asyncio.create_task(self._admit(run, outbox)))
         if previous is None:
             return  # new: accepted, subscribed and started by the admission
-        if run.trial_id in self._running:
-            self._subscribers[run.trial_id].add(outbox)
+        trial = self._running.get(run.trial_id)
+        if trial is not None:
+            trial.subscribe(outbox)
             outbox.put_nowait(accepted_event(run.trial_id, previous))
             return
         await self._replay(run.trial_id, previous, outbox)
@@ -187,8 +251,9 @@ class TrialExecutor:
         if previous is None:
             # Accepted and subscribed before the execution can publish anything.
             outbox.put_nowait(accepted_event(run.trial_id, None))
-            self._subscribers[run.trial_id] = {outbox}
-            self._running[run.trial_id] = asyncio.create_task(self._execute(run))
+            trial = _RunningTrial(run, subscribers={outbox})
+            trial.task = asyncio.create_task(self._execute(trial))
+            self._running[run.trial_id] = trial
             log(logger, "trial accepted", trial=run.trial_id)
         return previous
 
@@ -231,29 +296,25 @@ class TrialExecutor:
         return fallback
 
     def forget(self, outbox: Outbox) -> None:
-        for subscribers in self._subscribers.values():
-            subscribers.discard(outbox)
+        for trial in self._running.values():
+            trial.unsubscribe(outbox)
 
-    def _publish(self, trial_id: str, event: runner_pb2.RunnerEvent) -> None:
-        for outbox in self._subscribers.get(trial_id, ()):
-            outbox.put_nowait(event)
-
-    async def _execute(self, run: runner_pb2.RunTrial) -> None:
-        trial_id = run.trial_id
+    async def _execute(self, trial: _RunningTrial) -> None:
+        trial_id = trial.trial_id
         try:
             try:
-                execution = await self._attempt(run)
+                result = await self._attempt(trial)
             except Exception as error:  # the sandbox reports the trial's misbehaviour; this is ours
                 error_id = unexpected(logger, "trial execution failed", error, trial=trial_id)
-                execution = not_run(
+                result = not_run(
                     Outcome.SANDBOX_ERROR,
                     f"the runner could not execute the trial (error id {error_id})",
                 )
-            if execution is None:
+            if result is None:
                 # Never started: the row stays queued and the trial runs when it is
                 # sent again after the restart.
                 return
-            recorded = await self._record(trial_id, execution)
+            recorded = await self._record(trial_id, result)
             log(
                 logger,
                 "trial finished",
@@ -261,38 +322,37 @@ class TrialExecutor:
                 outcome=recorded.outcome,
                 seconds=round(recorded.duration_seconds, 3),
             )
-            self._publish(trial_id, finished_event(trial_id, recorded))
+            trial.publish(finished_event(trial_id, recorded))
         finally:
             self._running.pop(trial_id, None)
-            self._subscribers.pop(trial_id, None)
-            self._cancelled.discard(trial_id)
 
-    async def _attempt(self, run: runner_pb2.RunTrial) -> TrialResult | None:
+    async def _attempt(self, trial: _RunningTrial) -> TrialResult | None:
         """Run the trial once; None when the runner shut down before it started."""
+        run = trial.run
         trial_id = run.trial_id
         loop = asyncio.get_running_loop()
         image = None
         if run.requirements:
-            self._preparing.add(trial_id)
+            trial.preparing = True
             try:
                 image = await self._images.image_for(run.requirements)
             except ImageUnavailable as error:
                 return not_run(Outcome(error.outcome), error.reason)
             finally:
-                self._preparing.discard(trial_id)
+                trial.preparing = False
 
-        metrics = _MetricBatches(trial_id, loop, self._publish)
+        metrics = _MetricBatches(trial_id, loop, trial.publish)
 
         async with self._slots:
             if self._closing:
                 return None
-            if trial_id in self._cancelled:
+            if trial.cancelled:
                 return not_run(Outcome.CANCELLED, "cancelled before it started")
             await self._db(store.mark_started, trial_id)
-            self._publish(
-                trial_id, runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))
+            trial.publish(
+                runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))
             )
-            execution = await loop.run_in_executor(
+            result = await loop.run_in_executor(
                 self._pool,
                 lambda: self._sandbox.run(
                     trial_id,
@@ -304,14 +364,14 @@ class TrialExecutor:
                 ),
             )
             metrics.flush()  # what the last wake-up had no time to take
-        if self._closing and execution.outcome == Outcome.CANCELLED:
+        if self._closing and result.outcome == Outcome.CANCELLED:
             # Stopped by our own shutdown, not by a user: infrastructure.
-            execution = dataclasses.replace(
-                execution,
+            result = dataclasses.replace(
+                result,
                 outcome=Outcome.SANDBOX_ERROR,
                 reason="the runner shut down during the trial",
             )
-        return execution
+        return result
 
     async def close(self) -> None:
         """Stop what runs (the sandbox kills the containers) and record it.
@@ -320,10 +380,12 @@ class TrialExecutor:
         still waiting for its image is dropped: it never started."""
         self._closing = True
         while self._running:
-            for trial_id, task in list(self._running.items()):
-                if trial_id in self._preparing:
-                    task.cancel()
+            # Waited on as taken: any of them may end while the sandbox stops another.
+            stopping = list(self._running.values())
+            for trial in stopping:
+                if trial.preparing:
+                    trial.task.cancel()
                 else:
-                    await asyncio.to_thread(self._sandbox.cancel, trial_id)
-            await asyncio.wait(list(self._running.values()), timeout=0.2)
+                    await asyncio.to_thread(self._sandbox.cancel, trial.trial_id)
+            await asyncio.wait([trial.task for trial in stopping], timeout=0.2)
         self._pool.shutdown(wait=False)
