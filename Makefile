@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_RUN := .prism/test-run
 
-.PHONY: demo test up down logs install engine images protos check lint clean
+.PHONY: demo test test-fast up down logs install engine images protos check lint clean
 
 demo: up
 	$(PY) -m prism.stack demo
@@ -18,6 +18,12 @@ test: $(STAMP)
 	$(PY) -m sandbox.images
 	status=0; $(PY) -m pytest || status=$$?; \
 	  $(PY) -m sandbox.engine stop --run-dir $(TEST_RUN) >/dev/null; \
+	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; \
+	  exit $$status
+
+# The fast tier alone (tests/unit): in-process, no engine, no sandbox image, no Envoy.
+test-fast: $(STAMP)
+	status=0; $(PY) -m pytest tests/unit || status=$$?; \
 	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; \
 	  exit $$status
 

@@ -3,7 +3,12 @@ the real Docker engine, the real Envoy. Nothing of ours is mocked.
 
 Every stack gets its own folder and its own runner names, so the containers
 it may leave behind carry labels no other stack uses, and the finalizers
-remove exactly those."""
+remove exactly those.
+
+Two tiers: `tests/unit` is the fast one (in-process, no engine, no Envoy, no
+services; `make test-fast`), and every test outside it is marked `slow`, so
+`pytest -m "not slow"` selects the same tests as `pytest tests/unit`. Nothing
+here needs an engine until a fixture asks for one."""
 
 from __future__ import annotations
 
@@ -32,12 +37,20 @@ from sandbox.images import ensure_sandbox_image
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "orchestrator_svc" / "examples"
+# The fast tier.
+UNIT = REPO / "tests" / "unit"
 # This checkout's own tag: test runs of two checkouts that share one engine never
 # swap each other's sandbox image under a running test.
 SANDBOX_TAG = f"prism-sandbox:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 
 
 T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not item.path.resolve().is_relative_to(UNIT):
+            item.add_marker(pytest.mark.slow)
 
 
 def wait_until(

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator_svc.config import Settings, load_examples
+from orchestrator_svc.config import EXAMPLES_DIR, Settings, load_examples
 from orchestrator_svc.spec import MAX_PARAMS_BYTES, MAX_TRIALS, Plan, plan
 from prism.errors import InvalidArgument
 from prism.v1 import orchestrator_pb2
@@ -23,10 +23,7 @@ SETTINGS = Settings(
     api_token=None,
     runner_token=None,
     runners=(("r", "127.0.0.1:1"),),
-    examples=load_examples(
-        ["runner-a", "runner-b"],
-        Path(__file__).resolve().parent.parent / "orchestrator_svc" / "examples",
-    ),
+    examples=load_examples(["runner-a", "runner-b"], EXAMPLES_DIR),
     example_wall_seconds=60,
     sync_wait_seconds=1,
     reconcile_seconds=1,
