@@ -63,7 +63,13 @@ class Sweep(BaseModel):
 
     @property
     def spec(self) -> dict[str, Any]:
-        return json.loads(self.spec_json)  # type: ignore[no-any-return]
+        """The stored spec; empty when what is stored cannot be read as one (a damaged
+        row: its trials still dispatch, with the defaults, and every other sweep's too)."""
+        try:
+            spec = json.loads(self.spec_json)
+        except (ValueError, RecursionError):
+            return {}
+        return spec if isinstance(spec, dict) else {}
 
 
 class Script(BaseModel):

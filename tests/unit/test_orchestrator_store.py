@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator_svc import domain, store
-from prism.trial import Artifact, Outcome, TrialResult
+from prism.trial import Artifact, Outcome, TrialResult, not_run
 
 SCRIPT = "print(1)"
 # The README's promise: retries wait 2, 4, 8… s, at most 30.
@@ -171,17 +171,18 @@ def test_max_parallel_caps_a_sweeps_trials_in_flight(orchestrator_db: Path) -> N
     assert picked(10) == ["free/0", "capped/2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _max_parallel reads a damaged spec as no cap, but _dispatchables then "
-    "reads it with Sweep.spec, which raises: one damaged row stops every sweep's dispatch",
-)
-def test_a_damaged_spec_does_not_stop_other_sweeps_dispatch(orchestrator_db: Path) -> None:
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]", "[" * 100_000])
+def test_a_damaged_spec_does_not_stop_any_sweeps_dispatch(
+    orchestrator_db: Path, damage: str
+) -> None:
     create("damaged", 1, created_at=1.0)
     create("fine", 1, created_at=2.0)
-    store.Sweep.update(spec_json="{not json").where(store.Sweep.id == "damaged").execute()
+    store.Sweep.update(spec_json=damage).where(store.Sweep.id == "damaged").execute()
 
-    assert "fine/0" in picked(2)
+    assert picked(2) == ["damaged/0", "fine/0"]
+    # Its trial ends like any other, with the defaults (no retries).
+    store.assign("damaged/0", "r1")
+    assert store.finish_trial("damaged/0", not_run(Outcome.SANDBOX_ERROR, "x")) == "error"
 
 
 # --- assign, unassign, mark_started --------------------------------------------------------
