@@ -20,7 +20,8 @@ A field means the same under the same key everywhere:
     error_id   the id an answer carries instead of an unexpected error (`unexpected`)
 
 A field named like a schema key is kept with a trailing underscore (`message_`), so the
-schema always holds.
+schema always holds. Envoy writes its own lines (gateway/launch.py) and its access log
+(gateway/envoy.yaml: method, path, status, ... as fields) with the same five keys.
 
 At a call site:
 
