@@ -39,14 +39,15 @@ logs: $(STAMP)
 
 install: $(STAMP)
 
-# Debian's python3 lacks venv until python3-venv is installed.
+# Debian's python3 lacks venv until python3-venv is installed. The package goes in
+# with its extras: build (`make protos`), lint (`make lint`), test (`make test`).
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) 2>/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
 	  rm -rf $(VENV) && python3 -m venv $(VENV); } || \
 	  { echo "python3 -m venv failed: install python3-venv" >&2; exit 1; }
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[build,lint,test]'
 	touch $@
 
 engine: $(STAMP)

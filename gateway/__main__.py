@@ -1,41 +1,31 @@
 """``python -m gateway``: render the Envoy configuration from the environment and become Envoy.
 
 The process replaces itself with Envoy (same pid) so that a supervisor tracking the pid tracks
-Envoy. Settings errors exit with status 2 and one JSON line on stderr.
+Envoy. Its own lines go to stderr, where Envoy's own log goes too (stdout is Envoy's access
+log), as `prism.logs` JSON lines; a settings error exits with status 2 and one such line.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from datetime import UTC, datetime
 
-from gateway.config import ConfigError, Settings
+from gateway.config import Settings
 from gateway.launch import GatewayError, exec_envoy
+from prism import logs
 
-
-def _log(level: str, message: str, **fields: object) -> None:
-    line = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "level": level,
-        "logger": "gateway",
-        "message": message,
-        **fields,
-    }
-    # Flushed now: exec discards whatever Python still buffers.
-    print(json.dumps(line), file=sys.stderr, flush=True)
+log = logs.get("gateway")
 
 
 def main() -> None:
     try:
+        logs.configure("gateway", stream=sys.stderr)
         settings = Settings.from_env()
-    except ConfigError as exc:
-        _log("critical", str(exc))
+    except ValueError as exc:  # a ConfigError, or PRISM_LOG_LEVEL's
+        log.critical(str(exc))
         sys.exit(2)
     if settings.token is None:
-        _log("warning", "no API token configured: every route answers 503 until one is set")
-    _log(
-        "info",
+        log.warning("no API token configured: every route answers 503 until one is set")
+    log.info(
         "starting envoy",
         listen=str(settings.listen),
         admin_socket=str(settings.admin_socket),
@@ -44,9 +34,10 @@ def main() -> None:
         sync_timeout_s=settings.sync_timeout_s,
     )
     try:
+        # Each line above is flushed as it is written: exec discards what Python still buffers.
         exec_envoy(settings)
     except (GatewayError, OSError) as exc:
-        _log("critical", f"cannot start envoy: {exc}")
+        log.critical(f"cannot start envoy: {exc}")
         sys.exit(1)
 
 

@@ -6,7 +6,7 @@ Variables (all optional):
 - ``PRISM_ORCHESTRATOR_ADDR`` (``127.0.0.1:50051``): the upstream, plain-text HTTP/2 gRPC. A host
   name is resolved by Envoy (DNS, IPv4 preferred).
 - ``PRISM_API_TOKEN_FILE`` / ``PRISM_API_TOKEN``: the bearer token. When the file variable is set it
-  wins (the rule of ``prism.service.read_secret``, so the gateway and the orchestrator always agree
+  wins (the rule of ``prism.environ.read_secret``, so the gateway and the orchestrator always agree
   on the token), and a file that cannot be read stops the start. Surrounding whitespace is
   stripped; what remains must be printable ASCII without spaces. No token (unset or empty) is not
   an error: the gateway then answers 503 on every route (fail closed).

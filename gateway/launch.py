@@ -23,10 +23,15 @@ from gateway.render import write_config
 
 TOKEN_VARIABLE = "PRISM_API_TOKEN"
 
-# Envoy's own log lines (not the access log, which goes to stdout) as JSON on stderr. Debug and
-# trace levels would print request headers, credentials included, so the level stays at warning.
+# Envoy's own log lines (not the access log, which goes to stdout) as JSON on stderr, with the
+# keys of prism.logs (Envoy writes its local time with its offset). Debug and trace levels would
+# print request headers, credentials included, so the level stays at warning whatever
+# PRISM_LOG_LEVEL says.
 LOG_LEVEL = "warning"
-LOG_FORMAT = '{"time":"%Y-%m-%dT%T.%e%z","level":"%l","logger":"envoy.%n","message":"%j"}'
+LOG_FORMAT = (
+    '{"time":"%Y-%m-%dT%T.%e%z","level":"%l","service":"gateway","logger":"envoy.%n",'
+    '"message":"%j"}'
+)
 
 
 class GatewayError(RuntimeError):

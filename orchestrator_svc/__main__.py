@@ -2,7 +2,7 @@
 
 from orchestrator_svc.config import Settings
 from orchestrator_svc.server import serve
-from prism.service import run_service
+from prism.lifecycle import run_service
 
 if __name__ == "__main__":
     run_service("orchestrator", Settings.from_env, serve)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prism.service import env, read_secret
+from prism.environ import env, read_secret
 from prism.trial import MAX_SCRIPT_BYTES
 
 DEFAULT_RUNNERS = "runner-1=127.0.0.1:50061,runner-2=127.0.0.1:50062,runner-3=127.0.0.1:50063"

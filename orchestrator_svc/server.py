@@ -3,18 +3,18 @@ reflection, and the recovery that runs before it reports SERVING."""
 
 from __future__ import annotations
 
-import logging
-
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.news import SweepNews
 from orchestrator_svc.servicer import OrchestratorServicer
-from prism.service import listen, log, new_server, serve_until_signalled, set_serving
+from prism import logs
+from prism.lifecycle import serve_until_signalled
+from prism.server import listen, new_server, set_serving
 from prism.sqlite import DbThread
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
-logger = logging.getLogger("orchestrator")
+log = logs.get("orchestrator")
 
 GRACE_SECONDS = 5.0
 # Request metadata accepted, soft and hard limit alike. The gateway lets 16 KiB of request headers
@@ -44,15 +44,14 @@ async def serve(settings: Settings) -> None:
     # NOT_SERVING and the API answers UNAVAILABLE (retryable): no new work yet.
     await set_serving(health, False)
     await server.start()
-    log(logger, "recovering", address=settings.address, port=port)
+    log.info("recovering", address=settings.address, port=port)
     await dispatcher.start()
     silent = await dispatcher.reconcile(settings.reconcile_seconds)
     if silent:
-        log(logger, "runners did not report in time; their trials wait for them", runners=silent)
+        log.info("runners did not report in time; their trials wait for them", runners=silent)
     servicer.ready = True
     await set_serving(health, True)
-    log(
-        logger,
+    log.info(
         "serving",
         address=settings.address,
         port=port,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -17,6 +16,7 @@ from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.news import SweepNews
 from orchestrator_svc.spec import plan
+from prism import logs
 from prism.errors import (
     DeadlineExceeded,
     Internal,
@@ -25,12 +25,12 @@ from prism.errors import (
     PrismError,
     Unavailable,
 )
-from prism.service import abort, internal_error, rpc, unexpected
+from prism.rpc import abort, rpc
 from prism.sqlite import DbThread
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 T = TypeVar("T")
-logger = logging.getLogger("orchestrator.api")
+log = logs.get("orchestrator.api")
 
 # A watch with nothing new sends a heartbeat this often, well inside the
 # gateway's idle timeout for the stream (300 s) and friendly to proxies.
@@ -166,8 +166,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             return
         except Exception as error:
             # Before the first event an error is still an HTTP status: answer with one.
-            error_id = unexpected(logger, "a watch failed", error, sweep=request.sweep_id[:100])
-            await abort(context, Internal(internal_error(error_id)))
+            error_id = logs.unexpected(log, "a watch failed", error, sweep=request.sweep_id[:100])
+            await abort(context, Internal(logs.internal_error(error_id)))
             return
         after = request.after_seq
         try:
@@ -177,13 +177,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         except Exception as error:
             # Whatever went wrong, the stream still ends with a final event that says
             # so: an error in the middle of a stream is invisible to HTTP/1.1 clients.
-            error_id = unexpected(logger, "a watch failed", error, sweep=row.id)
+            error_id = logs.unexpected(log, "a watch failed", error, sweep=row.id)
             yield orchestrator_pb2.SweepEvent(
                 seq=after,
                 kind="error",
                 trial_index=-1,
                 final=True,
-                data=views.message(internal_error(error_id)),
+                data=views.message(logs.internal_error(error_id)),
             )
 
     async def _events(

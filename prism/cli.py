@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from prism.service import env, read_secret
+from prism.environ import env, read_secret
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 

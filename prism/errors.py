@@ -7,7 +7,7 @@
     ├── Unavailable            UNAVAILABLE
     └── DeadlineExceeded       DEADLINE_EXCEEDED
 
-Handlers raise these; `prism.service.rpc` turns them into a rich gRPC status
+Handlers raise these; `prism.rpc.rpc` turns them into a rich gRPC status
 (google.rpc.Status with details), which the gateway renders as JSON.
 """
 

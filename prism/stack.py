@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prism.environ import env
 from prism.healthcheck import serving
-from prism.service import env
 
 GATEWAY, ORCHESTRATOR = "gateway", "orchestrator"
 MODULES = {GATEWAY: "gateway", ORCHESTRATOR: "orchestrator_svc"}

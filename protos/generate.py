@@ -2,6 +2,9 @@
 
 python protos/generate.py           # write them
 python protos/generate.py --check   # exit 1 when the committed files are stale
+
+The generator, grpcio-tools, is the `build` extra (`pip install -e '.[build]'`; `make protos`
+and `make test` install it): nothing at run time needs it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import tempfile
 from pathlib import Path
 
 import google.api
-from grpc_tools import protoc
+
+try:
+    from grpc_tools import protoc
+except ImportError:
+    sys.exit("protos/generate.py needs grpcio-tools, the `build` extra: pip install -e '.[build]'")
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"

@@ -1,6 +1,6 @@
 """python -m runner_svc: one runner process, configured by PRISM_RUNNER_* variables."""
 
-from prism.service import run_service
+from prism.lifecycle import run_service
 from runner_svc.config import Settings
 from runner_svc.server import serve
 

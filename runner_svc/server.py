@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 
 import docker
 
+from prism import logs
+from prism.lifecycle import serve_until_signalled
 from prism.runner_protocol import MAX_RESULT_MESSAGE_BYTES
-from prism.service import (
-    listen,
-    log,
-    new_server,
-    serve_until_signalled,
-    set_serving,
-)
+from prism.server import listen, new_server, set_serving
 from prism.sqlite import DbThread
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc import store
@@ -26,7 +21,7 @@ from runner_svc.servicer import RunnerServicer
 from sandbox import Sandbox
 from sandbox.images import ensure_requirements_image
 
-logger = logging.getLogger("runner")
+log = logs.get("runner")
 
 GRACE_SECONDS = 10.0
 
@@ -50,8 +45,7 @@ async def serve(settings: Settings) -> None:
     # an earlier process, and every trial marked running was interrupted.
     orphans = await asyncio.to_thread(sandbox.remove_orphans)
     forgotten, interrupted = await db(store.recover)
-    log(
-        logger,
+    log.info(
         "recovered",
         orphans_removed=len(orphans),
         queued_forgotten=forgotten,
@@ -73,8 +67,7 @@ async def serve(settings: Settings) -> None:
     runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(settings.name, executor), server)
     await server.start()
     await set_serving(health, True)
-    log(
-        logger,
+    log.info(
         "serving",
         runner=settings.name,
         address=settings.address,

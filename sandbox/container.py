@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import re
 import secrets
@@ -38,7 +37,7 @@ import docker.errors
 import requests
 from docker.types import LogConfig, Ulimit
 
-from prism.service import unexpected
+from prism import logs
 from prism.trial import (
     MAX_ENV_STRING_BYTES,
     Artifact,
@@ -82,7 +81,7 @@ _MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + 6 * MAX_RESULT_FILE_BYTES + _MiB
 # How long a killed container, or the output stream of an exited one, may take to end.
 _GRACE_SECONDS = 10.0
 
-logger = logging.getLogger(__name__)
+log = logs.get("sandbox.container")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,7 +275,7 @@ class _MetricLines:
             try:
                 self._on_metric(values)
             except Exception as error:  # the caller's bug must not cost the trial its output
-                unexpected(logger, "a metric callback failed", error)
+                logs.unexpected(log, "a metric callback failed", error)
 
 
 class _Trial:
@@ -388,7 +387,9 @@ class Sandbox:
             try:
                 self._kill(trial.container_id)
             except (docker.errors.DockerException, requests.RequestException) as error:
-                logger.warning("could not kill the container of trial %s: %s", trial_id, error)
+                log.warning(
+                    "could not kill a trial's container", execution=trial_id, error=str(error)
+                )
         return True
 
     def remove_orphans(self, keep: Collection[str] = ()) -> list[str]:
@@ -660,7 +661,7 @@ class Sandbox:
             pass
         except (docker.errors.DockerException, requests.RequestException) as error:
             # The result stands; remove_orphans takes the container later.
-            logger.warning("could not remove container %s: %s", container_id, error)
+            log.warning("could not remove a container", container=container_id, error=str(error))
 
 
 def _container_name(owner: str, trial_id: str) -> str:

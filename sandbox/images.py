@@ -40,6 +40,7 @@ import docker.errors
 import requests
 from packaging.utils import canonicalize_name
 
+from prism import logs
 from prism.requirements import parse_requirements
 from sandbox.engine import EngineError, apt_install
 
@@ -86,6 +87,8 @@ PULL_TIMEOUT_SECONDS = 60.0
 _CONTEXT_FILES = ("Dockerfile", "bootstrap.py", "prism_trial.py")
 _HERE = Path(__file__).resolve().parent
 
+log = logs.get("sandbox.images")
+
 
 class ImageError(RuntimeError):
     """An image could not be made; the message says what to do about it.
@@ -129,7 +132,7 @@ def ensure_sandbox_image(client: docker.DockerClient, tag: str = SANDBOX_TAG) ->
 
     if _reuse(client, HASH_LABEL, content, tag):
         return tag
-    _log(f"building {tag} on {base}")
+    log.info("building the sandbox image", image=tag, base=base)
     client.images.build(
         fileobj=_context_tar(files),
         custom_context=True,
@@ -206,7 +209,7 @@ def ensure_requirements_image(
         try:
             if _reuse(client, REQUIREMENTS_LABEL, content, tag):
                 return tag
-            _log(f"building {tag}: {', '.join(normalised)}")
+            log.info("building a requirements image", image=tag, requirements=normalised)
             target = _target(client, base_id)
             with tempfile.TemporaryDirectory(prefix="prism-wheels-") as folder:
                 wheels = _download(normalised, target, sources, Path(folder))
@@ -561,14 +564,14 @@ def build_local_base(client: docker.DockerClient, name: str) -> None:
             "PRISM_SANDBOX_BASE to a local image that has python3"
         )
     if shutil.which("debootstrap") is None:
-        _log("installing debootstrap with apt-get")
+        log.info("installing debootstrap with apt-get")
         try:
             apt_install("debootstrap")
         except EngineError as error:
             raise ImageError(str(error)) from None
     repository, _, tag = name.partition(":")
     with tempfile.TemporaryDirectory(prefix="prism-base-", dir="/var/tmp") as root:
-        _log(f"building {name} with debootstrap (about a minute)")
+        log.info("building a base image with debootstrap (about a minute)", image=name)
         # No mirror argument: debootstrap's default is the one the machines reach.
         include = ",".join(_LOCAL_BASE_PACKAGES)
         _run(["debootstrap", "--variant=minbase", f"--include={include}", "bookworm", root])
@@ -637,11 +640,13 @@ def _run(argv: list[str]) -> None:
         raise ImageError(f"`{' '.join(argv)}` failed with code {result.returncode}")
 
 
-def _log(message: str) -> None:
-    print(f"sandbox.images: {message}", file=sys.stderr, flush=True)
-
-
 def main() -> int:
+    try:
+        # Progress as log lines on stderr: stdout has only the tag built.
+        logs.configure("sandbox.images", stream=sys.stderr)
+    except ValueError as error:
+        print(f"sandbox.images: {error}", file=sys.stderr)
+        return 2
     try:
         with contextlib.closing(docker.from_env()) as client:
             print(ensure_sandbox_image(client))
