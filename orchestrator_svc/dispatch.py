@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -26,11 +25,11 @@ from orchestrator_svc.link import RunnerLink
 from orchestrator_svc.news import SweepNews
 from orchestrator_svc.recorder import MetricBatch, MetricRecorder
 from orchestrator_svc.spec import Plan
-from prism.service import log, unexpected
+from prism import logs
 from prism.sqlite import DbThread
 from prism.trial import Outcome, TrialResult, not_run
 
-logger = logging.getLogger("orchestrator.dispatch")
+log = logs.get("orchestrator.dispatch")
 T = TypeVar("T")
 
 
@@ -56,12 +55,12 @@ class Dispatcher:
     async def start(self) -> None:
         finished = await self._write(store.finish_complete_sweeps)
         if finished:
-            log(logger, "finished sweeps completed before a crash", sweeps=finished)
+            log.info("finished sweeps completed before a crash", sweeps=finished)
         requeued = await self._write(
             store.release_unknown_runners, [link.name for link in self.links]
         )
         if requeued:
-            log(logger, "trials of runners no longer configured queued again", trials=requeued)
+            log.info("trials of runners no longer configured queued again", trials=requeued)
         holders = await self._db(store.holders)
         for link in self.links:
             if link.name not in holders:
@@ -96,7 +95,7 @@ class Dispatcher:
         sweep_id = await self._write(
             store.create_sweep, str(uuid.uuid4()), plan.task, plan.spec, plan.trials, request_id
         )
-        log(logger, "sweep created", sweep=sweep_id, trials=len(plan.trials))
+        log.info("sweep created", sweep=sweep_id, trials=len(plan.trials))
         self.kick()
         return sweep_id
 
@@ -112,12 +111,12 @@ class Dispatcher:
         for runner, execution_id in in_flight:
             if runner in links:
                 links[runner].cancel(execution_id)
-        log(logger, "sweep cancelled", sweep=sweep_id, stopping=len(in_flight))
+        log.info("sweep cancelled", sweep=sweep_id, stopping=len(in_flight))
         if status is not None:
             self._finished(sweep_id, status)
 
     def _finished(self, sweep_id: str, status: str) -> None:
-        log(logger, "sweep finished", sweep=sweep_id, status=status)
+        log.info("sweep finished", sweep=sweep_id, status=status)
         self._news.finished(sweep_id)
 
     async def record(self, execution_id: str, result: TrialResult) -> None:
@@ -128,13 +127,15 @@ class Dispatcher:
         try:
             status = await self._write(store.finish_trial, execution_id, result)
         except Exception as error:
-            error_id = unexpected(logger, "recording a result failed", error, trial=execution_id)
+            error_id = logs.unexpected(
+                log, "recording a result failed", error, execution=execution_id
+            )
             result = not_run(
                 Outcome.SANDBOX_ERROR,
                 f"the orchestrator could not record the trial's result (error id {error_id})",
             )
             status = await self._write(store.finish_trial, execution_id, result)
-        log(logger, "trial finished", trial=execution_id, outcome=result.outcome)
+        log.info("trial finished", execution=execution_id, outcome=result.outcome)
         self.kick()  # a slot is free
         if status is not None:
             trial_id, _ = domain.split_execution_id(execution_id)
@@ -193,7 +194,7 @@ class Dispatcher:
                         )
                         link.give_up(execution_id)
                 except Exception as error:
-                    unexpected(logger, "marking the trials of a lost runner failed", error)
+                    logs.unexpected(log, "marking the trials of a lost runner failed", error)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -202,7 +203,7 @@ class Dispatcher:
             try:
                 await self._dispatch_pending()
             except Exception as error:
-                unexpected(logger, "dispatch failed; retrying", error)
+                logs.unexpected(log, "dispatch failed; retrying", error)
                 await asyncio.sleep(1.0)
                 self.kick()
 

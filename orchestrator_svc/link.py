@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from typing import Protocol
 
@@ -23,12 +22,13 @@ import grpc
 
 from orchestrator_svc.spec import trial_limits
 from orchestrator_svc.store import Dispatchable
+from prism import logs
 from prism import runner_protocol as protocol
-from prism.service import CLIENT_KEEPALIVE, log, unexpected
+from prism.keepalive import CLIENT_KEEPALIVE
 from prism.trial import TrialResult
 from prism.v1 import runner_pb2, runner_pb2_grpc
 
-logger = logging.getLogger("orchestrator.link")
+log = logs.get("orchestrator.link")
 
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 2.0
 # A stream that stayed open this long was healthy: reopening it starts fast.
@@ -148,8 +148,7 @@ class RunnerLink:
                 await self._session()
             except grpc.aio.AioRpcError as error:
                 if self.connected or backoff == MIN_BACKOFF:
-                    log(
-                        logger,
+                    log.info(
                         "runner stream closed",
                         runner=self.name,
                         code=error.code().name,
@@ -158,7 +157,7 @@ class RunnerLink:
             except Exception as error:
                 # A bug or a store failure must not end this link for good:
                 # log it and reopen, which re-sends what the runner holds.
-                unexpected(logger, "runner link failed", error, runner=self.name)
+                logs.unexpected(log, "runner link failed", error, runner=self.name)
             finally:
                 if self.down_since is None:
                     self.down_since = time.monotonic()
@@ -210,8 +209,7 @@ class RunnerLink:
             self._outbox = outbox
             self.connected = True
             self._refused_as = None
-            log(
-                logger,
+            log.info(
                 "runner connected",
                 runner=self.name,
                 address=self.address,
@@ -246,8 +244,7 @@ class RunnerLink:
                 async with asyncio.timeout(self._silence):
                     raw = await call.read()
             except TimeoutError:
-                log(
-                    logger,
+                log.info(
                     "runner silent; closing its stream",
                     runner=self.name,
                     seconds=self._silence,
@@ -284,9 +281,11 @@ class RunnerLink:
         this runner's trials could run them twice. Said once per name, not per retry."""
         if said != self._refused_as:
             self._refused_as = said
-            logger.error(
+            log.error(
                 "runner refused: its name is not the configured one",
-                extra={"fields": {"runner": self.name, "address": self.address, "says": said}},
+                runner=self.name,
+                address=self.address,
+                says=said,
             )
 
     @staticmethod

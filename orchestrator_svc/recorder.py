@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
-from prism.service import unexpected
+from prism import logs
 
-logger = logging.getLogger("orchestrator.metrics")
+log = logs.get("orchestrator.metrics")
 
 # (execution id, the metric's values as compact JSON text)
 MetricBatch = list[tuple[str, str]]
@@ -65,7 +64,7 @@ class MetricRecorder:
                 await self._write(batch)
             except Exception as error:
                 # A batch the store refuses is dropped alone; the trials go on.
-                unexpected(logger, "recording metrics failed", error, metrics=len(batch))
+                logs.unexpected(log, "recording metrics failed", error, metrics=len(batch))
             self._written += len(batch)
             self._last = {e: n for e, n in self._last.items() if n > self._written}
             self._progress.set()

@@ -8,6 +8,7 @@ from orchestrator_svc import domain, store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.spec import Plan, plan
 from prism.errors import InvalidArgument
+from prism.trial import Outcome
 from prism.v1 import orchestrator_pb2
 
 # How much of a failed trial's stderr its "output" shows: the end of a
@@ -48,7 +49,7 @@ def default_sweep(request: orchestrator_pb2.RunSweepRequest, settings: Settings)
 
 def runner_result(trial: store.Trial, share: int) -> orchestrator_pb2.RunnerResult:
     """The trial as the original showed it, its output cut to ``share`` characters."""
-    if trial.outcome == "succeeded":
+    if trial.outcome == Outcome.SUCCEEDED:
         output, status, cut = trial.stdout.strip(), "done", len(trial.stdout) > share
     else:
         output, status, cut = f"{trial.outcome}: {trial.reason}", "error", False

@@ -73,9 +73,9 @@ def cancel_trial(execution_id: str) -> runner_pb2.RunnerCommand:
     return runner_pb2.RunnerCommand(cancel_trial=runner_pb2.CancelTrial(trial_id=execution_id))
 
 
-def limits_of(run: runner_pb2.RunTrial) -> dict[str, float | int]:
+def limits_of(run: runner_pb2.RunTrial) -> dict[str, Any]:
     """A RunTrial's limits that are set (zero keeps the sandbox's default)."""
-    given: dict[str, float | int] = {
+    given: dict[str, Any] = {
         "wall_seconds": run.limits.wall_seconds,
         "memory_bytes": run.limits.memory_bytes,
         "cpus": run.limits.cpus,

@@ -21,20 +21,20 @@ import collections
 import concurrent.futures
 import dataclasses
 import json
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from prism import logs
+from prism import runner_protocol as protocol
 from prism.errors import Unavailable
-from prism.service import log, unexpected
 from prism.sqlite import DbThread
 from prism.trial import Outcome, TrialResult, not_run, to_json
-from prism.v1 import runner_pb2, trial_pb2
+from prism.v1 import runner_pb2
 from runner_svc import store
 from runner_svc.images import ImageUnavailable
 from sandbox import MAX_SCRIPT_BYTES, Limits, MetricCallback
 
-logger = logging.getLogger("runner.executor")
+log = logs.get("runner.executor")
 
 Outbox = asyncio.Queue  # of runner_pb2.RunnerEvent (or None / an error for the stream itself)
 
@@ -71,25 +71,13 @@ class Images(Protocol):
         ...
 
 
+# What the runner's record of an execution says to the orchestrator.
 PREVIOUS = {
-    None: runner_pb2.TrialAccepted.PREVIOUS_NONE,
-    store.QUEUED: runner_pb2.TrialAccepted.PREVIOUS_RUNNING,
-    store.RUNNING: runner_pb2.TrialAccepted.PREVIOUS_RUNNING,
-    store.FINISHED: runner_pb2.TrialAccepted.PREVIOUS_FINISHED,
+    None: protocol.Previous.NONE,
+    store.QUEUED: protocol.Previous.RUNNING,
+    store.RUNNING: protocol.Previous.RUNNING,
+    store.FINISHED: protocol.Previous.FINISHED,
 }
-
-
-def limits_from_proto(limits: trial_pb2.TrialLimits) -> Limits:
-    """Zero fields keep the sandbox's defaults."""
-    given: dict[str, Any] = {
-        "wall_seconds": limits.wall_seconds,
-        "memory_bytes": limits.memory_bytes,
-        "cpus": limits.cpus,
-        "processes": limits.processes,
-        "output_bytes": limits.output_bytes,
-        "workspace_bytes": limits.workspace_bytes,
-    }
-    return Limits(**{k: v for k, v in given.items() if v})
 
 
 def trial_problem(run: runner_pb2.RunTrial) -> str | None:
@@ -108,15 +96,7 @@ def trial_problem(run: runner_pb2.RunTrial) -> str | None:
 
 
 def accepted_event(trial_id: str, previous: str | None) -> runner_pb2.RunnerEvent:
-    return runner_pb2.RunnerEvent(
-        accepted=runner_pb2.TrialAccepted(trial_id=trial_id, previous=PREVIOUS[previous])
-    )
-
-
-def finished_event(trial_id: str, result: TrialResult) -> runner_pb2.RunnerEvent:
-    return runner_pb2.RunnerEvent(
-        finished=runner_pb2.TrialFinished(trial_id=trial_id, result=result.to_proto())
-    )
+    return protocol.accepted(trial_id, PREVIOUS[previous])
 
 
 class _MetricBatches:
@@ -149,11 +129,7 @@ class _MetricBatches:
         self._scheduled = False
         taken = [self._pending.popleft() for _ in range(len(self._pending))]
         if taken:
-            self._publish(
-                runner_pb2.RunnerEvent(
-                    metric=runner_pb2.TrialMetric(trial_id=self._trial_id, values_json=taken)
-                )
-            )
+            self._publish(protocol.metrics(self._trial_id, taken))
 
 
 @dataclasses.dataclass(eq=False)
@@ -231,7 +207,7 @@ class TrialExecutor:
             # The trial's own content is at fault: it fails without running,
             # the same way every time it is sent.
             outbox.put_nowait(accepted_event(run.trial_id, None))
-            outbox.put_nowait(finished_event(run.trial_id, not_run(Outcome.FAILED, problem)))
+            outbox.put_nowait(protocol.finished(run.trial_id, not_run(Outcome.FAILED, problem)))
             return
         # The stream may be cut at any await here (the orchestrator crashed or
         # gave up on it). Recording a new trial and starting it happen in a task
@@ -254,7 +230,7 @@ class TrialExecutor:
             trial = _RunningTrial(run, subscribers={outbox})
             trial.task = asyncio.create_task(self._execute(trial))
             self._running[run.trial_id] = trial
-            log(logger, "trial accepted", trial=run.trial_id)
+            log.info("trial accepted", execution=run.trial_id)
         return previous
 
     async def _replay(self, trial_id: str, previous: str | None, outbox: Outbox) -> None:
@@ -270,12 +246,12 @@ class TrialExecutor:
                 # Dropped by our own shutdown before it started: it runs when
                 # sent again after the restart.
                 raise Unavailable("the runner is shutting down")
-            logger.error("trial %s is known but neither executing nor finished here", trial_id)
+            log.error("a trial is known but neither executing nor finished", execution=trial_id)
             result = await self._record(
                 trial_id, not_run(Outcome.SANDBOX_ERROR, "the runner lost track of this execution")
             )
         outbox.put_nowait(accepted_event(trial_id, previous))
-        outbox.put_nowait(finished_event(trial_id, result))
+        outbox.put_nowait(protocol.finished(trial_id, result))
 
     async def _record(self, trial_id: str, result: TrialResult) -> TrialResult:
         """Record how a trial ended and return what to report. A result the store
@@ -284,7 +260,7 @@ class TrialExecutor:
         try:
             return await self._db(store.finish, trial_id, result)
         except Exception as error:
-            error_id = unexpected(logger, "recording a result failed", error, trial=trial_id)
+            error_id = logs.unexpected(log, "recording a result failed", error, execution=trial_id)
         fallback = not_run(
             Outcome.SANDBOX_ERROR,
             f"the runner could not record the trial's result (error id {error_id})",
@@ -292,7 +268,7 @@ class TrialExecutor:
         try:
             return await self._db(store.finish, trial_id, fallback)
         except Exception as error:
-            unexpected(logger, "recording a fallback result failed", error, trial=trial_id)
+            logs.unexpected(log, "recording a fallback result failed", error, execution=trial_id)
         return fallback
 
     def forget(self, outbox: Outbox) -> None:
@@ -305,7 +281,7 @@ class TrialExecutor:
             try:
                 result = await self._attempt(trial)
             except Exception as error:  # the sandbox reports the trial's misbehaviour; this is ours
-                error_id = unexpected(logger, "trial execution failed", error, trial=trial_id)
+                error_id = logs.unexpected(log, "trial execution failed", error, execution=trial_id)
                 result = not_run(
                     Outcome.SANDBOX_ERROR,
                     f"the runner could not execute the trial (error id {error_id})",
@@ -315,14 +291,13 @@ class TrialExecutor:
                 # sent again after the restart.
                 return
             recorded = await self._record(trial_id, result)
-            log(
-                logger,
+            log.info(
                 "trial finished",
-                trial=trial_id,
+                execution=trial_id,
                 outcome=recorded.outcome,
                 seconds=round(recorded.duration_seconds, 3),
             )
-            trial.publish(finished_event(trial_id, recorded))
+            trial.publish(protocol.finished(trial_id, recorded))
         finally:
             self._running.pop(trial_id, None)
 
@@ -337,7 +312,7 @@ class TrialExecutor:
             try:
                 image = await self._images.image_for(run.requirements)
             except ImageUnavailable as error:
-                return not_run(Outcome(error.outcome), error.reason)
+                return not_run(error.outcome, error.reason)
             finally:
                 trial.preparing = False
 
@@ -349,16 +324,14 @@ class TrialExecutor:
             if trial.cancelled:
                 return not_run(Outcome.CANCELLED, "cancelled before it started")
             await self._db(store.mark_started, trial_id)
-            trial.publish(
-                runner_pb2.RunnerEvent(started=runner_pb2.TrialStarted(trial_id=trial_id))
-            )
+            trial.publish(protocol.started(trial_id))
             result = await loop.run_in_executor(
                 self._pool,
                 lambda: self._sandbox.run(
                     trial_id,
                     run.script,
                     run.params_json,
-                    limits_from_proto(run.limits),
+                    Limits(**protocol.limits_of(run)),
                     image=image,
                     on_metric=metrics.add,
                 ),

@@ -19,6 +19,7 @@ from typing import TypeVar
 import docker.errors
 import requests
 
+from prism.trial import Outcome
 from sandbox.images import ImageError, RequirementsError
 
 T = TypeVar("T")
@@ -29,10 +30,10 @@ Build = Callable[[Sequence[str]], str]
 
 
 class ImageUnavailable(Exception):
-    """No image for the trial. ``outcome`` says whose fault: "failed" when pip refused
-    the trial's own requirements, "sandbox_error" for the engine, the base or the index."""
+    """No image for the trial. ``outcome`` says whose fault: failed when pip refused the
+    trial's own requirements, sandbox_error for the engine, the base or the index."""
 
-    def __init__(self, outcome: str, reason: str) -> None:
+    def __init__(self, outcome: Outcome, reason: str) -> None:
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
@@ -54,10 +55,10 @@ class TrialImages:
             async with lock:
                 return await _on_daemon_thread(lambda: self._build(list(requirements)))
         except RequirementsError as error:
-            raise ImageUnavailable("failed", str(error)) from None
+            raise ImageUnavailable(Outcome.FAILED, str(error)) from None
         except (ImageError, docker.errors.DockerException, requests.RequestException) as error:
             raise ImageUnavailable(
-                "sandbox_error", f"no sandbox image with the requirements: {error}"
+                Outcome.SANDBOX_ERROR, f"no sandbox image with the requirements: {error}"
             ) from None
         finally:
             lock, users = self._locks[key]

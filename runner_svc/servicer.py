@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
+from prism import logs
 from prism import runner_protocol as protocol
 from prism.errors import InvalidArgument, PrismError
+from prism.rpc import abort
 from prism.runner_protocol import SLOTS_KEY
-from prism.service import abort, unexpected
 from prism.trial import Outcome, not_run
 from prism.v1 import runner_pb2, runner_pb2_grpc
-from runner_svc.executor import Outbox, TrialExecutor, accepted_event, finished_event
+from runner_svc.executor import Outbox, TrialExecutor, accepted_event
 
 MAX_TRIAL_ID = 200
 # A stream quiet this long gets a heartbeat: the orchestrator takes a longer
 # silence (PRISM_RUNNER_SILENCE_SECONDS) for a hung runner.
 HEARTBEAT_SECONDS = 2.0
 
-logger = logging.getLogger("runner.servicer")
+log = logs.get("runner.servicer")
 
 
 def validate(trial_id: str) -> None:
@@ -57,7 +57,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
             except PrismError as error:
                 outbox.put_nowait(error)
             except Exception as error:
-                unexpected(logger, "reading the orchestrator's commands failed", error)
+                logs.unexpected(log, "reading the orchestrator's commands failed", error)
             finally:
                 outbox.put_nowait(None)
 
@@ -106,7 +106,7 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         except PrismError:
             raise
         except Exception as error:
-            error_id = unexpected(logger, "a command failed", error, trial=trial_id)
+            error_id = logs.unexpected(log, "a command failed", error, execution=trial_id)
             reason = f"the runner could not take the trial (error id {error_id})"
             outbox.put_nowait(accepted_event(trial_id, None))
-            outbox.put_nowait(finished_event(trial_id, not_run(Outcome.SANDBOX_ERROR, reason)))
+            outbox.put_nowait(protocol.finished(trial_id, not_run(Outcome.SANDBOX_ERROR, reason)))

@@ -175,5 +175,5 @@ class FakeImages:
         self.requested.append(tuple(requirements))
         await self._built.wait()
         if "refused" in requirements:
-            raise ImageUnavailable("failed", "pip could not find the requirement refused")
+            raise ImageUnavailable(Outcome.FAILED, "pip could not find the requirement refused")
         return "prism-sandbox:with-" + "-".join(sorted(requirements))

@@ -34,7 +34,7 @@ MiB = 2**20
 # zero-width characters, line and paragraph separators, the byte order mark).
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 STREAM_DROPS = ("runner stream closed", "runner silent; closing its stream", "runner link failed")
-# What the services log when something unexpected failed (prism.service.unexpected and
+# What the services log when something unexpected failed (prism.logs.unexpected and
 # the loops' own exception logs): none of it may be a trial's doing.
 UNEXPECTED = (
     "a call failed",
