@@ -208,15 +208,19 @@ class Dispatcher:
                 self.kick()
 
     async def _dispatch_pending(self) -> None:
-        links = {link.name: link for link in self.links if link.up}
-        free = {name: link.free for name, link in links.items()}
-        candidates = await self._db(store.dispatchable, sum(max(0, n) for n in free.values()))
-        for item, runner in scheduler.place(candidates, free):
-            link = links[runner]
+        free = sum(max(0, link.free) for link in self.links if link.up)
+        for item in await self._db(store.dispatchable, free):
+            # Placed one at a time, on the links as they are now: a stream may have
+            # closed, or a runner come back with fewer slots, during the last write.
+            links = {link.name: link for link in self.links if link.up}
+            placed = scheduler.place([item], {name: link.free for name, link in links.items()})
+            if not placed:
+                return  # a runner connecting or a trial finishing kicks the loop again
+            [(_, runner)] = placed
             trial = await self._write(store.assign, item.trial.id, runner)
             if trial is None:
                 continue
-            if not link.dispatch(store.Dispatchable(trial, item.source, item.spec)):
+            if not links[runner].dispatch(store.Dispatchable(trial, item.source, item.spec)):
                 # The stream closed during the write: nothing was sent, so
                 # the trial may safely go to another runner.
                 await self._write(store.unassign, trial.id, runner, "stream closed before send")

@@ -178,20 +178,21 @@ class RunnerLink:
             await call.wait_for_connection()
             slots = protocol.slots_from_metadata(await call.initial_metadata())
             # A runner speaks first, with its Hello. One older than Hello says nothing
-            # until its first heartbeat (or, quiet, at all): its first event is then
-            # handled like any other. (The read is waited for, never cancelled: that
-            # would cancel the call.)
+            # until its first heartbeat (or, quiet, at all): the link goes on without,
+            # and its first event is then handled like any other. (The read is waited
+            # for, never cancelled: that would cancel the call.)
             reading = asyncio.ensure_future(self._read(call))
             await asyncio.wait([reading], timeout=HELLO_SECONDS)
-            first = reading.result() if reading.done() else None
-            if reading.done() and first is None:
-                return
-            hello = first if isinstance(first, protocol.Hello) else None
-            if hello is not None:
-                if hello.runner != self.name:
-                    self._refuse(hello.runner)
+            first: protocol.Event | None = None
+            if reading.done():
+                first, reading = reading.result(), None
+                if first is None:
                     return
-                slots, self.capabilities = hello.slots, hello.capabilities
+            self.capabilities = frozenset()
+            if isinstance(first, protocol.Hello):
+                if not self._greeted(first):
+                    return
+                slots, first = first.slots, None
             self.slots = slots
             held, abandoned = await self._reports.held_by(self.name)
             outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
@@ -220,13 +221,16 @@ class RunnerLink:
             if not self._unanswered:
                 self._answered()
             writer = asyncio.create_task(self._write(call, outbox))
-            if hello is None and first is not None:
-                await self._handle(first)
+            event: protocol.Event | None = first
             while True:
-                event = await (reading if not reading.done() else self._read(call))
+                if event is not None and not await self._handle(event):
+                    return
+                if reading is not None:
+                    event, reading = await reading, None
+                else:
+                    event = await self._read(call)
                 if event is None:
                     return
-                await self._handle(event)
         finally:
             call.cancel()
             if reading is not None:
@@ -256,7 +260,11 @@ class RunnerLink:
             if event is not None:  # a kind this version does not know is ignored
                 return event
 
-    async def _handle(self, event: protocol.Event) -> None:
+    async def _handle(self, event: protocol.Event) -> bool:
+        """Act on one event; False when the stream must close."""
+        if isinstance(event, protocol.Hello):
+            # Late (after HELLO_SECONDS, a loaded runner): still checked and applied.
+            return self._greeted(event)
         if isinstance(event, protocol.Accepted):
             if self._unanswered:
                 self._unanswered.discard(event.execution_id)
@@ -269,24 +277,31 @@ class RunnerLink:
         elif isinstance(event, protocol.Finished):
             self.in_flight.discard(event.execution_id)
             await self._reports.trial_finished(event.execution_id, event.result)
+        return True
+
+    def _greeted(self, hello: protocol.Hello) -> bool:
+        """Take a runner's Hello: its slots and capabilities, if it is the runner
+        configured at this address. A runner under another name holds other records:
+        sending it this runner's trials could run them twice, so its stream closes
+        (said once per name, not per retry)."""
+        if hello.runner != self.name:
+            if hello.runner != self._refused_as:
+                self._refused_as = hello.runner
+                log.error(
+                    "runner refused: its name is not the configured one",
+                    runner=self.name,
+                    address=self.address,
+                    says=hello.runner[:100],
+                )
+            return False
+        self.slots, self.capabilities = hello.slots, hello.capabilities
+        return True
 
     def _answered(self) -> None:
         """The runner has answered for everything it holds: it is up."""
         self.down_since = None
         self.reconciled.set()
         self._reports.runner_up(self.name)
-
-    def _refuse(self, said: str) -> None:
-        """A runner at this address under another name holds other records: sending it
-        this runner's trials could run them twice. Said once per name, not per retry."""
-        if said != self._refused_as:
-            self._refused_as = said
-            log.error(
-                "runner refused: its name is not the configured one",
-                runner=self.name,
-                address=self.address,
-                says=said,
-            )
 
     @staticmethod
     async def _write(

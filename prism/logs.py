@@ -61,6 +61,10 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
+    # The standard library's other names for two of them, which PRISM_LOG_LEVEL took
+    # before this module read it.
+    "warn": logging.WARNING,
+    "fatal": logging.CRITICAL,
 }
 # Where a record keeps its fields between the Logger and the formatter.
 _FIELDS = "prism_fields"

@@ -35,7 +35,12 @@ CAPABILITIES = ("metric_batches",)
 # A runner that says nothing of its slots gets this many trials at once.
 DEFAULT_SLOTS = 4
 MAX_SLOTS = 1024
-MAX_RUNNER_NAME = 100
+# The longest execution id either side takes (the orchestrator's are far shorter).
+MAX_EXECUTION_ID = 200
+# What is kept of a Hello's name (compared whole with the configured one, so a longer
+# name is refused) and of each capability.
+MAX_RUNNER_NAME = 1024
+MAX_CAPABILITY = 100
 MAX_CAPABILITIES = 32
 
 
@@ -166,8 +171,8 @@ Event = Hello | Accepted | Started | Metrics | Finished | Heartbeat
 
 
 def read_event(event: runner_pb2.RunnerEvent) -> Event | None:
-    """The event as a typed value; None for a kind this version does not know (a newer
-    runner's), which the orchestrator ignores."""
+    """The event as a typed value; None for one to ignore: a kind this version does not
+    know (a newer runner's), or an execution id no orchestrator makes."""
     kind = event.WhichOneof("event")
     if kind == "hello":
         return Hello(
@@ -175,23 +180,26 @@ def read_event(event: runner_pb2.RunnerEvent) -> Event | None:
             slots=_slots(event.hello.slots),
             protocol=event.hello.protocol,
             capabilities=frozenset(
-                name[:MAX_RUNNER_NAME] for name in event.hello.capabilities[:MAX_CAPABILITIES]
+                name[:MAX_CAPABILITY] for name in event.hello.capabilities[:MAX_CAPABILITIES]
             ),
         )
-    if kind == "accepted":
-        return Accepted(event.accepted.trial_id)
-    if kind == "started":
-        return Started(event.started.trial_id)
-    if kind == "metric":
-        return Metrics(
-            event.metric.trial_id,
-            tuple(text for text in event.metric.values_json if _looks_like_an_object(text)),
-        )
-    if kind == "finished":
-        return Finished(event.finished.trial_id, TrialResult.from_proto(event.finished.result))
     if kind == "heartbeat":
         return Heartbeat()
-    return None
+    if kind not in ("accepted", "started", "metric", "finished"):
+        return None
+    execution_id = getattr(event, kind).trial_id
+    if len(execution_id) > MAX_EXECUTION_ID:
+        return None
+    if kind == "accepted":
+        return Accepted(execution_id)
+    if kind == "started":
+        return Started(execution_id)
+    if kind == "metric":
+        return Metrics(
+            execution_id,
+            tuple(text for text in event.metric.values_json if _looks_like_an_object(text)),
+        )
+    return Finished(execution_id, TrialResult.from_proto(event.finished.result))
 
 
 def slots_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> int:

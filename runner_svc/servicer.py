@@ -16,7 +16,6 @@ from prism.trial import Outcome, not_run
 from prism.v1 import runner_pb2, runner_pb2_grpc
 from runner_svc.executor import Outbox, TrialExecutor, accepted_event
 
-MAX_TRIAL_ID = 200
 # A stream quiet this long gets a heartbeat: the orchestrator takes a longer
 # silence (PRISM_RUNNER_SILENCE_SECONDS) for a hung runner.
 HEARTBEAT_SECONDS = 2.0
@@ -27,8 +26,8 @@ log = logs.get("runner.servicer")
 def validate(trial_id: str) -> None:
     """The orchestrator makes trial ids: a bad one is a broken peer, which
     ends the stream. A bad script or bad parameters fail only their trial."""
-    if not trial_id or len(trial_id) > MAX_TRIAL_ID:
-        raise InvalidArgument("trial_id", f"must be 1 to {MAX_TRIAL_ID} characters")
+    if not trial_id or len(trial_id) > protocol.MAX_EXECUTION_ID:
+        raise InvalidArgument("trial_id", f"must be 1 to {protocol.MAX_EXECUTION_ID} characters")
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerServicer):

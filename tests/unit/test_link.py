@@ -74,8 +74,10 @@ class ScriptedRunner(runner_pb2_grpc.RunnerServicer):
         *,
         metadata_slots: str = "",
         metrics: tuple[str, ...] = (),
+        hello_after: float = 0.0,
     ) -> None:
         self.hello = hello
+        self.hello_after = hello_after
         self.metadata_slots = metadata_slots
         self.metrics = metrics
         self.commands: list[runner_pb2.RunnerCommand] = []
@@ -90,6 +92,7 @@ class ScriptedRunner(runner_pb2_grpc.RunnerServicer):
         if self.metadata_slots:
             await context.send_initial_metadata(((protocol.SLOTS_KEY, self.metadata_slots),))
         if self.hello is not None:
+            await asyncio.sleep(self.hello_after)
             yield self.hello
         async for command in request_iterator:
             self.commands.append(command)
@@ -228,7 +231,7 @@ def test_read_event_bounds_what_a_broken_runner_could_send() -> None:
     hello = protocol.read_event(
         runner_pb2.RunnerEvent(
             hello=runner_pb2.Hello(
-                protocol=9, runner="r" * 1000, slots=10**9, capabilities=["x"] * 1000
+                protocol=9, runner="r" * 5000, slots=10**9, capabilities=["x"] * 1000
             )
         )
     )
@@ -237,3 +240,51 @@ def test_read_event_bounds_what_a_broken_runner_could_send() -> None:
     assert hello.protocol == 9 and hello.capabilities == frozenset({"x"})
     zero = protocol.read_event(runner_pb2.RunnerEvent(hello=runner_pb2.Hello(runner="r")))
     assert isinstance(zero, protocol.Hello) and zero.slots == protocol.DEFAULT_SLOTS
+
+
+def test_a_late_hello_is_still_checked_and_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A loaded runner's Hello may come after the link went on without it.
+    monkeypatch.setattr(link_module, "HELLO_SECONDS", 0.05)
+    runner = ScriptedRunner(protocol.hello("runner-1", 6), hello_after=0.3, metadata_slots="2")
+
+    async def scenario(link: RunnerLink, reports: Reports) -> None:
+        await reports.up.wait()
+        assert link.slots == 2 and link.capabilities == frozenset()
+        while link.slots != 6:  # noqa: ASYNC110 - the link's own state
+            await asyncio.sleep(0.02)
+        assert link.capabilities == frozenset(protocol.CAPABILITIES) and link.up
+
+    run(scenario, runner)
+
+
+def test_a_late_hello_under_another_name_closes_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(link_module, "HELLO_SECONDS", 0.05)
+    runner = ScriptedRunner(protocol.hello("someone-else", 4), hello_after=0.3, metadata_slots="2")
+
+    async def scenario(link: RunnerLink, reports: Reports) -> None:
+        await reports.up.wait()
+        # Up without a Hello (as a runner older than it); then the Hello comes, and the
+        # link closes that stream (and opens another) without taking its slots.
+        while runner.streams < 2:  # noqa: ASYNC110 - the count is the fake runner's
+            await asyncio.sleep(0.02)
+        assert link.slots == 2
+
+    run(scenario, runner)
+
+
+def test_events_with_ids_no_orchestrator_makes_are_ignored() -> None:
+    long_id = "s/" + "0" * protocol.MAX_EXECUTION_ID
+    for event in (
+        protocol.accepted(long_id, protocol.Previous.NONE),
+        protocol.started(long_id),
+        protocol.metrics(long_id, ["{}"]),
+        protocol.finished(long_id, RESULT),
+    ):
+        assert protocol.read_event(event) is None
+    assert protocol.read_event(protocol.started("s/0")) == protocol.Started("s/0")
+    # A name is compared whole: one longer than the cap cannot match any configured.
+    name = "r" * (protocol.MAX_RUNNER_NAME + 1)
+    hello = protocol.read_event(protocol.hello(name, 1))
+    assert isinstance(hello, protocol.Hello) and hello.runner != name

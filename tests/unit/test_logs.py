@@ -77,7 +77,9 @@ def test_the_default_level_is_info(captured: Captured) -> None:
         ("debug", ["debug", "info", "warning", "error"]),
         ("INFO", ["info", "warning", "error"]),
         ("warning", ["warning", "error"]),
+        ("WARN", ["warning", "error"]),
         ("error", ["error"]),
+        ("fatal", []),
     ],
 )
 def test_the_level_filters_what_is_written(

@@ -14,12 +14,11 @@ def test_every_waiter_of_a_sweep_hears_of_its_end() -> None:
         async def not_yet() -> bool:
             return False
 
-        waiters = [asyncio.create_task(news.wait_finished("s", 5, not_yet)) for _ in range(3)]
-        # One more that gives up early must not leave the others deaf.
-        impatient = asyncio.create_task(news.wait_finished("s", 0.01, not_yet))
-        await asyncio.sleep(0.05)
+        waiters = [asyncio.create_task(news.wait_finished("s", 30, not_yet)) for _ in range(3)]
+        # One more that gives up first must not leave the others deaf.
+        impatient = await news.wait_finished("s", 0.01, not_yet)
         news.finished("s")
-        return [*await asyncio.gather(*waiters), await impatient]
+        return [*await asyncio.gather(*waiters), impatient]
 
     assert asyncio.run(scenario()) == [True, True, True, False]
 

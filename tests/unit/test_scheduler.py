@@ -82,7 +82,16 @@ def test_only_infrastructure_failures_are_retried(
 def test_every_outcome_is_either_final_or_an_infrastructure_failure() -> None:
     # A new outcome must be placed on one side on purpose.
     infrastructure = {o for o in Outcome if o.infrastructure}
+    final = {o for o in Outcome if not o.infrastructure}
     assert infrastructure == {Outcome.SANDBOX_ERROR, Outcome.RUNNER_LOST}
+    assert final == {
+        Outcome.SUCCEEDED,
+        Outcome.FAILED,
+        Outcome.TIMED_OUT,
+        Outcome.OOM_KILLED,
+        Outcome.OUTPUT_LIMIT,
+        Outcome.CANCELLED,
+    }
 
 
 def test_retry_backoff_doubles_up_to_its_cap() -> None:
