@@ -94,7 +94,9 @@ def test_only_the_protocol_module_builds_runner_messages() -> None:
         if module == "prism.runner_protocol":
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if (
+            if isinstance(node, ast.ImportFrom) and node.module == "prism.v1.runner_pb2":
+                builders.append(f"{module}:{node.lineno}")
+            elif (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name)
