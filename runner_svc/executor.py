@@ -36,6 +36,9 @@ from sandbox import MAX_SCRIPT_BYTES, Limits, MetricCallback
 
 log = logs.get("runner.executor")
 
+# How often a cancel is tried again while a run is being handed to the sandbox.
+CANCEL_RETRY_SECONDS = 0.05
+
 Outbox = asyncio.Queue  # of runner_pb2.RunnerEvent (or None / an error for the stream itself)
 
 
@@ -147,6 +150,8 @@ class _RunningTrial:
     preparing: bool = False
     # Asked to stop: checked again before its container starts.
     cancelled: bool = False
+    # Handed to the sandbox and not yet returned from it.
+    in_sandbox: bool = False
 
     @property
     def trial_id(self) -> str:
@@ -193,7 +198,13 @@ class TrialExecutor:
             trial.cancelled = True
             trial.subscribe(outbox)
             outbox.put_nowait(accepted_event(trial_id, previous))
-            await asyncio.to_thread(self._sandbox.cancel, trial_id)
+            # The sandbox knows a run only once its worker thread has begun it: a
+            # cancel in between finds nothing to stop, so it is tried again until it
+            # takes or the run is over. (Before the run, the flag stops it.)
+            while not await asyncio.to_thread(self._sandbox.cancel, trial_id):
+                if not trial.in_sandbox:
+                    return
+                await asyncio.sleep(CANCEL_RETRY_SECONDS)
             return
         await self._replay(trial_id, previous, outbox)
 
@@ -324,18 +335,24 @@ class TrialExecutor:
             if trial.cancelled:
                 return not_run(Outcome.CANCELLED, "cancelled before it started")
             await self._db(store.mark_started, trial_id)
+            if trial.cancelled:  # while it was marked started
+                return not_run(Outcome.CANCELLED, "cancelled before it started")
             trial.publish(protocol.started(trial_id))
-            result = await loop.run_in_executor(
-                self._pool,
-                lambda: self._sandbox.run(
-                    trial_id,
-                    run.script,
-                    run.params_json,
-                    Limits(**protocol.limits_of(run)),
-                    image=image,
-                    on_metric=metrics.add,
-                ),
-            )
+            trial.in_sandbox = True
+            try:
+                result = await loop.run_in_executor(
+                    self._pool,
+                    lambda: self._sandbox.run(
+                        trial_id,
+                        run.script,
+                        run.params_json,
+                        Limits(**protocol.limits_of(run)),
+                        image=image,
+                        on_metric=metrics.add,
+                    ),
+                )
+            finally:
+                trial.in_sandbox = False
             metrics.flush()  # what the last wake-up had no time to take
         if self._closing and result.outcome == Outcome.CANCELLED:
             # Stopped by our own shutdown, not by a user: infrastructure.

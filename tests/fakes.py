@@ -55,6 +55,10 @@ class FakeSandbox:
         self._cancelled: set[str] = set()
         # Released by the test, whether they are blocked yet or not.
         self._released: set[str] = set()
+        # Cleared by a test to hold each run between its thread's start and the moment
+        # the sandbox knows it (the real one takes a little while there too).
+        self.starting = threading.Event()
+        self.starting.set()
 
     def run(
         self,
@@ -72,6 +76,8 @@ class FakeSandbox:
             pass
         else:
             raise AssertionError("Sandbox.run blocks: it must be called on a worker thread")
+        if not self.starting.wait(WAIT_SECONDS):
+            raise AssertionError(f"trial {trial_id} was never let start")
         with self._changed:
             if trial_id in self._running:
                 return not_run(

@@ -556,3 +556,25 @@ def test_after_recovery_a_forgotten_trial_runs_and_an_interrupted_one_replays(
     assert previous(interrupted) == PREVIOUS.PREVIOUS_FINISHED
     assert result(interrupted).outcome == trial_pb2.OUTCOME_SANDBOX_ERROR
     assert ran == ["queued/0"]
+
+
+def test_a_cancel_while_the_run_is_handed_to_the_sandbox_still_stops_it(db: DbThread) -> None:
+    """Between the trial's start and the moment the sandbox knows its run, a cancel finds
+    nothing to stop: it is tried again, so the trial ends cancelled instead of running on
+    (here it would block until the fake gives up)."""
+
+    async def scenario() -> list[Event]:
+        async with runner(db) as r:
+            r.sandbox.starting.clear()
+            sent = await r.send("t/0", "block")
+            while "started" not in kinds(waiting(sent)):  # noqa: ASYNC110 - the fake's state
+                await asyncio.sleep(0.01)
+            stop = asyncio.create_task(r.cancel("t/0"))
+            await asyncio.sleep(0.2)  # the cancel finds no run yet
+            assert not stop.done() and r.sandbox.cancels
+            r.sandbox.starting.set()
+            events = await until_finished(await stop)
+            return events
+
+    events = run_async(scenario())
+    assert result(events).outcome == trial_pb2.OUTCOME_CANCELLED
