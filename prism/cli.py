@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from prism.environ import env, read_secret
+from prism.client import default_token
+from prism.environ import env
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-
-
-def token() -> str | None:
-    found = read_secret("PRISM_API_TOKEN")
-    if found:
-        return found
-    path = Path(env("PRISM_DATA_DIR", ".prism")) / "api_token"
-    return path.read_text().strip() if path.is_file() else None
 
 
 def call(args: argparse.Namespace, stub: orchestrator_pb2_grpc.OrchestratorStub) -> Message:
@@ -61,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     status = commands.add_parser("status", help="a sweep's progress and results")
     status.add_argument("sweep_id")
     args = parser.parse_args(argv)
-    args.token = args.token or token()
+    args.token = args.token or default_token()
     with grpc.insecure_channel(args.address) as channel:
         try:
             reply = call(args, orchestrator_pb2_grpc.OrchestratorStub(channel))

@@ -3,8 +3,10 @@ file are this test stack's)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 
 from tests.conftest import REPO, RunningStack
 
@@ -33,3 +35,33 @@ def test_your_first_real_sweep_works_verbatim(stack: RunningStack, tmp_path) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     assert """{"layers": 1, "lr": 0.01} {'loss': 0.1}""" in done.stdout
     assert '"stdout":"PRISM_METRIC' in done.stdout
+
+
+def test_the_python_example_works_verbatim(stack: RunningStack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### The same from Python", 1)[1].split("\n### ", 1)[0]
+    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    # The tutorial's first step writes train.py (and starts its own sweep).
+    first = "set -euo pipefail\n" + tutorial_blocks()[0]
+    first = first.replace("http://127.0.0.1:8080", f"http://{stack.gateway}")
+    first = first.replace(".prism/api_token", str(stack.layout.api_token_file))
+    subprocess.run(["bash", "-c", first], cwd=tmp_path, check=True, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PRISM_ADDRESS": stack.gateway,
+            "PRISM_API_TOKEN_FILE": str(stack.layout.api_token_file),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = [line for line in example.splitlines() if line.startswith("# ") and "…" not in line]
+    lines = done.stdout.splitlines()
+    assert sorted(lines[:6]) == [f"trial {i}: succeeded" for i in range(6)]
+    assert lines[6:] == [line.removeprefix("# ") for line in shown[1:]]
+    assert shown[0].removeprefix("# ") in lines

@@ -1,0 +1,501 @@
+"""A Python client of the Prism API, over gRPC with the generated stubs.
+
+    from prism.client import Client, Objective, SweepSpec, choice, loguniform, random_search
+
+    with Client() as prism:
+        sweep = prism.create(
+            SweepSpec(
+                task="tune the learning rate",
+                script=open("train.py").read(),
+                parameters=random_search(20, lr=loguniform(1e-4, 1e-1), layers=choice(1, 2, 3)),
+                objective=Objective("loss", "minimize"),
+            )
+        )
+        done = prism.wait(sweep.id)
+        print(done.state, done.best_trial.params)
+
+Where it connects: `target`, else PRISM_ADDRESS, else the gateway on 127.0.0.1:8080 (the
+orchestrator's own port answers the same calls). Its token: `token`, else PRISM_API_TOKEN,
+PRISM_API_TOKEN_FILE, else the api_token file under PRISM_DATA_DIR (.prism), which `make up`
+writes.
+
+Answers are the API's own messages (prism.v1.orchestrator_pb2, typed); a watch yields
+`Event`s. Errors are raised as `ApiError` and its subclasses:
+
+    ApiError                   any other status (its `code` says which)
+    ├── InvalidArgument        INVALID_ARGUMENT: `violations` names each field and its rule
+    ├── NotFound               NOT_FOUND
+    ├── Unauthenticated        UNAUTHENTICATED: a missing or wrong token
+    ├── Unavailable            UNAVAILABLE: the service is unreachable, recovering or closed
+    └── DeadlineExceeded       DEADLINE_EXCEEDED
+
+Every call has a deadline (`timeout`, 30 s); a watch has none, and after a dropped connection
+it reconnects and resumes after the last event it yielded.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
+
+from prism.environ import env, read_secret
+from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:8080"
+DEFAULT_TIMEOUT = 30.0
+# How long a watch keeps trying to reconnect before it gives up.
+RECONNECT_SECONDS = 60.0
+_PAGE = 100
+
+
+# Errors.
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class ApiError(Exception):
+    """A call the service answered with an error status, or could not be made."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        violations: Sequence[FieldViolation] = (),
+    ) -> None:
+        super().__init__(f"{code.name.lower()}: {message}")
+        self.code = code
+        self.message = message
+        self.violations = tuple(violations)
+
+
+class InvalidArgument(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Unauthenticated(ApiError):
+    pass
+
+
+class Unavailable(ApiError):
+    pass
+
+
+class DeadlineExceeded(ApiError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def error_from(error: grpc.RpcError) -> ApiError:
+    """The ApiError for a failed call, with the field violations of its rich status."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    message: str = error.details() or ""  # type: ignore[attr-defined]
+    violations = []
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                request = error_details_pb2.BadRequest()
+                detail.Unpack(request)
+                violations += [
+                    FieldViolation(v.field, v.description) for v in request.field_violations
+                ]
+    return _BY_CODE.get(code, ApiError)(code, message, violations)
+
+
+class UnsafeArtifactName(ValueError):
+    """An artifact name that would land outside the download's folder."""
+
+
+# The sweep spec.
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One parameter's distribution in a random search."""
+
+    kind: str
+    values: tuple[Any, ...]
+
+    def to_json(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.values)}
+
+
+def uniform(low: float, high: float) -> Distribution:
+    return Distribution("uniform", (low, high))
+
+
+def loguniform(low: float, high: float) -> Distribution:
+    return Distribution("loguniform", (low, high))
+
+
+def integer(low: int, high: int) -> Distribution:
+    """An integer from low to high, both included."""
+    return Distribution("int", (low, high))
+
+
+def choice(*values: Any) -> Distribution:
+    return Distribution("choice", values)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """How a sweep chooses its parameter sets: one of grid, random_search, listed."""
+
+    space: dict[str, Any]
+
+
+def grid(**values: Sequence[Any]) -> Parameters:
+    """Every combination of the listed values."""
+    return Parameters({"grid": {name: list(v) for name, v in values.items()}})
+
+
+def random_search(trials: int, *, seed: int = 0, **distributions: Distribution) -> Parameters:
+    """`trials` sets drawn from the distributions (the same seed draws the same sets)."""
+    parameters = {name: d.to_json() for name, d in distributions.items()}
+    return Parameters({"random": {"trials": trials, "seed": seed, "parameters": parameters}})
+
+
+def listed(*sets: Mapping[str, Any]) -> Parameters:
+    """Exactly these parameter sets, in order."""
+    return Parameters({"list": [dict(s) for s in sets]})
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    goal: str = "minimize"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A trial's limits; None keeps the service's default."""
+
+    wall_seconds: float | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+    processes: int | None = None
+    output_kb: int | None = None
+    workspace_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep as the API takes it (see the README's spec reference for every rule)."""
+
+    task: str
+    script: str = ""
+    parameters: Parameters | None = None
+    objective: Objective | None = None
+    max_parallel: int = 0
+    retries: int = 0
+    limits: Limits = field(default_factory=Limits)
+    requirements: Sequence[str] = ()
+    examples: Sequence[str] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as the JSON API takes it."""
+        spec: dict[str, Any] = {"task": self.task}
+        if self.script:
+            spec["script"] = self.script
+        if self.examples:
+            spec["examples"] = list(self.examples)
+        if self.parameters is not None:
+            spec["parameters"] = self.parameters.space
+        if self.objective is not None:
+            spec["objective"] = {"metric": self.objective.metric, "goal": self.objective.goal}
+        if self.max_parallel:
+            spec["maxParallel"] = self.max_parallel
+        if self.retries:
+            spec["retries"] = self.retries
+        limits = {
+            _camel(name): value for name, value in vars(self.limits).items() if value is not None
+        }
+        if limits:
+            spec["limits"] = limits
+        if self.requirements:
+            spec["requirements"] = list(self.requirements)
+        return spec
+
+    def to_proto(self) -> orchestrator_pb2.SweepSpec:
+        return spec_message(self.to_json())
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
+def spec_message(spec: Mapping[str, Any]) -> orchestrator_pb2.SweepSpec:
+    """A JSON spec (as a dict) as the API's message; a field it does not have is an
+    InvalidArgument naming it, not dropped."""
+    try:
+        return json_format.ParseDict(dict(spec), orchestrator_pb2.SweepSpec())
+    except json_format.ParseError as error:
+        raise InvalidArgument(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            str(error),
+            [FieldViolation("sweep", str(error))],
+        ) from None
+
+
+# Events.
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a sweep's log (see the README's event kinds)."""
+
+    seq: int
+    kind: str
+    # The trial it is about; None for the sweep's own events.
+    trial_index: int | None
+    data: dict[str, Any]
+    time: float
+    # The last event of the watch: the sweep has its final state.
+    final: bool
+    # The sweep's state, on the final event.
+    sweep_state: str
+
+    @classmethod
+    def from_proto(cls, event: orchestrator_pb2.SweepEvent) -> Event:
+        return cls(
+            seq=event.seq,
+            kind=event.kind,
+            trial_index=event.trial_index if event.trial_index >= 0 else None,
+            data=json_format.MessageToDict(event.data),
+            time=event.time.ToMicroseconds() / 1e6,
+            final=event.final,
+            sweep_state=event.sweep_state,
+        )
+
+
+# The client.
+
+
+def default_token() -> str | None:
+    found = read_secret("PRISM_API_TOKEN")
+    if found:
+        return found
+    path = Path(env("PRISM_DATA_DIR", ".prism")) / "api_token"
+    return path.read_text().strip() if path.is_file() else None
+
+
+class Client:
+    """The Prism API over one gRPC channel. Use it as a context manager, or close() it."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.target = target or env("PRISM_ADDRESS", DEFAULT_ADDRESS)
+        self._metadata = (("authorization", f"Bearer {token or default_token() or ''}"),)
+        self._timeout = timeout
+        self._channel = grpc.insecure_channel(self.target)
+        self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, method)(
+                request, metadata=self._metadata, timeout=timeout or self._timeout
+            )
+        except grpc.RpcError as error:
+            raise error_from(error) from None
+
+    def create(
+        self,
+        spec: SweepSpec | Mapping[str, Any] | orchestrator_pb2.SweepSpec,
+        *,
+        request_id: str = "",
+    ) -> orchestrator_pb2.Sweep:
+        """Start a sweep. With a request id, a repeated call (a retry after a lost answer)
+        returns the sweep the first one started instead of starting another."""
+        if isinstance(spec, SweepSpec):
+            message = spec.to_proto()
+        elif isinstance(spec, orchestrator_pb2.SweepSpec):
+            message = spec
+        else:
+            message = spec_message(spec)
+        request = orchestrator_pb2.CreateSweepRequest(sweep=message, request_id=request_id)
+        sweep: orchestrator_pb2.Sweep = self._call("CreateSweep", request)
+        return sweep
+
+    def get(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+        sweep: orchestrator_pb2.Sweep = self._call(
+            "GetSweep", orchestrator_pb2.GetSweepRequest(sweep_id=sweep_id)
+        )
+        return sweep
+
+    def trial(self, sweep_id: str, index: int) -> orchestrator_pb2.Trial:
+        trial: orchestrator_pb2.Trial = self._call(
+            "GetTrial", orchestrator_pb2.GetTrialRequest(sweep_id=sweep_id, index=index)
+        )
+        return trial
+
+    def list(self, *, page_size: int = _PAGE) -> Iterator[orchestrator_pb2.Sweep]:
+        """Every sweep, newest first, page after page as the iteration needs them."""
+        token = ""
+        while True:
+            page: orchestrator_pb2.ListSweepsResponse = self._call(
+                "ListSweeps",
+                orchestrator_pb2.ListSweepsRequest(page_size=page_size, page_token=token),
+            )
+            yield from page.sweeps
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+        sweep: orchestrator_pb2.Sweep = self._call(
+            "CancelSweep", orchestrator_pb2.CancelSweepRequest(sweep_id=sweep_id)
+        )
+        return sweep
+
+    def watch(
+        self,
+        sweep_id: str,
+        *,
+        after_seq: int = 0,
+        timeout: float | None = None,
+        reconnect_seconds: float = RECONNECT_SECONDS,
+    ) -> Iterator[Event]:
+        """The sweep's events after `after_seq`, then live ones, up to its final event
+        (heartbeats left out). A dropped connection is reopened, resuming after the last
+        event yielded, for up to `reconnect_seconds`; an error the service answers is
+        raised, and DeadlineExceeded once `timeout` seconds have passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failing_since: float | None = None
+        while True:
+            request = orchestrator_pb2.WatchSweepRequest(sweep_id=sweep_id, after_seq=after_seq)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                for message in self._stub.WatchSweep(
+                    request, metadata=self._metadata, timeout=left
+                ):
+                    failing_since = None
+                    if message.kind == "heartbeat":
+                        continue
+                    event = Event.from_proto(message)
+                    if event.kind == "error":
+                        message_text = str(event.data.get("message", ""))
+                        raise ApiError(grpc.StatusCode.INTERNAL, message_text)
+                    after_seq = max(after_seq, event.seq)
+                    yield event
+                    if event.final:
+                        return
+            except grpc.RpcError as rpc_error:
+                error = error_from(rpc_error)
+                if not isinstance(error, Unavailable):
+                    raise error from None
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > reconnect_seconds:
+                    raise error from None
+            # Dropped, or ended without its final event (a proxy closing it): reopen.
+            time.sleep(0.5)
+
+    def wait(self, sweep_id: str, *, timeout: float | None = None) -> orchestrator_pb2.Sweep:
+        """The sweep once it has its final state; DeadlineExceeded after `timeout` s."""
+        for _ in self.watch(sweep_id, timeout=timeout):
+            pass
+        return self.get(sweep_id)
+
+    def logs(self, sweep_id: str, index: int) -> orchestrator_pb2.TrialLogs:
+        logs: orchestrator_pb2.TrialLogs = self._call(
+            "GetTrialLogs", orchestrator_pb2.GetTrialLogsRequest(sweep_id=sweep_id, index=index)
+        )
+        return logs
+
+    def artifacts(self, sweep_id: str, index: int) -> orchestrator_pb2.ListArtifactsResponse:
+        found: orchestrator_pb2.ListArtifactsResponse = self._call(
+            "ListArtifacts",
+            orchestrator_pb2.ListArtifactsRequest(sweep_id=sweep_id, index=index),
+        )
+        return found
+
+    def artifact(self, sweep_id: str, index: int, name: str) -> bytes:
+        body = self._call(
+            "GetArtifact",
+            orchestrator_pb2.GetArtifactRequest(sweep_id=sweep_id, index=index, name=name),
+        )
+        return bytes(body.data)
+
+    def download(
+        self, sweep_id: str, index: int, dest: str | os.PathLike[str]
+    ) -> builtins.list[Path]:
+        """Write the trial's artifacts under `dest` (made if missing); their paths. A name
+        that would land outside `dest` raises UnsafeArtifactName and writes nothing."""
+        root = Path(dest)
+        names = [a.name for a in self.artifacts(sweep_id, index).artifacts]
+        targets = [_inside(root, name) for name in names]
+        written: builtins.list[Path] = []
+        for name, target in zip(names, targets, strict=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.partial")
+            partial.write_bytes(self.artifact(sweep_id, index, name))
+            partial.replace(target)
+            written.append(target)
+        return written
+
+
+def _inside(root: Path, name: str) -> Path:
+    """Where an artifact of this name goes under root; raises for one that would not stay
+    there (absolute, '..', empty parts, a backslash or NUL, or a symlink out of root)."""
+    path = PurePosixPath(name)
+    parts = name.split("/")
+    if (
+        not name
+        or path.is_absolute()
+        or any(part in ("", ".", "..") for part in parts)
+        or "\\" in name
+        or "\0" in name
+    ):
+        raise UnsafeArtifactName(f"artifact name {name[:200]!r} would leave the download folder")
+    target = root.joinpath(*parts)
+    resolved_root = root.resolve()
+    if not target.resolve().is_relative_to(resolved_root):
+        raise UnsafeArtifactName(f"artifact name {name[:200]!r} would leave the download folder")
+    return target

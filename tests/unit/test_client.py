@@ -1,0 +1,155 @@
+"""The client's own parts, in-process: the spec builder, error mapping, artifact paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import any_pb2, json_format
+from google.rpc import error_details_pb2, status_pb2
+
+from prism import client
+from prism.client import (
+    InvalidArgument,
+    Limits,
+    NotFound,
+    Objective,
+    SweepSpec,
+    UnsafeArtifactName,
+    choice,
+    grid,
+    integer,
+    listed,
+    loguniform,
+    random_search,
+    uniform,
+)
+
+
+def test_the_builder_writes_the_json_spec_the_api_takes() -> None:
+    spec = SweepSpec(
+        task="tune",
+        script="print(1)",
+        parameters=random_search(
+            20,
+            seed=7,
+            lr=loguniform(1e-4, 1e-1),
+            momentum=uniform(0.5, 0.99),
+            layers=integer(1, 4),
+            act=choice("relu", "tanh"),
+        ),
+        objective=Objective("loss", "minimize"),
+        max_parallel=4,
+        retries=1,
+        limits=Limits(wall_seconds=60, memory_mb=512),
+        requirements=("numpy",),
+    )
+    assert spec.to_json() == {
+        "task": "tune",
+        "script": "print(1)",
+        "parameters": {
+            "random": {
+                "trials": 20,
+                "seed": 7,
+                "parameters": {
+                    "lr": {"loguniform": [1e-4, 1e-1]},
+                    "momentum": {"uniform": [0.5, 0.99]},
+                    "layers": {"int": [1, 4]},
+                    "act": {"choice": ["relu", "tanh"]},
+                },
+            }
+        },
+        "objective": {"metric": "loss", "goal": "minimize"},
+        "maxParallel": 4,
+        "retries": 1,
+        "limits": {"wallSeconds": 60, "memoryMb": 512},
+        "requirements": ["numpy"],
+    }
+    # The message the gRPC call carries says the same.
+    shown = json_format.MessageToDict(spec.to_proto())
+    assert shown["limits"] == {"wallSeconds": 60.0, "memoryMb": 512}
+    assert shown["parameters"]["random"]["trials"] == 20
+
+
+def test_grid_and_listed_parameters() -> None:
+    assert grid(lr=[0.1, 0.01], layers=(1, 2)).space == {
+        "grid": {"lr": [0.1, 0.01], "layers": [1, 2]}
+    }
+    assert listed({"a": 1}, {"a": 2}).space == {"list": [{"a": 1}, {"a": 2}]}
+    assert SweepSpec(task="t").to_json() == {"task": "t"}
+
+
+def test_a_spec_field_the_api_does_not_have_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        client.spec_message({"task": "t", "maxParalel": 2})
+    assert "maxParalel" in caught.value.message
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple = ()) -> None:
+        self._code, self._details, self._trailing = code, details, trailing
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple:
+        return self._trailing
+
+
+def test_errors_carry_their_code_message_and_field_violations() -> None:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="limits.cpus", description="> 0")
+        ]
+    )
+    detail = any_pb2.Any()
+    detail.Pack(bad)
+    status = status_pb2.Status(code=3, message="limits.cpus: > 0", details=[detail])
+    error = client.error_from(
+        Failed(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "limits.cpus: > 0",
+            (("grpc-status-details-bin", status.SerializeToString()),),
+        )
+    )
+    assert isinstance(error, InvalidArgument)
+    assert error.violations == (client.FieldViolation("limits.cpus", "> 0"),)
+    assert isinstance(client.error_from(Failed(grpc.StatusCode.NOT_FOUND, "no")), NotFound)
+    other = client.error_from(Failed(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy"))
+    assert type(other) is client.ApiError and other.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../up", "a/../../up", "/etc/passwd", "a//b", "./a", "a/.", "", "a\\..\\b", "nul\0"],
+)
+def test_an_artifact_name_that_would_leave_the_folder_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UnsafeArtifactName):
+        client._inside(tmp_path, name)
+
+
+def test_a_symlink_inside_the_folder_does_not_lead_out(tmp_path: Path) -> None:
+    (tmp_path / "dest").mkdir()
+    os.symlink(tmp_path, tmp_path / "dest" / "link")
+    with pytest.raises(UnsafeArtifactName):
+        client._inside(tmp_path / "dest", "link/escape.txt")
+    assert client._inside(tmp_path / "dest", "plots/a.png") == tmp_path / "dest" / "plots" / "a.png"
+
+
+def test_the_token_comes_from_the_environment_then_the_data_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("PRISM_API_TOKEN", "PRISM_API_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PRISM_DATA_DIR", str(tmp_path))
+    assert client.default_token() is None
+    (tmp_path / "api_token").write_text("from-file\n")
+    assert client.default_token() == "from-file"
+    monkeypatch.setenv("PRISM_API_TOKEN", "from-env")
+    assert client.default_token() == "from-env"
