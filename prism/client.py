@@ -29,16 +29,18 @@ Answers are the API's own messages (prism.v1.orchestrator_pb2, typed); a watch y
     ├── Unavailable            UNAVAILABLE: the service is unreachable, recovering or closed
     └── DeadlineExceeded       DEADLINE_EXCEEDED
 
-Every call has a deadline (`timeout`, 30 s); a watch has none, and after a dropped connection
-it reconnects and resumes after the last event it yielded.
+Every call has a deadline (`timeout`, 30 s); a watch has none unless given, and after a dropped
+connection it reconnects and resumes after the last event it yielded. `AsyncClient` is the
+asyncio twin, with the same calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -346,22 +348,10 @@ class Client:
         except grpc.RpcError as error:
             raise error_from(error) from None
 
-    def create(
-        self,
-        spec: SweepSpec | Mapping[str, Any] | orchestrator_pb2.SweepSpec,
-        *,
-        request_id: str = "",
-    ) -> orchestrator_pb2.Sweep:
+    def create(self, spec: SpecLike, *, request_id: str = "") -> orchestrator_pb2.Sweep:
         """Start a sweep. With a request id, a repeated call (a retry after a lost answer)
         returns the sweep the first one started instead of starting another."""
-        if isinstance(spec, SweepSpec):
-            message = spec.to_proto()
-        elif isinstance(spec, orchestrator_pb2.SweepSpec):
-            message = spec
-        else:
-            message = spec_message(spec)
-        request = orchestrator_pb2.CreateSweepRequest(sweep=message, request_id=request_id)
-        sweep: orchestrator_pb2.Sweep = self._call("CreateSweep", request)
+        sweep: orchestrator_pb2.Sweep = self._call("CreateSweep", _create(spec, request_id))
         return sweep
 
     def get(self, sweep_id: str) -> orchestrator_pb2.Sweep:
@@ -479,6 +469,153 @@ class Client:
             partial.replace(target)
             written.append(target)
         return written
+
+
+SpecLike = SweepSpec | Mapping[str, Any] | orchestrator_pb2.SweepSpec
+
+
+def _create(spec: SpecLike, request_id: str) -> orchestrator_pb2.CreateSweepRequest:
+    if isinstance(spec, SweepSpec):
+        message = spec.to_proto()
+    elif isinstance(spec, orchestrator_pb2.SweepSpec):
+        message = spec
+    else:
+        message = spec_message(spec)
+    return orchestrator_pb2.CreateSweepRequest(sweep=message, request_id=request_id)
+
+
+class AsyncClient:
+    """The asyncio twin of Client (grpc.aio): the same calls, awaited; `list` and `watch`
+    are async iterators. Use it as an async context manager, or await close()."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.target = target or env("PRISM_ADDRESS", DEFAULT_ADDRESS)
+        self._metadata = (("authorization", f"Bearer {token or default_token() or ''}"),)
+        self._timeout = timeout
+        self._channel = grpc.aio.insecure_channel(self.target)
+        self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self._stub, method)(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            raise error_from(error) from None
+
+    async def create(self, spec: SpecLike, *, request_id: str = "") -> orchestrator_pb2.Sweep:
+        sweep: orchestrator_pb2.Sweep = await self._call("CreateSweep", _create(spec, request_id))
+        return sweep
+
+    async def get(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+        sweep: orchestrator_pb2.Sweep = await self._call(
+            "GetSweep", orchestrator_pb2.GetSweepRequest(sweep_id=sweep_id)
+        )
+        return sweep
+
+    async def trial(self, sweep_id: str, index: int) -> orchestrator_pb2.Trial:
+        trial: orchestrator_pb2.Trial = await self._call(
+            "GetTrial", orchestrator_pb2.GetTrialRequest(sweep_id=sweep_id, index=index)
+        )
+        return trial
+
+    async def list(self, *, page_size: int = _PAGE) -> AsyncIterator[orchestrator_pb2.Sweep]:
+        token = ""
+        while True:
+            page: orchestrator_pb2.ListSweepsResponse = await self._call(
+                "ListSweeps",
+                orchestrator_pb2.ListSweepsRequest(page_size=page_size, page_token=token),
+            )
+            for sweep in page.sweeps:
+                yield sweep
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def cancel(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+        sweep: orchestrator_pb2.Sweep = await self._call(
+            "CancelSweep", orchestrator_pb2.CancelSweepRequest(sweep_id=sweep_id)
+        )
+        return sweep
+
+    async def watch(
+        self,
+        sweep_id: str,
+        *,
+        after_seq: int = 0,
+        reconnect_seconds: float = RECONNECT_SECONDS,
+    ) -> AsyncIterator[Event]:
+        """As Client.watch; bound it with asyncio.timeout."""
+        failing_since: float | None = None
+        while True:
+            request = orchestrator_pb2.WatchSweepRequest(sweep_id=sweep_id, after_seq=after_seq)
+            try:
+                async for message in self._stub.WatchSweep(request, metadata=self._metadata):
+                    failing_since = None
+                    if message.kind == "heartbeat":
+                        continue
+                    event = Event.from_proto(message)
+                    if event.kind == "error":
+                        message_text = str(event.data.get("message", ""))
+                        raise ApiError(grpc.StatusCode.INTERNAL, message_text)
+                    after_seq = max(after_seq, event.seq)
+                    yield event
+                    if event.final:
+                        return
+            except grpc.RpcError as rpc_error:
+                error = error_from(rpc_error)
+                if not isinstance(error, Unavailable):
+                    raise error from None
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > reconnect_seconds:
+                    raise error from None
+            await asyncio.sleep(0.5)
+
+    async def wait(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+        """The sweep once it has its final state; bound it with asyncio.timeout."""
+        async for _ in self.watch(sweep_id):
+            pass
+        return await self.get(sweep_id)
+
+    async def logs(self, sweep_id: str, index: int) -> orchestrator_pb2.TrialLogs:
+        logs: orchestrator_pb2.TrialLogs = await self._call(
+            "GetTrialLogs", orchestrator_pb2.GetTrialLogsRequest(sweep_id=sweep_id, index=index)
+        )
+        return logs
+
+    async def artifacts(self, sweep_id: str, index: int) -> orchestrator_pb2.ListArtifactsResponse:
+        found: orchestrator_pb2.ListArtifactsResponse = await self._call(
+            "ListArtifacts",
+            orchestrator_pb2.ListArtifactsRequest(sweep_id=sweep_id, index=index),
+        )
+        return found
+
+    async def artifact(self, sweep_id: str, index: int, name: str) -> bytes:
+        body = await self._call(
+            "GetArtifact",
+            orchestrator_pb2.GetArtifactRequest(sweep_id=sweep_id, index=index, name=name),
+        )
+        return bytes(body.data)
 
 
 def _inside(root: Path, name: str) -> Path:

@@ -3,11 +3,14 @@ through the orchestrator's own port across its restart."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from prism.client import (
+    ApiError,
+    AsyncClient,
     Client,
     InvalidArgument,
     NotFound,
@@ -21,6 +24,7 @@ from prism.client import (
     uniform,
 )
 from prism.stack import ORCHESTRATOR
+from prism.v1 import orchestrator_pb2
 from tests.conftest import RunningStack, StackFactory
 
 SCORE = """\
@@ -127,3 +131,29 @@ def test_a_watch_resumes_across_an_orchestrator_restart(make_stack: StackFactory
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "an event lost or repeated"
     assert events[-1].final and events[-1].sweep_state == "done"
     assert sum(e.kind == "trial_finished" for e in events) == 4
+
+
+def test_the_async_client_does_the_same(stack: RunningStack) -> None:
+    async def scenario() -> tuple[list[str], orchestrator_pb2.Sweep, list[str], type]:
+        async with AsyncClient(stack.gateway, stack.token) as prism:
+            spec = {
+                "task": "async",
+                "script": SCORE,
+                "parameters": {"list": [{"x": 0.5, "layers": 1}]},
+            }
+            created = await prism.create(spec)
+            async with asyncio.timeout(120):
+                kinds = [event.kind async for event in prism.watch(created.id)]
+                done = await prism.wait(created.id)
+            listed = [sweep.id async for sweep in prism.list(page_size=2)]
+            try:
+                await prism.get("no-such-sweep")
+            except ApiError as error:
+                raised: type = type(error)
+        return kinds, done, listed, raised
+
+    kinds, done, listed, raised = asyncio.run(scenario())
+    assert kinds[0] == "sweep_created" and kinds[-1] == "sweep_finished"
+    assert done.state == "done" and done.trials[0].metrics["loss"] == 0.5
+    assert done.id in listed
+    assert raised is NotFound
