@@ -12,8 +12,8 @@ COPY orchestrator_svc orchestrator_svc
 COPY runner_svc runner_svc
 COPY gateway gateway
 COPY sandbox sandbox
-# The runtime dependencies only: the extras (code generator, linters, tests) stay out.
-RUN python3 -m pip install --no-cache-dir . && rm -rf /root/.cache
+# The services' dependencies only: the other extras (code generator, linters, tests) stay out.
+RUN python3 -m pip install --no-cache-dir '.[server]' && rm -rf /root/.cache
 # The services run as this user, never as root, and the code they run (/app,
 # owned by root) is not theirs to change. The uid is fixed so that what is
 # granted to it outside the image stays valid across builds: a named volume

@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
 	  rm -rf $(VENV) && python3 -m venv $(VENV); } || \
 	  { echo "python3 -m venv failed: install python3-venv" >&2; exit 1; }
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[build,lint,test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[server,build,lint,test]'
 	touch $@
 
 engine: $(STAMP)

@@ -38,6 +38,9 @@ FORBIDDEN = {
         "orchestrator_svc.news",
     },
     "runner_svc.store": {"grpc", "docker", "sandbox", "runner_svc.executor"},
+    # A client-only install (no extras) has none of the services' packages.
+    "prism.client": {"docker", "peewee", "grpc_health", "grpc_reflection", "packaging"},
+    "prism.cli": {"docker", "peewee", "grpc_health", "grpc_reflection", "packaging"},
     # A link reports through RunnerReports; it does not know who listens.
     "orchestrator_svc.link": {"orchestrator_svc.dispatch", "orchestrator_svc.servicer"},
 }
