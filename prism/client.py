@@ -15,9 +15,9 @@
         print(done.state, done.best_trial.params)
 
 Where it connects: `target`, else PRISM_ADDRESS, else the gateway on 127.0.0.1:8080 (the
-orchestrator's own port answers the same calls). Its token: `token`, else PRISM_API_TOKEN,
-PRISM_API_TOKEN_FILE, else the api_token file under PRISM_DATA_DIR (.prism), which `make up`
-writes.
+orchestrator's own port answers the same calls). Its token: `token`, else the file
+PRISM_API_TOKEN_FILE names, else PRISM_API_TOKEN, else the api_token file under PRISM_DATA_DIR
+(.prism), which `make up` writes. A client may be shared by threads (its gRPC channel is).
 
 Answers are the API's own messages (prism.v1.orchestrator_pb2, typed); a watch yields
 `Event`s. Errors are raised as `ApiError` and its subclasses:
@@ -27,7 +27,8 @@ Answers are the API's own messages (prism.v1.orchestrator_pb2, typed); a watch y
     ├── NotFound               NOT_FOUND
     ├── Unauthenticated        UNAUTHENTICATED: a missing or wrong token
     ├── Unavailable            UNAVAILABLE: the service is unreachable, recovering or closed
-    └── DeadlineExceeded       DEADLINE_EXCEEDED
+    ├── DeadlineExceeded       DEADLINE_EXCEEDED
+    └── Internal               INTERNAL: the service failed (its message has an error id)
 
 Every call has a deadline (`timeout`, 30 s); a watch has none unless given, and after a dropped
 connection it reconnects and resumes after the last event it yielded. `AsyncClient` is the
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from prism.environ import env, read_secret
@@ -58,6 +61,12 @@ DEFAULT_TIMEOUT = 30.0
 # How long a watch keeps trying to reconnect before it gives up.
 RECONNECT_SECONDS = 60.0
 _PAGE = 100
+# A trial's logs (16 MiB), an artifact (4 MiB) or a sweep (8 MiB of trials) is more than
+# gRPC's default 4 MiB a message.
+MAX_MESSAGE_BYTES = 64 * 2**20
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+# A watch reconnects after waiting this long, doubled each time, at most MAX.
+RECONNECT_BACKOFF_SECONDS, MAX_RECONNECT_BACKOFF_SECONDS = 0.5, 5.0
 
 
 # Errors.
@@ -83,6 +92,10 @@ class ApiError(Exception):
         self.message = message
         self.violations = tuple(violations)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (process pools, multiprocessing), as its own class.
+        return (type(self), (self.code, self.message, self.violations))
+
 
 class InvalidArgument(ApiError):
     pass
@@ -104,12 +117,17 @@ class DeadlineExceeded(ApiError):
     pass
 
 
+class Internal(ApiError):
+    pass
+
+
 _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.INTERNAL: Internal,
 }
 
 
@@ -121,7 +139,10 @@ def error_from(error: grpc.RpcError) -> ApiError:
     for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
         if key != "grpc-status-details-bin" or not isinstance(value, bytes):
             continue
-        status = status_pb2.Status.FromString(value)
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            continue  # details that cannot be read: the code and message stand alone
         for detail in status.details:
             if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 request = error_details_pb2.BadRequest()
@@ -179,9 +200,17 @@ def grid(**values: Sequence[Any]) -> Parameters:
     return Parameters({"grid": {name: list(v) for name, v in values.items()}})
 
 
-def random_search(trials: int, *, seed: int = 0, **distributions: Distribution) -> Parameters:
-    """`trials` sets drawn from the distributions (the same seed draws the same sets)."""
-    parameters = {name: d.to_json() for name, d in distributions.items()}
+def random_search(
+    trials: int,
+    space: Mapping[str, Distribution] | None = None,
+    /,
+    *,
+    seed: int = 0,
+    **distributions: Distribution,
+) -> Parameters:
+    """`trials` sets drawn from the distributions, given as keywords or as a mapping (a
+    parameter named `seed` needs the mapping); the same seed draws the same sets."""
+    parameters = {name: d.to_json() for name, d in {**(space or {}), **distributions}.items()}
     return Parameters({"random": {"trials": trials, "seed": seed, "parameters": parameters}})
 
 
@@ -221,6 +250,11 @@ class SweepSpec:
     limits: Limits = field(default_factory=Limits)
     requirements: Sequence[str] = ()
     examples: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("requirements", "examples"):
+            if isinstance(getattr(self, name), str):
+                raise TypeError(f"SweepSpec.{name} is a list of strings, not one string")
 
     def to_json(self) -> dict[str, Any]:
         """The spec as the JSON API takes it."""
@@ -310,6 +344,51 @@ def default_token() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+_ENDED_EARLY = Unavailable(
+    grpc.StatusCode.UNAVAILABLE, "the event stream ended before the sweep's final event"
+)
+
+
+class _Resumption:
+    """A watch's place in the event log, and its patience with failing streams: a failure
+    of the connection or of the service (UNAVAILABLE; INTERNAL, which is also what a proxy
+    reports when its upstream dies; an `error` event) is retried with growing waits for
+    `reconnect_seconds` in a row, from the last event yielded. Anything else is raised."""
+
+    RETRIED = (Unavailable, Internal)
+
+    def __init__(self, after_seq: int, reconnect_seconds: float) -> None:
+        self.after_seq = after_seq
+        self._patience = reconnect_seconds
+        self._failing_since: float | None = None
+        self._failures = 0
+
+    def read(self, message: orchestrator_pb2.SweepEvent) -> Event | None:
+        """The event to yield, if any (raises for an `error` event)."""
+        if message.kind == "error":
+            text = str(json_format.MessageToDict(message.data).get("message", ""))
+            raise Internal(grpc.StatusCode.INTERNAL, text)
+        self._failing_since, self._failures = None, 0  # the stream works
+        if message.kind == "heartbeat":
+            return None
+        event = Event.from_proto(message)
+        self.after_seq = max(self.after_seq, event.seq)
+        return event
+
+    def failed(self, error: ApiError) -> None:
+        if not isinstance(error, self.RETRIED):
+            raise error
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        if now - self._failing_since > self._patience:
+            raise error
+
+    def backoff(self) -> float:
+        wait = RECONNECT_BACKOFF_SECONDS * 2**self._failures
+        self._failures += 1
+        return float(min(wait, MAX_RECONNECT_BACKOFF_SECONDS))
+
+
 class Client:
     """The Prism API over one gRPC channel. Use it as a context manager, or close() it."""
 
@@ -323,7 +402,7 @@ class Client:
         self.target = target or env("PRISM_ADDRESS", DEFAULT_ADDRESS)
         self._metadata = (("authorization", f"Bearer {token or default_token() or ''}"),)
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
+        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -394,38 +473,33 @@ class Client:
         reconnect_seconds: float = RECONNECT_SECONDS,
     ) -> Iterator[Event]:
         """The sweep's events after `after_seq`, then live ones, up to its final event
-        (heartbeats left out). A dropped connection is reopened, resuming after the last
-        event yielded, for up to `reconnect_seconds`; an error the service answers is
-        raised, and DeadlineExceeded once `timeout` seconds have passed."""
+        (heartbeats left out). A dropped or failed stream is reopened, resuming after the
+        last event yielded, for up to `reconnect_seconds` of failures in a row; an error
+        the service answers (NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED) is raised at
+        once, and DeadlineExceeded once `timeout` seconds have passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        failing_since: float | None = None
+        resume = _Resumption(after_seq, reconnect_seconds)
         while True:
-            request = orchestrator_pb2.WatchSweepRequest(sweep_id=sweep_id, after_seq=after_seq)
+            request = orchestrator_pb2.WatchSweepRequest(
+                sweep_id=sweep_id, after_seq=resume.after_seq
+            )
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            call = self._stub.WatchSweep(request, metadata=self._metadata, timeout=left)
             try:
-                for message in self._stub.WatchSweep(
-                    request, metadata=self._metadata, timeout=left
-                ):
-                    failing_since = None
-                    if message.kind == "heartbeat":
-                        continue
-                    event = Event.from_proto(message)
-                    if event.kind == "error":
-                        message_text = str(event.data.get("message", ""))
-                        raise ApiError(grpc.StatusCode.INTERNAL, message_text)
-                    after_seq = max(after_seq, event.seq)
-                    yield event
-                    if event.final:
-                        return
-            except grpc.RpcError as rpc_error:
-                error = error_from(rpc_error)
-                if not isinstance(error, Unavailable):
-                    raise error from None
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > reconnect_seconds:
-                    raise error from None
-            # Dropped, or ended without its final event (a proxy closing it): reopen.
-            time.sleep(0.5)
+                for message in call:
+                    event = resume.read(message)
+                    if event is not None:
+                        yield event
+                        if event.final:
+                            return
+                resume.failed(_ENDED_EARLY)
+            except grpc.RpcError as error:
+                resume.failed(error_from(error))
+            except ApiError as error:
+                resume.failed(error)
+            finally:
+                call.cancel()
+            time.sleep(resume.backoff())
 
     def wait(self, sweep_id: str, *, timeout: float | None = None) -> orchestrator_pb2.Sweep:
         """The sweep once it has its final state; DeadlineExceeded after `timeout` s."""
@@ -458,17 +532,8 @@ class Client:
     ) -> builtins.list[Path]:
         """Write the trial's artifacts under `dest` (made if missing); their paths. A name
         that would land outside `dest` raises UnsafeArtifactName and writes nothing."""
-        root = Path(dest)
-        names = [a.name for a in self.artifacts(sweep_id, index).artifacts]
-        targets = [_inside(root, name) for name in names]
-        written: builtins.list[Path] = []
-        for name, target in zip(names, targets, strict=True):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.partial")
-            partial.write_bytes(self.artifact(sweep_id, index, name))
-            partial.replace(target)
-            written.append(target)
-        return written
+        targets = _targets(Path(dest), [a.name for a in self.artifacts(sweep_id, index).artifacts])
+        return [_write(target, self.artifact(sweep_id, index, name)) for name, target in targets]
 
 
 SpecLike = SweepSpec | Mapping[str, Any] | orchestrator_pb2.SweepSpec
@@ -498,8 +563,16 @@ class AsyncClient:
         self.target = target or env("PRISM_ADDRESS", DEFAULT_ADDRESS)
         self._metadata = (("authorization", f"Bearer {token or default_token() or ''}"),)
         self._timeout = timeout
-        self._channel = grpc.aio.insecure_channel(self.target)
-        self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+        # Made on first use, on the event loop that uses it (a grpc.aio channel belongs to
+        # the loop it was made on, so a client may be made before asyncio.run).
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: orchestrator_pb2_grpc.OrchestratorStub | None = None
+
+    def _stubs(self) -> orchestrator_pb2_grpc.OrchestratorStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+        return self._stub
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -513,11 +586,12 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     async def _call(self, method: str, request: Any) -> Any:
         try:
-            return await getattr(self._stub, method)(
+            return await getattr(self._stubs(), method)(
                 request, metadata=self._metadata, timeout=self._timeout
             )
         except grpc.RpcError as error:
@@ -566,30 +640,27 @@ class AsyncClient:
         reconnect_seconds: float = RECONNECT_SECONDS,
     ) -> AsyncIterator[Event]:
         """As Client.watch; bound it with asyncio.timeout."""
-        failing_since: float | None = None
+        resume = _Resumption(after_seq, reconnect_seconds)
         while True:
-            request = orchestrator_pb2.WatchSweepRequest(sweep_id=sweep_id, after_seq=after_seq)
+            request = orchestrator_pb2.WatchSweepRequest(
+                sweep_id=sweep_id, after_seq=resume.after_seq
+            )
+            call = self._stubs().WatchSweep(request, metadata=self._metadata)
             try:
-                async for message in self._stub.WatchSweep(request, metadata=self._metadata):
-                    failing_since = None
-                    if message.kind == "heartbeat":
-                        continue
-                    event = Event.from_proto(message)
-                    if event.kind == "error":
-                        message_text = str(event.data.get("message", ""))
-                        raise ApiError(grpc.StatusCode.INTERNAL, message_text)
-                    after_seq = max(after_seq, event.seq)
-                    yield event
-                    if event.final:
-                        return
-            except grpc.RpcError as rpc_error:
-                error = error_from(rpc_error)
-                if not isinstance(error, Unavailable):
-                    raise error from None
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > reconnect_seconds:
-                    raise error from None
-            await asyncio.sleep(0.5)
+                async for message in call:
+                    event = resume.read(message)
+                    if event is not None:
+                        yield event
+                        if event.final:
+                            return
+                resume.failed(_ENDED_EARLY)
+            except grpc.RpcError as error:
+                resume.failed(error_from(error))
+            except ApiError as error:
+                resume.failed(error)
+            finally:
+                call.cancel()
+            await asyncio.sleep(resume.backoff())
 
     async def wait(self, sweep_id: str) -> orchestrator_pb2.Sweep:
         """The sweep once it has its final state; bound it with asyncio.timeout."""
@@ -617,19 +688,45 @@ class AsyncClient:
         )
         return bytes(body.data)
 
+    async def download(
+        self, sweep_id: str, index: int, dest: str | os.PathLike[str]
+    ) -> builtins.list[Path]:
+        """As Client.download (the files are written on a worker thread)."""
+        listed = await self.artifacts(sweep_id, index)
+        targets = _targets(Path(dest), [a.name for a in listed.artifacts])
+        written = []
+        for name, target in targets:
+            data = await self.artifact(sweep_id, index, name)
+            written.append(await asyncio.to_thread(_write, target, data))
+        return written
+
+
+def _targets(root: Path, names: builtins.list[str]) -> builtins.list[tuple[str, Path]]:
+    """Each name with its path under root, every one checked before anything is written."""
+    return [(name, _inside(root, name)) for name in names]
+
+
+def _write(target: Path, data: bytes) -> Path:
+    """Write a file whole or not at all (a temporary file beside it, renamed over it: a
+    rename replaces a symlink at the target, never follows it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".prism-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
 
 def _inside(root: Path, name: str) -> Path:
     """Where an artifact of this name goes under root; raises for one that would not stay
-    there (absolute, '..', empty parts, a backslash or NUL, or a symlink out of root)."""
+    there (absolute, '..', empty parts, NUL, or a symlink out of root)."""
     path = PurePosixPath(name)
     parts = name.split("/")
-    if (
-        not name
-        or path.is_absolute()
-        or any(part in ("", ".", "..") for part in parts)
-        or "\\" in name
-        or "\0" in name
-    ):
+    if not name or path.is_absolute() or any(p in ("", ".", "..") for p in parts) or "\0" in name:
         raise UnsafeArtifactName(f"artifact name {name[:200]!r} would leave the download folder")
     target = root.joinpath(*parts)
     resolved_root = root.resolve()

@@ -111,9 +111,13 @@ print(json.dumps({"s": p["s"]}))
 """
 
 
-def test_a_watch_resumes_across_an_orchestrator_restart(make_stack: StackFactory) -> None:
-    stack = make_stack(runners=1, gateway=False)
-    with Client(stack.orchestrator, stack.token) as prism:
+@pytest.mark.parametrize("through", ["orchestrator", "gateway"])
+def test_a_watch_resumes_across_an_orchestrator_restart(
+    make_stack: StackFactory, through: str
+) -> None:
+    # Straight, the stream fails UNAVAILABLE; through Envoy, as a reset (INTERNAL).
+    stack = make_stack(runners=1, gateway=through == "gateway")
+    with Client(getattr(stack, through), stack.token) as prism:
         sweep = prism.create(
             SweepSpec(task="resume", script=SLOW, parameters=grid(s=[0.5, 1, 6, 6]))
         )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -39,3 +40,16 @@ def test_the_client_and_the_command_import_without_the_server_parts() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_floors_are_what_the_stubs_were_generated_for() -> None:
+    # An older runtime refuses the committed stubs at import: the install must not allow it.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    floors = {Requirement(r).name: Requirement(r).specifier for r in project["dependencies"]}
+    stubs = (REPO / "prism" / "v1" / "orchestrator_pb2.py").read_text()
+    protobuf = re.search(r"# Protobuf Python Version: (\S+)", stubs)
+    grpc_stubs = (REPO / "prism" / "v1" / "orchestrator_pb2_grpc.py").read_text()
+    grpc_version = re.search(r"GRPC_GENERATED_VERSION = '(\S+)'", grpc_stubs)
+    assert protobuf is not None and grpc_version is not None
+    assert f">={protobuf[1]}" in str(floors["protobuf"])
+    assert f">={grpc_version[1]}" in str(floors["grpcio"])
