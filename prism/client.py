@@ -344,9 +344,10 @@ def default_token() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-_ENDED_EARLY = Unavailable(
-    grpc.StatusCode.UNAVAILABLE, "the event stream ended before the sweep's final event"
-)
+def _ended_early() -> Unavailable:
+    return Unavailable(
+        grpc.StatusCode.UNAVAILABLE, "the event stream ended before the sweep's final event"
+    )
 
 
 class _Resumption:
@@ -492,7 +493,7 @@ class Client:
                         yield event
                         if event.final:
                             return
-                resume.failed(_ENDED_EARLY)
+                resume.failed(_ended_early())
             except grpc.RpcError as error:
                 resume.failed(error_from(error))
             except ApiError as error:
@@ -653,7 +654,7 @@ class AsyncClient:
                         yield event
                         if event.final:
                             return
-                resume.failed(_ENDED_EARLY)
+                resume.failed(_ended_early())
             except grpc.RpcError as error:
                 resume.failed(error_from(error))
             except ApiError as error:
