@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from string import Template
 
 from gateway.config import Settings
+from prism.files import write_whole
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATE_PATH = PACKAGE_DIR / "envoy.yaml"
@@ -143,16 +142,7 @@ def write_config(settings: Settings) -> Path:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # mkdir leaves an existing folder's mode alone, and this folder also guards the admin socket.
     path.parent.chmod(0o700)
-    text = render(settings)
-    # mkstemp creates the file 0600, so it is never readable by others, not even briefly.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".envoy-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_whole(path, render(settings).encode(), prefix=".envoy-", suffix=".yaml")
     return path
 
 

@@ -63,13 +63,17 @@ class Sweep(BaseModel):
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The stored spec; empty when what is stored cannot be read as one (a damaged
-        row: its trials still dispatch, with the defaults, and every other sweep's too)."""
-        try:
-            spec = json.loads(self.spec_json)
-        except (ValueError, RecursionError):
-            return {}
-        return spec if isinstance(spec, dict) else {}
+        return read_spec(self.spec_json)
+
+
+def read_spec(spec_json: str) -> dict[str, Any]:
+    """A stored spec; empty when what is stored cannot be read as one (a damaged row: its
+    trials still dispatch, with the defaults, every other sweep's too, and reads answer)."""
+    try:
+        spec = json.loads(spec_json)
+    except (ValueError, RecursionError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
 
 
 class Script(BaseModel):
@@ -297,12 +301,8 @@ def dispatchable(limit: int) -> list[Dispatchable]:
 
 
 def _max_parallel(spec_json: str) -> int:
-    """The spec's cap on trials in flight; none (0) when the stored spec cannot be read
-    (a damaged row must not stop every sweep's dispatch)."""
-    try:
-        cap = json.loads(spec_json).get("maxParallel", 0)
-    except (ValueError, AttributeError, RecursionError):
-        return 0
+    """The spec's cap on trials in flight; none (0) when the stored spec cannot be read."""
+    cap = read_spec(spec_json).get("maxParallel", 0)
     return int(cap) if isinstance(cap, (int, float)) and cap >= 1 else 0
 
 

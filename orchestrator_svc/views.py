@@ -115,11 +115,13 @@ def json_bytes(row: store.Trial, artifacts: list[tuple[str, int]]) -> int:
 def _spec(row: store.Sweep) -> tuple[dict[str, Any], orchestrator_pb2.SweepSpec]:
     """The stored spec, as a dict and as shown; a stored spec that cannot be read (a
     damaged file) shows as its task alone, so the sweep and every list stay readable."""
+    spec = row.spec
     try:
-        spec = json.loads(row.spec_json)
-        return spec, json_format.ParseDict(spec, orchestrator_pb2.SweepSpec())
+        if spec:
+            return spec, json_format.ParseDict(spec, orchestrator_pb2.SweepSpec())
     except (ValueError, TypeError, AttributeError, json_format.ParseError, RecursionError):
-        return {}, orchestrator_pb2.SweepSpec(task=row.task)
+        pass
+    return {}, orchestrator_pb2.SweepSpec(task=row.task)
 
 
 def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:

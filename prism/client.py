@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from prism.environ import env, read_secret
+from prism.files import write_whole
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
@@ -390,6 +390,12 @@ class _Resumption:
         return float(min(wait, MAX_RECONNECT_BACKOFF_SECONDS))
 
 
+def _where(target: str | None, token: str | None) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The address to call, and the metadata that carries the token."""
+    address = target or env("PRISM_ADDRESS", DEFAULT_ADDRESS)
+    return address, (("authorization", f"Bearer {token or default_token() or ''}"),)
+
+
 class Client:
     """The Prism API over one gRPC channel. Use it as a context manager, or close() it."""
 
@@ -400,8 +406,7 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self.target = target or env("PRISM_ADDRESS", DEFAULT_ADDRESS)
-        self._metadata = (("authorization", f"Bearer {token or default_token() or ''}"),)
+        self.target, self._metadata = _where(target, token)
         self._timeout = timeout
         self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
@@ -420,10 +425,10 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    def _call(self, method: str, request: Any) -> Any:
         try:
             return getattr(self._stub, method)(
-                request, metadata=self._metadata, timeout=timeout or self._timeout
+                request, metadata=self._metadata, timeout=self._timeout
             )
         except grpc.RpcError as error:
             raise error_from(error) from None
@@ -561,8 +566,7 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self.target = target or env("PRISM_ADDRESS", DEFAULT_ADDRESS)
-        self._metadata = (("authorization", f"Bearer {token or default_token() or ''}"),)
+        self.target, self._metadata = _where(target, token)
         self._timeout = timeout
         # Made on first use, on the event loop that uses it (a grpc.aio channel belongs to
         # the loop it was made on, so a client may be made before asyncio.run).
@@ -708,18 +712,8 @@ def _targets(root: Path, names: builtins.list[str]) -> builtins.list[tuple[str, 
 
 
 def _write(target: Path, data: bytes) -> Path:
-    """Write a file whole or not at all (a temporary file beside it, renamed over it: a
-    rename replaces a symlink at the target, never follows it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".prism-")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    return write_whole(target, data)
 
 
 def _inside(root: Path, name: str) -> Path:

@@ -570,7 +570,9 @@ def test_a_cancel_while_the_run_is_handed_to_the_sandbox_still_stops_it(db: DbTh
             while "started" not in kinds(waiting(sent)):  # noqa: ASYNC110 - the fake's state
                 await asyncio.sleep(0.01)
             stop = asyncio.create_task(r.cancel("t/0"))
-            await asyncio.sleep(0.2)  # the cancel finds no run yet
+            # The cancel finds no run yet, and tries again.
+            while len(r.sandbox.cancels) < 2:  # noqa: ASYNC110 - the fake's state
+                await asyncio.sleep(0.01)
             assert not stop.done() and r.sandbox.cancels
             r.sandbox.starting.set()
             events = await until_finished(await stop)
