@@ -1,66 +1,416 @@
-"""The `prism` command line: the public API over gRPC.
+"""The `prism` command: run sweeps, watch them live, read their results.
 
-    prism landing
-    prism run "tune the learning rate"
-    prism status SWEEP_ID
+    prism run train.py -p lr=loguniform:1e-4:1e-1 -p layers=1,2,3 --trials 20 --objective loss:min
+    prism run sweep.toml          a spec file (TOML, YAML or JSON; see prism.specfile)
+    prism watch ID                the live display again, or one line per event
+    prism show ID                 the trial table and the best trial
+    prism sweeps                  the latest sweeps
+    prism logs ID N [--follow]    a trial's stdout and stderr
+    prism artifacts ID N [-o DIR] a trial's files, or download them
+    prism cancel ID
 
-It talks to the gateway (PRISM_ADDRESS, default 127.0.0.1:8080; the
-orchestrator's own port works too) with the token from PRISM_API_TOKEN,
-PRISM_API_TOKEN_FILE or, failing both, $PRISM_DATA_DIR/api_token (what
-`make up` generates). Replies are printed as JSON.
+It talks gRPC to the gateway (PRISM_ADDRESS, default 127.0.0.1:8080; the orchestrator's own
+port works too) with the token from PRISM_API_TOKEN, PRISM_API_TOKEN_FILE or, failing both,
+$PRISM_DATA_DIR/api_token (what `make up` generates). Every read takes --json.
+
+Exit status:
+    0   done: the sweep finished and every trial succeeded (or the command did what it said)
+    1   the service answered with an error (no such sweep, a refused token, a failure of its own)
+    2   usage: a wrong command line or spec file, or a spec the service refused as invalid
+    3   the service could not be reached, or did not answer in time
+    4   the sweep finished with trials that did not succeed
+    5   the sweep was cancelled
+    130 interrupted: detached from the sweep, which runs on
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
 
-import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
-from prism.client import default_token
+from prism import display, specfile
+from prism.client import (
+    ApiError,
+    Client,
+    DeadlineExceeded,
+    InvalidArgument,
+    Unavailable,
+    UnsafeArtifactName,
+    spec_message,
+)
 from prism.environ import env
-from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from prism.v1 import orchestrator_pb2
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_TRIALS_FAILED, EXIT_CANCELLED, EXIT_DETACHED = 4, 5, 130
+DETACHED = (
+    "detached from sweep {id}: it runs on. Re-attach: prism watch {id}  Stop it: prism cancel {id}"
+)
 
 
-def call(args: argparse.Namespace, stub: orchestrator_pb2_grpc.OrchestratorStub) -> Message:
-    metadata = (("authorization", f"Bearer {args.token or ''}"),)
-    reply: Message
-    if args.command == "landing":
-        reply = stub.GetLanding(orchestrator_pb2.GetLandingRequest(), metadata=metadata, timeout=30)
-    elif args.command == "run":
-        reply = stub.RunSweep(
-            orchestrator_pb2.RunSweepRequest(task=args.task), metadata=metadata, timeout=300
+class Usage(Exception):
+    """A wrong command line; exit status 2."""
+
+
+def as_json(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def sweep_status(sweep: orchestrator_pb2.Sweep) -> int:
+    """The exit status a finished sweep gives."""
+    if sweep.state == "cancelled":
+        return EXIT_CANCELLED
+    if sweep.state == "done" and sweep.counts.succeeded == sweep.counts.total:
+        return EXIT_OK
+    return EXIT_TRIALS_FAILED if sweep.state in ("done", "error") else EXIT_OK
+
+
+# Following a sweep.
+
+
+def follow(prism: Client, sweep_id: str, out: Console, args: argparse.Namespace) -> int:
+    """Watch the sweep to its end (live, as lines, or as JSON lines) and print its summary;
+    Ctrl-C detaches, leaving it running."""
+    try:
+        if args.json:
+            for event in prism.watch(sweep_id):
+                print(json.dumps(event.__dict__, ensure_ascii=False), flush=True)
+            return sweep_status(prism.get(sweep_id))
+        progress = display.Progress(prism.get(sweep_id))
+        live = out.is_terminal and not args.plain
+        if live:
+            with Live(progress, console=out, refresh_per_second=4):
+                for event in prism.watch(sweep_id):
+                    _keep_up(prism, progress, event)
+        else:
+            for event in prism.watch(sweep_id):
+                _keep_up(prism, progress, event)
+                line = progress.line(event)
+                if line is not None:
+                    out.print(Text(line), soft_wrap=True)
+        final = prism.get(sweep_id)
+    except KeyboardInterrupt:
+        out.print(Text(DETACHED.format(id=sweep_id)), style="yellow", soft_wrap=True)
+        return EXIT_DETACHED
+    for text in [] if live else display.summary(final):  # the live display's last frame has it
+        out.print(text, soft_wrap=True)
+    out.print(Text(f"trials: prism show {sweep_id}", style="dim"))
+    return sweep_status(final)
+
+
+def _keep_up(prism: Client, progress: display.Progress, event: Any) -> None:
+    index = progress.apply(event)
+    if index is not None:
+        progress.finished(prism.trial(progress.sweep_id, index))
+
+
+# The commands.
+
+
+def run(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    spec = build_spec(args)
+    try:
+        message = spec_message(spec)
+    except InvalidArgument as error:
+        raise Usage(f"{args.target}: {error.message}") from None
+    sweep = prism.create(message, request_id=args.request_id or "")
+    if args.detach:
+        if args.json:
+            print_json(as_json(sweep))
+        else:
+            print(sweep.id)
+        return EXIT_OK
+    return follow(prism, sweep.id, out, args)
+
+
+def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec `prism run` sends, from a script and flags or from a spec file."""
+    target = Path(args.target)
+    limits = {
+        "wallSeconds": args.wall,
+        "memoryMb": args.memory,
+        "cpus": args.cpus,
+    }
+    flags = {
+        "task": args.task,
+        "maxParallel": args.max_parallel,
+        "retries": args.retries,
+        "objective": args.objective,
+        "requirements": args.requirement,
+        "limits": limits,
+    }
+    if target.suffix in specfile.SPEC_SUFFIXES:
+        if args.param or args.trials is not None or args.seed is not None:
+            raise specfile.SpecError(
+                "-p, --trials and --seed go with a script; a spec file has them"
+            )
+        return specfile.overridden(specfile.load(target), flags)
+    if target.suffix != ".py":
+        raise specfile.SpecError(
+            f"{args.target}: expected a trial script (.py) or a spec file "
+            f"({', '.join(specfile.SPEC_SUFFIXES)})"
         )
+    spec: dict[str, Any] = {"task": f"run {target.name}", "script": specfile.read_script(target)}
+    space = specfile.parameters(args.param, args.trials, args.seed)
+    if space is not None:
+        spec["parameters"] = space
+    return specfile.overridden(spec, flags)
+
+
+def watch(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    return follow(prism, args.sweep_id, out, args)
+
+
+def show(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    sweep = prism.get(args.sweep_id)
+    if args.json:
+        print_json(as_json(sweep))
+        return EXIT_OK
+    out.print(display.trials_table(sweep))
+    for line in display.summary(sweep):
+        out.print(line, soft_wrap=True)
+    return EXIT_OK
+
+
+def sweeps(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    found = []
+    for sweep in prism.list(page_size=min(args.limit or 100, 100)):
+        found.append(sweep)
+        if args.limit and len(found) >= args.limit:
+            break
+    if args.json:
+        print_json([as_json(s) for s in found])
+    elif found:
+        out.print(display.sweeps_table(found, time.time()))
     else:
-        reply = stub.GetSweepStatus(
-            orchestrator_pb2.GetSweepStatusRequest(sweep_id=args.sweep_id),
-            metadata=metadata,
-            timeout=30,
-        )
-    return reply
+        out.print("no sweeps yet: prism run train.py -p lr=0.1,0.01")
+    return EXIT_OK
+
+
+def logs(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    if args.follow:
+        _wait_for_trial(prism, args.sweep_id, args.index, out)
+    found = prism.logs(args.sweep_id, args.index)
+    if args.json:
+        print_json(as_json(found))
+        return EXIT_OK
+    shown = (lambda text: text) if args.raw else _safe
+    sys.stdout.write(shown(found.stdout))
+    sys.stdout.flush()
+    sys.stderr.write(shown(found.stderr))
+    if found.truncated:
+        print("prism: the output passed the trial's limit and was cut", file=sys.stderr)
+    return EXIT_OK
+
+
+def _safe(text: str) -> str:
+    return display.clean(text, keep_newlines=True)
+
+
+def _wait_for_trial(prism: Client, sweep_id: str, index: int, out: Console) -> None:
+    """Until the trial has finished: the runner hands a trial's output over when it ends.
+    Its metric lines are shown meanwhile, on stderr when it is a terminal."""
+    if prism.trial(sweep_id, index).state == "finished":
+        return
+    err = Console(stderr=True, highlight=False)
+    for event in prism.watch(sweep_id):
+        if event.trial_index == index and event.kind == "metric" and err.is_terminal:
+            values = event.data.get("values", {})
+            err.print(Text(f"trial {index} {display.metrics_text(values)}", style="dim"))
+        if (event.trial_index == index and event.kind == "trial_finished") or event.final:
+            return
+
+
+def artifacts(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    if args.output:
+        try:
+            written = prism.download(args.sweep_id, args.index, args.output)
+        except UnsafeArtifactName as error:
+            raise Usage(str(error)) from None
+        if args.json:
+            print_json([str(p) for p in written])
+        for path in written if not args.json else []:
+            out.print(Text(display.clean(str(path))), soft_wrap=True)
+        return EXIT_OK
+    found = prism.artifacts(args.sweep_id, args.index)
+    if args.json:
+        print_json(as_json(found))
+        return EXIT_OK
+    for artifact in found.artifacts:
+        out.print(Text(f"{artifact.size_bytes:>10}  {display.clean(artifact.name)}"))
+    for name in found.skipped:
+        out.print(Text(f"{'skipped':>10}  {display.clean(name)}", style="dim"))
+    if not found.artifacts and not found.skipped:
+        out.print("no artifacts (a trial's are the files it leaves in /workspace/output)")
+    return EXIT_OK
+
+
+def cancel(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    sweep = prism.cancel(args.sweep_id)
+    if args.json:
+        print_json(as_json(sweep))
+    else:
+        out.print(Text(f"sweep {sweep.id} {sweep.state}"))
+    return EXIT_OK
+
+
+def examples(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    request = orchestrator_pb2.RunSweepRequest(task=args.task)
+    print_json(as_json(_legacy(prism, "RunSweep", request, timeout=300)))
+    return EXIT_OK
+
+
+def landing(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    print_json(as_json(_legacy(prism, "GetLanding", orchestrator_pb2.GetLandingRequest())))
+    return EXIT_OK
+
+
+def status(prism: Client, args: argparse.Namespace, out: Console) -> int:
+    request = orchestrator_pb2.GetSweepStatusRequest(sweep_id=args.sweep_id)
+    print_json(as_json(_legacy(prism, "GetSweepStatus", request)))
+    return EXIT_OK
+
+
+def _legacy(prism: Client, method: str, request: Message, timeout: float = 30) -> Any:
+    """The demo's own calls, which the client has no wrappers for."""
+    return prism.call(method, request, timeout=timeout)
+
+
+# The command line.
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="prism",
+        description="Run sweeps of sandboxed trials, watch them, read their results.",
+        epilog="Exit status: 0 done, 1 service error, 2 usage, 3 unreachable, "
+        "4 trials failed, 5 cancelled, 130 detached.",
+    )
+    top.add_argument(
+        "--address", default=env("PRISM_ADDRESS", "127.0.0.1:8080"), help="the gateway"
+    )
+    top.add_argument("--token", default=None, help="default: from the environment")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    reads = argparse.ArgumentParser(add_help=False)
+    reads.add_argument("--json", action="store_true", help="print the API's JSON")
+    following = argparse.ArgumentParser(add_help=False, parents=[reads])
+    following.add_argument(
+        "--plain", action="store_true", help="one line per event, even on a terminal"
+    )
+
+    run_ = commands.add_parser(
+        "run", parents=[following], help="start a sweep and watch it", description=_run_help()
+    )
+    run_.formatter_class = argparse.RawDescriptionHelpFormatter
+    run_.add_argument("target", help="a trial script (.py) or a spec file (.toml .yaml .json)")
+    run_.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUES")
+    run_.add_argument("--trials", type=_positive, help="random search: this many parameter sets")
+    run_.add_argument("--seed", type=int, help="random search: its seed (default 0)")
+    run_.add_argument("--objective", metavar="METRIC[:min|max]", help="the metric to optimise")
+    run_.add_argument("--task", help="what the sweep is for (default: run SCRIPT)")
+    run_.add_argument("--max-parallel", type=int, metavar="N", help="trials at once (0: no cap)")
+    run_.add_argument(
+        "-r", "--requirement", action="append", default=[], metavar="SPEC", help="a pip package"
+    )
+    run_.add_argument("--wall", type=float, metavar="SECONDS", help="a trial's time limit")
+    run_.add_argument("--memory", type=int, metavar="MB", help="a trial's memory limit")
+    run_.add_argument("--cpus", type=float, help="a trial's CPU limit")
+    run_.add_argument("--retries", type=int, help="re-runs after an infrastructure failure")
+    run_.add_argument("--request-id", help="a retried run with the same id starts nothing new")
+    run_.add_argument("--detach", action="store_true", help="print the sweep's id and return")
+    run_.set_defaults(handler=run)
+
+    watch_ = commands.add_parser("watch", parents=[following], help="follow a sweep to its end")
+    watch_.add_argument("sweep_id")
+    watch_.set_defaults(handler=watch)
+    show_ = commands.add_parser("show", parents=[reads], help="a sweep's trials and best trial")
+    show_.add_argument("sweep_id")
+    show_.set_defaults(handler=show)
+    sweeps_ = commands.add_parser("sweeps", parents=[reads], help="the latest sweeps")
+    sweeps_.add_argument("--limit", type=int, default=20, help="how many (0: all)")
+    sweeps_.set_defaults(handler=sweeps)
+    logs_ = commands.add_parser("logs", parents=[reads], help="a trial's stdout and stderr")
+    logs_.add_argument("sweep_id")
+    logs_.add_argument("index", type=int)
+    logs_.add_argument("--follow", "-f", action="store_true", help="wait for the trial's end")
+    logs_.add_argument("--raw", action="store_true", help="control characters as they are")
+    logs_.set_defaults(handler=logs)
+    artifacts_ = commands.add_parser("artifacts", parents=[reads], help="a trial's files")
+    artifacts_.add_argument("sweep_id")
+    artifacts_.add_argument("index", type=int)
+    artifacts_.add_argument("-o", "--output", metavar="DIR", help="download them into DIR")
+    artifacts_.set_defaults(handler=artifacts)
+    cancel_ = commands.add_parser("cancel", parents=[reads], help="stop a sweep")
+    cancel_.add_argument("sweep_id")
+    cancel_.set_defaults(handler=cancel)
+
+    examples_ = commands.add_parser(
+        "examples", help="the demo's default sweep (its three example runners) for a task"
+    )
+    examples_.add_argument("task")
+    examples_.set_defaults(handler=examples)
+    commands.add_parser("landing", help="what the service is").set_defaults(handler=landing)
+    status_ = commands.add_parser("status", help="the demo's view of a sweep")
+    status_.add_argument("sweep_id")
+    status_.set_defaults(handler=status)
+    return top
+
+
+def _run_help() -> str:
+    doc = specfile.__doc__ or ""
+    return doc[doc.index("A `-p") :]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text}")
+    return value
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Errors as one line on stderr and the documented exit status."""
+    try:
+        yield
+    except (Usage, specfile.SpecError) as error:
+        _fail(EXIT_USAGE, str(error))
+    except InvalidArgument as error:
+        details = "".join(f"\n  {v.field}: {v.description}" for v in error.violations)
+        _fail(EXIT_USAGE, f"invalid_argument: {error.message}{details}")
+    except (Unavailable, DeadlineExceeded) as error:
+        _fail(EXIT_UNREACHABLE, f"{error.code.name.lower()}: {error.message}")
+    except ApiError as error:
+        _fail(EXIT_ERROR, f"{error.code.name.lower()}: {error.message}")
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(f"prism: {display.clean(message, keep_newlines=True)}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="prism", description=__doc__.splitlines()[0])
-    parser.add_argument("--address", default=env("PRISM_ADDRESS", "127.0.0.1:8080"))
-    parser.add_argument("--token", default=None, help="default: from the environment")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("landing", help="what the service is and how to use it")
-    run = commands.add_parser("run", help="run the default sweep for a task and wait")
-    run.add_argument("task")
-    status = commands.add_parser("status", help="a sweep's progress and results")
-    status.add_argument("sweep_id")
-    args = parser.parse_args(argv)
-    args.token = args.token or default_token()
-    with grpc.insecure_channel(args.address) as channel:
-        try:
-            reply = call(args, orchestrator_pb2_grpc.OrchestratorStub(channel))
-        except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]
-            sys.exit(f"prism: {code.name.lower()}: {error.details()}")  # type: ignore[attr-defined]
-    print(json_format.MessageToJson(reply, always_print_fields_with_no_presence=True, indent=2))
+    args = parser().parse_args(argv)
+    handler: Callable[[Client, argparse.Namespace, Console], int] = args.handler
+    out = Console(highlight=False)
+    with _errors(), Client(args.address, args.token) as prism:
+        sys.exit(handler(prism, args, out))
 
 
 if __name__ == "__main__":

@@ -425,10 +425,12 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        """Any unary method of the service by name (the demo's own calls have no wrapper),
+        with its errors raised as ApiErrors; `timeout` defaults to the client's."""
         try:
             return getattr(self._stub, method)(
-                request, metadata=self._metadata, timeout=self._timeout
+                request, metadata=self._metadata, timeout=timeout or self._timeout
             )
         except grpc.RpcError as error:
             raise error_from(error) from None
@@ -436,17 +438,17 @@ class Client:
     def create(self, spec: SpecLike, *, request_id: str = "") -> orchestrator_pb2.Sweep:
         """Start a sweep. With a request id, a repeated call (a retry after a lost answer)
         returns the sweep the first one started instead of starting another."""
-        sweep: orchestrator_pb2.Sweep = self._call("CreateSweep", _create(spec, request_id))
+        sweep: orchestrator_pb2.Sweep = self.call("CreateSweep", _create(spec, request_id))
         return sweep
 
     def get(self, sweep_id: str) -> orchestrator_pb2.Sweep:
-        sweep: orchestrator_pb2.Sweep = self._call(
+        sweep: orchestrator_pb2.Sweep = self.call(
             "GetSweep", orchestrator_pb2.GetSweepRequest(sweep_id=sweep_id)
         )
         return sweep
 
     def trial(self, sweep_id: str, index: int) -> orchestrator_pb2.Trial:
-        trial: orchestrator_pb2.Trial = self._call(
+        trial: orchestrator_pb2.Trial = self.call(
             "GetTrial", orchestrator_pb2.GetTrialRequest(sweep_id=sweep_id, index=index)
         )
         return trial
@@ -455,7 +457,7 @@ class Client:
         """Every sweep, newest first, page after page as the iteration needs them."""
         token = ""
         while True:
-            page: orchestrator_pb2.ListSweepsResponse = self._call(
+            page: orchestrator_pb2.ListSweepsResponse = self.call(
                 "ListSweeps",
                 orchestrator_pb2.ListSweepsRequest(page_size=page_size, page_token=token),
             )
@@ -465,7 +467,7 @@ class Client:
                 return
 
     def cancel(self, sweep_id: str) -> orchestrator_pb2.Sweep:
-        sweep: orchestrator_pb2.Sweep = self._call(
+        sweep: orchestrator_pb2.Sweep = self.call(
             "CancelSweep", orchestrator_pb2.CancelSweepRequest(sweep_id=sweep_id)
         )
         return sweep
@@ -514,20 +516,20 @@ class Client:
         return self.get(sweep_id)
 
     def logs(self, sweep_id: str, index: int) -> orchestrator_pb2.TrialLogs:
-        logs: orchestrator_pb2.TrialLogs = self._call(
+        logs: orchestrator_pb2.TrialLogs = self.call(
             "GetTrialLogs", orchestrator_pb2.GetTrialLogsRequest(sweep_id=sweep_id, index=index)
         )
         return logs
 
     def artifacts(self, sweep_id: str, index: int) -> orchestrator_pb2.ListArtifactsResponse:
-        found: orchestrator_pb2.ListArtifactsResponse = self._call(
+        found: orchestrator_pb2.ListArtifactsResponse = self.call(
             "ListArtifacts",
             orchestrator_pb2.ListArtifactsRequest(sweep_id=sweep_id, index=index),
         )
         return found
 
     def artifact(self, sweep_id: str, index: int, name: str) -> bytes:
-        body = self._call(
+        body = self.call(
             "GetArtifact",
             orchestrator_pb2.GetArtifactRequest(sweep_id=sweep_id, index=index, name=name),
         )

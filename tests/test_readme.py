@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO, RunningStack
 
@@ -17,43 +18,63 @@ def tutorial_blocks() -> list[str]:
     return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
 
 
-def test_your_first_real_sweep_works_verbatim(stack: RunningStack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def verbatim(stack: RunningStack, blocks: list[str]) -> str:
+    """The blocks as one bash script against the test stack: its address and token file, and
+    the prism command of this environment."""
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    script = script.replace("http://127.0.0.1:8080", f"http://{stack.gateway}")
+    script = script.replace(".prism/api_token", str(stack.layout.api_token_file))
+    return script.replace("$PWD/.venv/bin", str(Path(sys.executable).parent))
+
+
+def stack_env(stack: RunningStack) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PRISM_ADDRESS": stack.gateway,
+        "PRISM_API_TOKEN_FILE": str(stack.layout.api_token_file),
+    }
+
+
+def test_your_first_real_sweep_works_verbatim(stack: RunningStack, tmp_path: Path) -> None:
     blocks = tutorial_blocks()
     # The dependency example reaches a package index: not from a test.
     offline = [b for b in blocks if "requirements" not in b]
-    assert len(offline) == 2, "the tutorial's first two steps"
-    script = "set -euo pipefail\n" + "\n".join(offline)
-    script = script.replace("http://127.0.0.1:8080", f"http://{stack.gateway}")
-    script = script.replace(".prism/api_token", str(stack.layout.api_token_file))
+    assert len(offline) == 3, "the command, then the same over HTTP in two steps"
     done = subprocess.run(
-        ["timeout", "120", "bash", "-c", script],
+        ["timeout", "180", "bash", "-c", verbatim(stack, offline)],
         cwd=tmp_path,
+        env=stack_env(stack),
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # What the README shows the command printing, but the sweep's id.
+    shown = re.findall(r"^# (.*)$", offline[0], flags=re.M)
+    assert len(shown) == 9
+    lines = done.stdout.splitlines()
+    for line in shown:
+        if "started on" in line:  # the runner's name is this stack's
+            assert any(out.startswith(line.rsplit(" ", 1)[0]) for out in lines)
+        elif "…" not in line:
+            assert line in lines
     assert """{"layers": 1, "lr": 0.01} {'loss': 0.1}""" in done.stdout
     assert '"stdout":"PRISM_METRIC' in done.stdout
 
 
-def test_the_python_example_works_verbatim(stack: RunningStack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_python_example_works_verbatim(stack: RunningStack, tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     section = readme.split("### The same from Python", 1)[1].split("\n### ", 1)[0]
     [example] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     # The tutorial's first step writes train.py (and starts its own sweep).
-    first = "set -euo pipefail\n" + tutorial_blocks()[0]
-    first = first.replace("http://127.0.0.1:8080", f"http://{stack.gateway}")
-    first = first.replace(".prism/api_token", str(stack.layout.api_token_file))
-    subprocess.run(["bash", "-c", first], cwd=tmp_path, check=True, capture_output=True)
+    first = verbatim(stack, tutorial_blocks()[:1])
+    subprocess.run(
+        ["bash", "-c", first], cwd=tmp_path, env=stack_env(stack), check=True, capture_output=True
+    )
     done = subprocess.run(
         [sys.executable, "-c", example],
         cwd=tmp_path,
-        env={
-            **os.environ,
-            "PRISM_ADDRESS": stack.gateway,
-            "PRISM_API_TOKEN_FILE": str(stack.layout.api_token_file),
-        },
+        env=stack_env(stack),
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,0 +1,337 @@
+"""What the `prism` command shows of a sweep: its live progress, one line per event, and tables.
+
+Every string a sweep's answers carry may have been written by a trial (its metric names and
+values, its failure's text, its artifact names), so each goes through `clean` before it reaches
+a terminal, and into rich only as `Text` (never parsed as markup): a trial cannot move the
+cursor, retitle the window or restyle the table.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from prism.client import Event
+from prism.v1 import orchestrator_pb2
+
+# Outcomes in the order counts are shown, with their style.
+OUTCOME_STYLES = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "yellow",
+    "oom_killed": "yellow",
+    "output_limit": "yellow",
+    "cancelled": "dim",
+    "sandbox_error": "magenta",
+    "runner_lost": "magenta",
+}
+MAX_RUNNING_ROWS = 8
+MAX_CELL = 60
+
+
+def clean(text: str, *, keep_newlines: bool = False) -> str:
+    """The text with every control character shown as an escape (`\\x1b`), newlines and
+    tabs kept when asked: safe to print to a terminal."""
+    kept = "\n\t" if keep_newlines else ""
+    return "".join(
+        c if (c.isprintable() or c in kept) else c.encode("unicode_escape").decode() for c in text
+    )
+
+
+def short(value: Any, limit: int = MAX_CELL) -> str:
+    """A value on one line, cleaned, cut to `limit` characters."""
+    text = clean(value if isinstance(value, str) else _compact(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))  # the API's numbers are doubles: 2.0 was written 2
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def params_text(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{name}={_compact(value)}" for name, value in sorted(params.items()))
+
+
+def metrics_text(values: Mapping[str, Any]) -> str:
+    """Metric values in the order the trial wrote them."""
+    return " ".join(f"{name}={_compact(value)}" for name, value in values.items())
+
+
+def seconds_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02}:{second:02}" if hours else f"{minute}:{second:02}"
+
+
+def struct(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+@dataclass
+class TrialView:
+    index: int
+    params: dict[str, Any]
+    state: str = "pending"
+    outcome: str = ""
+    reason: str = ""
+    runner: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    last_metric: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None  # time.monotonic() when seen starting
+    known: bool = False  # its metrics and outcome were read from the service
+
+    @classmethod
+    def of(cls, trial: orchestrator_pb2.Trial) -> TrialView:
+        view = cls(trial.index, struct(trial.params))
+        view.update(trial)
+        return view
+
+    def update(self, trial: orchestrator_pb2.Trial) -> None:
+        self.state, self.outcome, self.reason = trial.state, trial.outcome, trial.reason
+        self.runner, self.metrics = trial.runner, struct(trial.metrics)
+        self.known = trial.state == "finished"
+
+
+class Progress:
+    """A sweep as its watcher sees it: built from the sweep's answer, then kept up by its
+    events; a rich renderable (the live display) that the refresh thread may draw while the
+    watch applies events."""
+
+    def __init__(self, sweep: orchestrator_pb2.Sweep) -> None:
+        self.sweep_id, self.task, self.state = sweep.id, sweep.spec.task, sweep.state
+        self.metric = sweep.spec.objective.metric
+        self.maximize = sweep.spec.objective.goal == "maximize"
+        self.created = sweep.create_time.ToSeconds() if sweep.HasField("create_time") else None
+        self.trials = {t.index: TrialView.of(t) for t in sweep.trials}
+        self.total = sweep.counts.total or len(self.trials)
+        self._lock = threading.Lock()
+
+    # Keeping up.
+
+    def apply(self, event: Event) -> int | None:
+        """Take in one event; the index of a trial that has just finished and whose result
+        the watcher should read (`finished`), if any."""
+        with self._lock:
+            index = event.trial_index
+            trial = None if index is None else self.trials.setdefault(index, TrialView(index, {}))
+            if event.kind == "sweep_created":
+                self.total = int(event.data.get("trials", self.total))
+            elif event.final:
+                self.state = event.sweep_state or self.state
+            if trial is None:
+                return None
+            if event.kind == "trial_started":
+                trial.state, trial.started = "running", time.monotonic()
+                trial.runner = str(event.data.get("runner", ""))
+            elif event.kind in ("trial_requeued", "trial_retrying"):
+                trial.state, trial.started = "pending", None
+            elif event.kind == "metric":
+                values = event.data.get("values")
+                trial.last_metric = values if isinstance(values, dict) else {}
+            elif event.kind == "trial_finished":
+                trial.state = "finished"
+                trial.outcome = str(event.data.get("outcome", ""))
+                trial.reason = str(event.data.get("reason", ""))
+                return None if trial.known else index
+            return None
+
+    def finished(self, trial: orchestrator_pb2.Trial) -> None:
+        with self._lock:
+            view = self.trials.setdefault(trial.index, TrialView.of(trial))
+            view.update(trial)
+
+    # Reading.
+
+    def value(self, trial: TrialView) -> float | None:
+        value = trial.metrics.get(self.metric) if self.metric else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return None
+
+    def best(self) -> TrialView | None:
+        scored = [
+            (value, t.index, t)
+            for t in self.trials.values()
+            if t.outcome == "succeeded" and (value := self.value(t)) is not None
+        ]
+        if not scored:
+            return None
+        pick = max if self.maximize else min
+        return pick(scored, key=lambda s: (s[0], -s[1]) if self.maximize else (s[0], s[1]))[2]
+
+    def outcomes(self) -> Counter[str]:
+        return Counter(t.outcome for t in self.trials.values() if t.outcome)
+
+    def finished_count(self) -> int:
+        return sum(1 for t in self.trials.values() if t.state == "finished")
+
+    def counts_text(self) -> Text:
+        text = Text()
+        running = sum(1 for t in self.trials.values() if t.state in ("running", "dispatched"))
+        pending = self.total - self.finished_count() - running
+        parts = [(f"{n} {o}", OUTCOME_STYLES.get(o, "")) for o, n in self._ordered()]
+        parts += [(f"{running} running", "cyan")] if running else []
+        parts += [(f"{pending} pending", "dim")] if pending > 0 else []
+        for i, (part, style) in enumerate(parts):
+            text.append(" · " if i else "")
+            text.append(clean(part), style=style)
+        return text
+
+    def _ordered(self) -> list[tuple[str, int]]:
+        counts = self.outcomes()
+        known = [(o, counts[o]) for o in OUTCOME_STYLES if counts[o]]
+        return known + sorted((o, n) for o, n in counts.items() if o not in OUTCOME_STYLES)
+
+    def best_text(self) -> Text:
+        top = self.best()
+        if top is None:
+            return Text("best: none yet", style="dim")
+        line = f"best: trial {top.index} · {self.metric} {_compact(self.value(top))}"
+        return Text(clean(f"{line} · {params_text(top.params)}"), style="bold green")
+
+    def __rich__(self) -> RenderableType:
+        with self._lock:
+            finished = self.finished_count()
+            header = Text()
+            header.append(f"sweep {self.sweep_id}", style="bold")
+            header.append(f" · {short(self.task)} · {self.state}")
+            bar = Table.grid(padding=(0, 1))
+            bar.add_row(
+                ProgressBar(total=max(self.total, 1), completed=finished, width=40),
+                Text(f"{finished}/{self.total} trials"),
+                Text(seconds_text(time.time() - self.created) if self.created else ""),
+            )
+            return Group(header, bar, self.counts_text(), self.best_text(), self._running())
+
+    def _running(self) -> RenderableType:
+        running = sorted(
+            (t for t in self.trials.values() if t.state == "running"), key=lambda t: t.index
+        )
+        if not running:
+            return Text("")
+        table = Table(title=None, box=None, header_style="bold", pad_edge=False)
+        for column in ("trial", "params", "runner", "time", "last metric"):
+            table.add_column(column)
+        now = time.monotonic()
+        for t in running[:MAX_RUNNING_ROWS]:
+            table.add_row(
+                str(t.index),
+                Text(short(params_text(t.params))),
+                Text(short(t.runner, 20)),
+                seconds_text(now - t.started) if t.started is not None else "",
+                Text(short(metrics_text(t.last_metric))),
+            )
+        if len(running) > MAX_RUNNING_ROWS:
+            table.add_row("…", f"and {len(running) - MAX_RUNNING_ROWS} more")
+        return table
+
+    # One line per event, for a log or a pipe.
+
+    def line(self, event: Event) -> str | None:
+        """The event as one plain line (None for events not worth one)."""
+        trial = f"trial {event.trial_index}"
+        data = event.data
+        if event.kind == "sweep_created":
+            return f"sweep {self.sweep_id}: {self.total} trials"
+        if event.kind == "trial_started":
+            return f"{trial} started on {short(data.get('runner', '?'), 40)}"
+        if event.kind == "metric":
+            values = data.get("values")
+            if not isinstance(values, dict):
+                return None
+            return f"{trial} {short(metrics_text(values), 200)}"
+        if event.kind == "trial_finished":
+            view = self.trials.get(event.trial_index or 0)
+            value = None if view is None else self.value(view)
+            shown = f" {self.metric}={_compact(value)}" if value is not None else ""
+            failed = data.get("reason") and data.get("outcome") != "succeeded"
+            reason = f": {short(data.get('reason', ''), 200)}" if failed else ""
+            return f"{trial} {short(data.get('outcome', '?'), 20)}{shown}{reason}"
+        if event.kind in ("trial_requeued", "trial_retrying"):
+            return f"{trial} {event.kind.removeprefix('trial_')}: {short(data.get('reason', ''))}"
+        if event.final:
+            return f"sweep {self.sweep_id} {event.sweep_state or event.kind}"
+        return None
+
+
+def summary(sweep: orchestrator_pb2.Sweep) -> list[Text]:
+    """A finished (or running) sweep in a few lines: its counts by outcome and its best trial."""
+    progress = Progress(sweep)
+    head = Text(f"sweep {sweep.id} {sweep.state}: ", style="bold")
+    return [head + progress.counts_text(), progress.best_text()]
+
+
+def trials_table(sweep: orchestrator_pb2.Sweep) -> Table:
+    """Every trial of the sweep, the best one marked."""
+    progress = Progress(sweep)
+    best = progress.best()
+    names = sorted({name for t in progress.trials.values() for name in t.params})
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    table.add_column("trial", justify="right")
+    table.add_column("outcome")
+    for name in names:
+        table.add_column(Text(short(name, 24)), justify="right")
+    if progress.metric:
+        table.add_column(Text(short(progress.metric, 24)), justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("runner")
+    table.add_column("reason")
+    durations = {t.index: t.duration_seconds for t in sweep.trials}
+    for t in sorted(progress.trials.values(), key=lambda t: t.index):
+        status = t.outcome or t.state
+        row: list[Any] = [
+            f"★ {t.index}" if t is best else str(t.index),
+            Text(short(status, 20), style=OUTCOME_STYLES.get(t.outcome, "")),
+        ]
+        row += [Text(short(t.params.get(n, ""), 24)) for n in names]
+        if progress.metric:
+            value = progress.value(t)
+            row.append("" if value is None else _compact(value))
+        seconds = durations.get(t.index, 0.0)
+        row += [f"{seconds:.1f}s" if seconds else "", Text(short(t.runner, 20))]
+        row.append(Text(short(t.reason, 80) if t.outcome != "succeeded" else ""))
+        table.add_row(*row, style="bold" if t is best else None)
+    return table
+
+
+def sweeps_table(sweeps: Iterable[orchestrator_pb2.Sweep], now: float) -> Table:
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    for column in ("state", "trials", "succeeded", "age"):
+        table.add_column(column, justify="right" if column in ("trials", "succeeded") else "left")
+    table.add_column("task", overflow="ellipsis", no_wrap=True)
+    for sweep in sweeps:
+        counts = sweep.counts
+        age = now - sweep.create_time.ToSeconds() if sweep.HasField("create_time") else 0
+        table.add_row(
+            sweep.id,
+            Text(sweep.state, style={"done": "green", "error": "red"}.get(sweep.state, "")),
+            f"{counts.finished}/{counts.total}",
+            str(counts.succeeded),
+            _age(age),
+            Text(short(sweep.spec.task)),
+        )
+    return table
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"

@@ -1,0 +1,173 @@
+"""What `prism run` sends: a sweep spec from a trial script and command-line flags, or from a
+spec file (TOML, YAML or JSON, the same fields as the API's JSON spec).
+
+    prism run train.py -p lr=loguniform:1e-4:1e-1 -p layers=1,2,3 --trials 20 --objective loss:min
+    prism run sweep.toml
+
+A `-p NAME=VALUES` is one of:
+
+    NAME=1,2,3                 the listed values (numbers, true/false and null read as JSON,
+                               anything else as a string); one value is a list of one
+    NAME=uniform:LOW:HIGH      a float drawn uniformly
+    NAME=loguniform:LOW:HIGH   a float drawn uniformly in log space (0 < LOW)
+    NAME=int:LOW:HIGH          an integer, both ends included
+    NAME=choice:A,B,C          one of the values
+
+With only listed values the sweep is a grid (every combination); `--trials N` or any
+distribution makes it a random search of N trials, listed values becoming choices.
+
+A spec file may name its script with `scriptFile` (a path relative to the file) instead of
+giving the source as `script`. Its keys are the JSON spec's (`maxParallel`) or the proto's
+(`max_parallel`); an unknown key is an error naming it, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPEC_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+GOALS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
+# Larger than any script the API accepts, so that the API names the rule; a bound on reading.
+MAX_SCRIPT_BYTES = 1024 * 1024
+
+
+class SpecError(ValueError):
+    """The command line or the spec file is wrong; the message says where."""
+
+
+def scalar(text: str) -> Any:
+    """A value as typed on the command line: JSON numbers, true/false and null as such,
+    anything else as the string itself (`adam`, not `"adam"`)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, bool | int | float) else text
+
+
+def parameter(flag: str) -> tuple[str, list[Any] | dict[str, list[Any]]]:
+    """One `-p NAME=VALUES`: its name and either its listed values or its distribution."""
+    name, equals, values = flag.partition("=")
+    name = name.strip()
+    if not equals or not name:
+        raise SpecError(f"-p {flag!r}: expected NAME=VALUES, e.g. lr=0.1,0.01 or lr=uniform:0:1")
+    kind, colon, rest = values.partition(":")
+    if colon and kind in DISTRIBUTIONS:
+        if kind == "choice":
+            return name, {"choice": [scalar(v) for v in rest.split(",")]}
+        bounds = rest.split(":")
+        numbers = [scalar(b) for b in bounds]
+        if len(bounds) != 2 or not all(_number(n) for n in numbers):
+            raise SpecError(f"-p {flag!r}: {kind} takes two numbers, {kind}:LOW:HIGH")
+        return name, {kind: numbers}
+    return name, [scalar(v) for v in values.split(",")]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parameters(flags: list[str], trials: int | None, seed: int | None) -> dict[str, Any] | None:
+    """The spec's `parameters` from the -p flags (None without any)."""
+    space: dict[str, list[Any] | dict[str, list[Any]]] = {}
+    for flag in flags:
+        name, values = parameter(flag)
+        if name in space:
+            raise SpecError(f"-p {name}: given twice")
+        space[name] = values
+    if not space:
+        if trials is not None:
+            raise SpecError("--trials needs parameters to draw (-p NAME=uniform:LOW:HIGH ...)")
+        return None
+    randomised = trials is not None or any(isinstance(v, dict) for v in space.values())
+    if not randomised:
+        if seed is not None:
+            raise SpecError("--seed is for a random search: give --trials N too")
+        return {"grid": space}
+    if trials is None:
+        raise SpecError("a distribution draws --trials N parameter sets: give --trials")
+    drawn = {n: v if isinstance(v, dict) else {"choice": v} for n, v in space.items()}
+    return {"random": {"trials": trials, "seed": seed or 0, "parameters": drawn}}
+
+
+def objective(flag: str) -> dict[str, str]:
+    """`--objective loss`, `loss:min` or `accuracy:max`."""
+    metric, _, goal = flag.partition(":")
+    if not metric or (goal and goal not in GOALS):
+        raise SpecError(f"--objective {flag!r}: expected METRIC or METRIC:min or METRIC:max")
+    return {"metric": metric, "goal": GOALS[goal or "min"]}
+
+
+def read_script(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_SCRIPT_BYTES + 1)
+    except OSError as error:
+        raise SpecError(f"{path}: {error.strerror or error}") from None
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_SCRIPT_BYTES} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text") from None
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A spec file as the API's JSON spec (its `scriptFile` read into `script`)."""
+    text = read_script(path)
+    try:
+        if path.suffix == ".toml":
+            spec: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            spec = yaml.safe_load(text)
+        else:
+            spec = json.loads(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise SpecError(f"{path}: {error}") from None
+    if not isinstance(spec, dict):
+        raise SpecError(f"{path}: expected a mapping of the spec's fields at the top")
+    script_file = spec.pop("scriptFile", None)
+    if script_file is not None:
+        if "script" in spec:
+            raise SpecError(f"{path}: give script or scriptFile, not both")
+        if not isinstance(script_file, str):
+            raise SpecError(f"{path}: scriptFile must be a path")
+        spec["script"] = read_script(path.parent / script_file)
+    return spec
+
+
+def overridden(spec: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec with the fields given on the command line in place of its own: `task`,
+    `maxParallel`, `retries`, `objective`, `requirements` (added) and `limits.*`."""
+    spec = dict(spec)
+    for key in ("task", "maxParallel", "retries"):
+        if flags.get(key) is not None:
+            spec.pop(_snake(key), None)
+            spec[key] = flags[key]
+    if flags.get("objective"):
+        spec["objective"] = objective(flags["objective"])
+    if flags.get("requirements"):
+        spec["requirements"] = [*spec.get("requirements", []), *flags["requirements"]]
+    limits = {k: v for k, v in flags.get("limits", {}).items() if v is not None}
+    if limits:
+        own = spec.get("limits", {})
+        if not isinstance(own, dict):
+            raise SpecError("limits: expected a mapping, e.g. {wallSeconds: 60}")
+        spec["limits"] = {k: v for k, v in own.items() if _camel(k) not in limits} | limits
+    return spec
+
+
+def _camel(key: str) -> str:
+    first, *rest = key.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)

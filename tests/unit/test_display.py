@@ -1,0 +1,134 @@
+"""The `prism` command's views of a sweep: kept up by events, and safe to print whatever a
+trial wrote."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from google.protobuf import struct_pb2
+from rich.console import Console
+
+from prism import display
+from prism.client import Event
+from prism.v1 import orchestrator_pb2
+
+# What a trial can put in the strings the command prints: terminal controls (CSI, OSC that
+# retitles the window or writes the clipboard, C1 controls, a bell, a backspace), and rich's
+# own markup.
+HOSTILE = [
+    "\x1b[2J\x1b[Hcleared",
+    "\x1b]0;owned\x07",
+    "\x1b]52;c;cm0gLXJmIH4=\x07",
+    "\x9b31mC1",
+    "back\x08\x08\x08space",
+    "[bold red]markup[/bold red]",
+    "line\nbreak\rreturn",
+]
+
+
+def struct(values: dict) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message
+
+
+def sweep(*trials: orchestrator_pb2.Trial, goal: str = "minimize") -> orchestrator_pb2.Sweep:
+    spec = orchestrator_pb2.SweepSpec(
+        task="t", objective=orchestrator_pb2.Objective(metric="loss", goal=goal)
+    )
+    counts = orchestrator_pb2.TrialCounts(total=len(trials))
+    return orchestrator_pb2.Sweep(id="s1", state="running", spec=spec, trials=trials, counts=counts)
+
+
+def trial(
+    index: int, loss: float | None = None, outcome: str = "", **params: object
+) -> orchestrator_pb2.Trial:
+    metrics = struct({} if loss is None else {"loss": loss})
+    return orchestrator_pb2.Trial(
+        index=index,
+        params=struct(dict(params)),
+        state="finished" if outcome else "pending",
+        outcome=outcome,
+        metrics=metrics,
+    )
+
+
+def event(seq: int, kind: str, index: int | None, **data: object) -> Event:
+    return Event(seq, kind, index, dict(data), 0.0, kind == "sweep_finished", "")
+
+
+def plain(renderable: object) -> str:
+    """As printed to a file: no colours, so every escape in it came from the data."""
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None, force_terminal=False).print(renderable)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_clean_leaves_no_control_character(text: str) -> None:
+    shown = display.clean(text)
+    assert all(c.isprintable() for c in shown)
+    assert shown.replace("\\", "") != ""
+
+
+def test_events_keep_the_progress_and_the_best_trial() -> None:
+    progress = display.Progress(sweep(trial(0, lr=0.1), trial(1, lr=0.01), trial(2, lr=0.001)))
+    assert progress.apply(event(1, "trial_started", 0, runner="runner-1")) is None
+    assert progress.trials[0].state == "running"
+    progress.apply(event(2, "metric", 0, values={"step": 1, "loss": 0.5}))
+    assert progress.trials[0].last_metric == {"step": 1, "loss": 0.5}
+    # A finished trial's result is read from the service: apply asks for it once.
+    assert progress.apply(event(3, "trial_finished", 0, outcome="succeeded")) == 0
+    progress.finished(trial(0, 0.4, "succeeded", lr=0.1))
+    assert progress.apply(event(4, "trial_finished", 1, outcome="failed", reason="boom")) == 1
+    progress.finished(trial(1, 0.1, "failed", lr=0.01))  # failed: never the best
+    best = progress.best()
+    assert best is not None and best.index == 0
+    assert progress.outcomes() == {"succeeded": 1, "failed": 1}
+    assert "1 pending" in plain(progress.counts_text())
+    progress.apply(event(5, "sweep_finished", None, status="done"))
+    assert progress.finished_count() == 2
+
+
+def test_a_trial_finished_before_the_watch_began_is_not_read_again() -> None:
+    progress = display.Progress(sweep(trial(0, 0.3, "succeeded")))
+    progress.apply(event(1, "trial_started", 0))
+    assert progress.apply(event(2, "trial_finished", 0, outcome="succeeded")) is None
+
+
+@pytest.mark.parametrize(("goal", "expected"), [("minimize", 1), ("maximize", 2)])
+def test_the_best_follows_the_goal_and_skips_non_numbers(goal: str, expected: int) -> None:
+    done = sweep(
+        trial(0, None, "succeeded"),
+        trial(1, 0.1, "succeeded"),
+        trial(2, 0.9, "succeeded"),
+        goal=goal,
+    )
+    best = display.Progress(done).best()
+    assert best is not None and best.index == expected
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_what_a_trial_wrote_is_printed_inert(text: str) -> None:
+    hostile = trial(0, 0.2, "failed", **{"p": text})
+    hostile.reason = text
+    hostile.runner = text
+    done = sweep(hostile)
+    progress = display.Progress(done)
+    finished = event(1, "trial_finished", 0, outcome=text, reason=text)
+    metric = event(2, "metric", 0, values={text: text})
+    lines = [progress.line(finished), progress.line(metric)]
+    shown = "".join(
+        [plain(display.trials_table(done)), *map(plain, display.summary(done)), *map(str, lines)]
+    )
+    shown += plain(progress)
+    assert not any(c in shown for c in "\x1b\x9b\x07\x08\r")
+    if text.startswith("[bold"):
+        assert "[bold red]markup[/bold red]" in shown  # shown as written, not as a style
+
+
+def test_a_sweeps_table_shows_whole_ids() -> None:
+    listed = sweep()
+    listed.id = "0123456789abcdef0123456789abcdef0123"
+    assert listed.id in plain(display.sweeps_table([listed], now=0))
