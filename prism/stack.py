@@ -292,6 +292,7 @@ class Stack:
 
 # A result's output is shown on one line, this long at most.
 _OUTPUT_CHARS = 100
+_COMMAND_COLUMN = 48
 
 
 def _demo(stack: Stack) -> None:
@@ -312,15 +313,16 @@ def _demo(stack: Stack) -> None:
         answer = json.load(reply)
     results = answer["results"]
     done = sum(result["status"] == "done" for result in results)
-    print(f"sweep {answer['sweepId']}: {done} of {len(results)} runners done")
+    print(f"{done} of {len(results)} runners done")
     print()
-    print(f"The default sweep, POST {url} {body.decode()}:")
+    print(f"sweep {answer['sweepId']} (POST {url} {body.decode()}):")
     for result in results:
         print(f"  {result['runner']:10} {result['status']:6} {_one_line(result['output'])}")
     print()
     print("Next:")
     commands = _next_commands(stack, answer["sweepId"])
-    width = max(len(command) for command, _ in commands)
+    # The comments line up, but not behind a command as long as the curl one.
+    width = min(max(len(command) for command, _ in commands), _COMMAND_COLUMN)
     for command, what in commands:
         print(f"  {command:{width}}  # {what}")
 
@@ -380,8 +382,8 @@ def main() -> None:
             created = stack.prepare()
             stack.up()
             print(
-                f"{'already up' if already else 'up'}: gateway http://{layout.address(GATEWAY)}, "
-                f"orchestrator, {len(layout.runners)} runners"
+                f"{'already up:' if already else 'started'} gateway "
+                f"http://{layout.address(GATEWAY)}, orchestrator, {len(layout.runners)} runners"
             )
             if created:
                 print(f"generated an API token in {layout.api_token_file} (mode 0600)")

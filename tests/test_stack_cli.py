@@ -60,7 +60,7 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         # The first line is `make up`'s step line.
         assert up.stdout.splitlines()[0] == (
-            f"up: gateway http://127.0.0.1:{gateway}, orchestrator, 3 runners"
+            f"started gateway http://127.0.0.1:{gateway}, orchestrator, 3 runners"
         )
         assert f"generated an API token in {data / 'api_token'}" in up.stdout
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
@@ -81,8 +81,9 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
         assert demo.returncode == 0, demo.stdout + demo.stderr
         lines = demo.stdout.splitlines()
         # The first line is `make demo`'s step line; the results, then what to try next.
-        first = re.fullmatch(r"sweep (\S+): 4 of 4 runners done", lines[0])
-        assert first, lines[0]
+        assert lines[0] == "4 of 4 runners done"
+        sweep = re.fullmatch(r"sweep (\S+) \(POST .*\):", lines[2])
+        assert sweep, lines[2]
         results = [line.split() for line in lines if line.startswith("  runner-")]
         assert [r[0] for r in results] == ["runner-a", "runner-b", "runner-c", "runner-d"]
         assert all(r[1] == "done" for r in results)
@@ -90,7 +91,7 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
         commands = [line.split("  # ")[0].strip() for line in ending]
         for command in (
             "prism sweeps",
-            f"prism show {first[1]}",
+            f"prism show {sweep[1]}",
             f"http://127.0.0.1:{gateway}/ui/",
             "make down",
         ):
