@@ -6,11 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_RUN := .prism/test-run
+# `make demo` and `make up` print one line per step and keep the rest in a log under
+# .prism/; the step runner needs python3 alone, since its first step makes the venv.
+STEPS := python3 -m prism.steps --venv $(VENV) --stamp $(STAMP)
 
 .PHONY: demo test test-fast up down logs install engine images protos check lint clean
 
-demo: up
-	$(PY) -m prism.stack demo
+demo:
+	@$(STEPS) demo
 
 # The tests get an engine of their own when none answers, and stop it after.
 test: $(STAMP)
@@ -27,8 +30,8 @@ test-fast: $(STAMP)
 	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; \
 	  exit $$status
 
-up: engine images
-	$(PY) -m prism.stack up
+up:
+	@$(STEPS) up
 
 down: $(STAMP)
 	$(PY) -m prism.stack down

@@ -290,7 +290,14 @@ class Stack:
             return "(no log)"
 
 
+# A result's output is shown on one line, this long at most.
+_OUTPUT_CHARS = 100
+_COMMAND_COLUMN = 48
+
+
 def _demo(stack: Stack) -> None:
+    """Run the default sweep through the gateway; print its results, then what to try
+    next. The first line is the outcome in a few words (`make demo`'s step line)."""
     url = f"http://{stack.layout.address(GATEWAY)}/"
     body = json.dumps({"task": "tune the learning rate"}).encode()
     request = urllib.request.Request(
@@ -302,12 +309,62 @@ def _demo(stack: Stack) -> None:
             "Content-Type": "application/json",
         },
     )
-    print(f"POST {url} {body.decode()}")
     with urllib.request.urlopen(request, timeout=320) as reply:
         answer = json.load(reply)
-    print(f"sweep {answer['sweepId']}:")
-    for result in answer["results"]:
-        print(f"  {result['runner']:10} {result['status']:6} {result['output']}")
+    results = answer["results"]
+    done = sum(result["status"] == "done" for result in results)
+    print(f"{done} of {len(results)} runners done")
+    print()
+    print(f"sweep {answer['sweepId']} (POST {url} {body.decode()}):")
+    for result in results:
+        print(f"  {result['runner']:10} {result['status']:6} {_one_line(result['output'])}")
+    print()
+    print("Next:")
+    commands = _next_commands(stack, answer["sweepId"])
+    # The comments line up, but not behind a command as long as the curl one.
+    width = min(max(len(command) for command, _ in commands), _COMMAND_COLUMN)
+    for command, what in commands:
+        print(f"  {command:{width}}  # {what}")
+
+
+def _one_line(output: str) -> str:
+    line = " ".join(output.split())
+    return line if len(line) <= _OUTPUT_CHARS else line[: _OUTPUT_CHARS - 1] + "…"
+
+
+def _next_commands(stack: Stack, sweep_id: str) -> list[tuple[str, str]]:
+    gateway = stack.layout.address(GATEWAY)
+    commands = []
+    if sys.prefix != sys.base_prefix:  # the `prism` command is in this virtualenv
+        commands.append(
+            (f". {_shown(Path(sys.prefix) / 'bin' / 'activate')}", "`prism` on the PATH")
+        )
+    commands += [
+        ("prism sweeps", "the sweeps so far"),
+        (f"prism show {sweep_id}", "this sweep, trial by trial"),
+        (f'curl -H "Authorization: Bearer {_token_hint(stack)}" http://{gateway}/', "the API"),
+        ("make logs", "the services' logs"),
+        ("make test", "the whole test suite"),
+        ("make down", "stop what `make demo` started"),
+    ]
+    commands.append((f"http://{gateway}/ui/", "the dashboard, in a browser"))
+    return commands
+
+
+def _token_hint(stack: Stack) -> str:
+    """How a shell reads the API token: from its file, or the variable it came in."""
+    path = os.environ.get("PRISM_API_TOKEN_FILE") or (
+        None if stack.api_token_set else stack.layout.api_token_file
+    )
+    return f"$(cat {_shown(Path(path))})" if path else "$PRISM_API_TOKEN"
+
+
+def _shown(path: Path) -> str:
+    """The path as typed from here when it is under the current folder."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def main() -> None:
@@ -321,23 +378,25 @@ def main() -> None:
     layout = stack.layout
     try:
         if args.command == "up":
+            already = all(stack.pid(service) is not None for service in layout.services)
             created = stack.prepare()
             stack.up()
-            token_file = os.environ.get("PRISM_API_TOKEN_FILE") or (
-                None if stack.api_token_set else layout.api_token_file
+            print(
+                f"{'already up:' if already else 'started'} gateway "
+                f"http://{layout.address(GATEWAY)}, orchestrator, {len(layout.runners)} runners"
             )
-            token_hint = f"$(cat {token_file})" if token_file else "$PRISM_API_TOKEN"
             if created:
                 print(f"generated an API token in {layout.api_token_file} (mode 0600)")
             print(
-                f"prism is up: gateway http://{layout.address(GATEWAY)} (HTTP/JSON and gRPC), "
+                f"gateway http://{layout.address(GATEWAY)} (HTTP/JSON and gRPC), "
                 f"orchestrator {layout.address(ORCHESTRATOR)}, runners "
                 + ", ".join(layout.address(r) for r in layout.runners)
             )
             print(
-                f'try: curl -H "Authorization: Bearer {token_hint}" http://{layout.address(GATEWAY)}/'
+                f'try: curl -H "Authorization: Bearer {_token_hint(stack)}" '
+                f"http://{layout.address(GATEWAY)}/"
             )
-            print(f"logs in {layout.data_dir / 'logs'}; stop with `make down`")
+            print(f"logs in {_shown(layout.data_dir / 'logs')}; stop with `make down`")
         elif args.command == "down":
             stack.down()
             print("prism is down")

@@ -14,6 +14,7 @@ only, which runs none of a package's code, and the image build installs them wit
 network. The trials in it run without one too, like every trial.
 """
 
+import argparse
 import contextlib
 import hashlib
 import importlib.util
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -640,16 +641,34 @@ def _run(argv: list[str]) -> None:
         raise ImageError(f"`{' '.join(argv)}` failed with code {result.returncode}")
 
 
-def main() -> int:
+def made(client: docker.DockerClient, ensure: Callable[[docker.DockerClient], str]) -> str:
+    """Run ``ensure`` and say what it left: ``made <image>``, or ``already built:
+    <image>`` when that image was there before (how `make demo` tells a step that
+    had nothing to do)."""
+    before = {image.id for image in client.images.list()}
+    name = ensure(client)
+    if client.images.get(name).id in before:
+        return f"already built: {name}"
+    return f"made {name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.images",
+        description="Make the sandbox image, or only its base, unless it exists.",
+    )
+    parser.add_argument("image", nargs="?", choices=("sandbox", "base"), default="sandbox")
+    args = parser.parse_args(argv)
     try:
-        # Progress as log lines on stderr: stdout has only the tag built.
+        # Progress as log lines on stderr: stdout has only what was made.
         logs.configure("sandbox.images", stream=sys.stderr)
     except ValueError as error:
         print(f"sandbox.images: {error}", file=sys.stderr)
         return 2
+    ensure = ensure_base_image if args.image == "base" else ensure_sandbox_image
     try:
         with contextlib.closing(docker.from_env()) as client:
-            print(ensure_sandbox_image(client))
+            print(made(client, ensure))
     except (ImageError, docker.errors.DockerException) as error:
         print(f"sandbox.images: {error}", file=sys.stderr)
         return 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -56,6 +58,10 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
     try:
         up = stack_cli("up", env)
         assert up.returncode == 0, up.stdout + up.stderr
+        # The first line is `make up`'s step line.
+        assert up.stdout.splitlines()[0] == (
+            f"started gateway http://127.0.0.1:{gateway}, orchestrator, 3 runners"
+        )
         assert f"generated an API token in {data / 'api_token'}" in up.stdout
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         assert stat.S_IMODE((data / "api_token").stat().st_mode) == 0o600
@@ -68,14 +74,34 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
         again = stack_cli("up", env)  # idempotent: nothing new starts
         assert again.returncode == 0, again.stderr
         assert "generated" not in again.stdout
+        assert again.stdout.startswith("already up: ")
         assert {s: Stack(layout).pid(s) for s in layout.services} == pids
 
         demo = stack_cli("demo", env)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         lines = demo.stdout.splitlines()
-        results = [line.split()[0] for line in lines[-4:]]
-        assert results == ["runner-a", "runner-b", "runner-c", "runner-d"]
-        assert all(" done " in line for line in lines[-4:])
+        # The first line is `make demo`'s step line; the results, then what to try next.
+        assert lines[0] == "4 of 4 runners done"
+        sweep = re.fullmatch(r"sweep (\S+) \(POST .*\):", lines[2])
+        assert sweep, lines[2]
+        results = [line.split() for line in lines if line.startswith("  runner-")]
+        assert [r[0] for r in results] == ["runner-a", "runner-b", "runner-c", "runner-d"]
+        assert all(r[1] == "done" for r in results)
+        ending = lines[lines.index("Next:") + 1 :]
+        commands = [line.split("  # ")[0].strip() for line in ending]
+        for command in (
+            "prism sweeps",
+            f"prism show {sweep[1]}",
+            f"http://127.0.0.1:{gateway}/ui/",
+            "make down",
+        ):
+            assert command in commands, ending
+        # The curl line works as printed: it reads the token from its file.
+        [curl] = [c for c in commands if c.startswith("curl ")]
+        landing = subprocess.run(
+            ["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=True
+        )
+        assert json.loads(landing.stdout)["name"] == "prism"
         for name in layout.services:
             assert token not in layout.log_file(name).read_text(), f"token in {name}'s log"
     finally:
