@@ -12,4 +12,28 @@ services share, and the tools around them. What every service is made of:
     errors      the errors handlers raise, each with its status
     keepalive   keepalive options, client and server side
     sqlite      a store's database, on its own thread
+
+The client's names are here too, `prism.Client(target, token)` and the rest of
+prism.client's public names, loaded on first use: this package's own import stays
+standard-library only (prism.steps runs before the virtualenv exists).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_CLIENT_NAMES = frozenset(
+    {
+        "Client", "AsyncClient", "SweepSpec", "Objective", "Limits", "Event",
+        "grid", "random_search", "listed", "uniform", "loguniform", "integer", "choice",
+        "ApiError", "InvalidArgument", "NotFound", "Unauthenticated", "Unavailable",
+        "DeadlineExceeded", "Internal",
+    }
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        return getattr(importlib.import_module("prism.client"), name)
+    raise AttributeError(f"module 'prism' has no attribute {name!r}")

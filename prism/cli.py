@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,8 @@ from prism.v1 import orchestrator_pb2
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_TRIALS_FAILED, EXIT_CANCELLED, EXIT_DETACHED = 4, 5, 130
+# Tables' width when the output is not a terminal.
+WIDE = 200
 DETACHED = (
     "detached from sweep {id}: it runs on. Re-attach: prism watch {id}  Stop it: prism cancel {id}"
 )
@@ -409,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     handler: Callable[[Client, argparse.Namespace, Console], int] = args.handler
     out = Console(highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(highlight=False, width=WIDE)  # a pipe or a file: lines as long as needed
     with _errors(), Client(args.address, args.token) as prism:
         sys.exit(handler(prism, args, out))
 

@@ -68,8 +68,9 @@ def params_text(params: Mapping[str, Any]) -> str:
 
 
 def metrics_text(values: Mapping[str, Any]) -> str:
-    """Metric values in the order the trial wrote them."""
-    return " ".join(f"{name}={_compact(value)}" for name, value in values.items())
+    """Metric values, `step` first, then by name (the API's objects keep no order)."""
+    ordered = sorted(values.items(), key=lambda item: (item[0] != "step", item[0]))
+    return " ".join(f"{name}={_compact(value)}" for name, value in ordered)
 
 
 def seconds_text(seconds: float) -> str:
@@ -199,6 +200,8 @@ class Progress:
         return known + sorted((o, n) for o, n in counts.items() if o not in OUTCOME_STYLES)
 
     def best_text(self) -> Text:
+        if not self.metric:
+            return Text("best: no objective (give the spec an objective metric)", style="dim")
         top = self.best()
         if top is None:
             return Text("best: none yet", style="dim")
@@ -314,7 +317,10 @@ def sweeps_table(sweeps: Iterable[orchestrator_pb2.Sweep], now: float) -> Table:
     table = Table(header_style="bold", box=None, pad_edge=False)
     table.add_column("id", no_wrap=True)
     for column in ("state", "trials", "succeeded", "age"):
-        table.add_column(column, justify="right" if column in ("trials", "succeeded") else "left")
+        right = column in ("trials", "succeeded")
+        table.add_column(
+            column, justify="right" if right else "left", no_wrap=True, min_width=len(column)
+        )
     table.add_column("task", overflow="ellipsis", no_wrap=True)
     for sweep in sweeps:
         counts = sweep.counts

@@ -184,3 +184,13 @@ def test_builder_footguns_are_caught() -> None:
     space = random_search(3, {"seed": integer(0, 9)}, seed=5).space
     assert space["random"]["seed"] == 5
     assert space["random"]["parameters"] == {"seed": {"int": [0, 9]}}
+
+
+def test_the_client_s_names_are_the_package_s() -> None:
+    import prism
+    import prism.client
+
+    assert prism.Client is prism.client.Client and prism.AsyncClient is prism.client.AsyncClient
+    assert prism.SweepSpec is prism.client.SweepSpec and prism.NotFound is prism.client.NotFound
+    with pytest.raises(AttributeError):
+        prism.no_such_name  # noqa: B018

@@ -71,7 +71,8 @@ def test_on_a_terminal_the_final_line_replaces_the_live_one(tmp_path: Path) -> N
 def test_a_failing_step_names_the_log_and_shows_its_last_lines(tmp_path: Path) -> None:
     failing = python(
         "import sys\n"
-        "for i in range(40): print(f'line {i}')\n"
+        # On stderr, as the failure below: two pipes have no order between them.
+        "for i in range(40): print(f'line {i}', file=sys.stderr)\n"
         "sys.exit('sandbox.engine: no Docker engine answers: start one')"
     )
     never = tmp_path / "never"
