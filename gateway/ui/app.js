@@ -123,24 +123,36 @@
     $("token").focus();
   }
 
-  /** Shows an error; true when it was about the token or the gateway, and the form is up. */
+  /**
+   * Shows an error. A refused token (401) stops the view and asks for another: true. An
+   * unavailable service (503: the orchestrator restarting, or no token configured on the
+   * gateway) leaves the view retrying, with the form up in case the token is what changed.
+   */
   function report(error) {
     if (error.name === "AbortError") return true;
-    if (error instanceof ApiError && (error.status === 401 || error.status === 503)) {
-      const why =
-        error.status === 401
-          ? "The gateway refused the token"
-          : "The gateway is unavailable or has no token configured";
-      if (error.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+    if (error instanceof ApiError && error.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
       // Nothing half-loaded stays up behind the form; entering a token starts the view again.
       if (current) current.stop();
       $("view").replaceChildren();
-      askForToken(`${why} (${error.status}: ${error.message}). Enter the token again.`);
+      askForToken(`The gateway refused the token (401: ${error.message}). Enter the token again.`);
       return true;
+    }
+    if (error instanceof ApiError && error.status === 503) {
+      $("login").hidden = false;
+      notify(`The service is unavailable (503: ${error.message}). Retrying; ` +
+        "or enter the token again below.");
+      return false;
     }
     const status = error instanceof ApiError ? `${error.status}: ` : "";
     notify(`${status}${error.message}`);
     return false;
+  }
+
+  /** A read went through: whatever went wrong before is over. */
+  function answered() {
+    $("login").hidden = true;
+    notify("");
   }
 
   function sleep(ms, signal) {
@@ -216,9 +228,9 @@
           body.replaceChildren(...sweeps.map((s) => sweepRow(s, best.get(s.id)?.text || "")));
           empty.hidden = sweeps.length > 0;
           $("live").textContent = `live · ${new Date().toLocaleTimeString()}`;
-          notify("");
+          answered();
         } catch (error) {
-          if (report(error) && error.name !== "AbortError") return;
+          if (report(error)) return;
         }
         await sleep(LIST_POLL_MS, view.signal);
       }
@@ -326,13 +338,17 @@
     const refresh = throttled(async () => {
       try {
         showSweep(page, await apiJson(sweepPath(sweepId), { signal: view.signal }));
+        answered();
         // The open trial's logs are read again only once it has changed.
         const open = (page.sweep.trials || []).find((t) => (t.index ?? 0) === page.selected);
         if (open && trialKey(open) !== page.selectedKey) {
           await showTrial(page, page.selected, view.signal);
         }
       } catch (error) {
-        report(error);
+        // A 4xx will not mend by itself; a restart or a cut connection will: read again.
+        if (!report(error) && !(error instanceof ApiError && error.status < 500)) {
+          sleep(RETRY_MAX_MS / 5, view.signal).then(() => refresh());
+        }
       }
     }, SWEEP_REFRESH_MS, view.signal);
     page.showTrial = (index) => showTrial(page, index, view.signal).catch(report);
@@ -372,10 +388,12 @@
   async function watch(sweepId, signal, onEvent) {
     let after = 0;
     let wait = 500;
+    let attempts = 0;
     while (!signal.aborted) {
-      $("live").textContent = after ? "live · reconnecting" : "live";
+      $("live").textContent = attempts++ ? "reconnecting…" : "connecting…";
       try {
         const reply = await api(`${sweepPath(sweepId)}/events?afterSeq=${after}`, { signal });
+        $("live").textContent = "live";
         const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
         for (;;) {
@@ -401,7 +419,8 @@
         }
       } catch (error) {
         if (signal.aborted) return undefined;
-        if (error instanceof ApiError && [400, 401, 404, 503].includes(error.status)) throw error;
+        // What waiting cannot mend ends the watch; anything else (a restart, a cut) is retried.
+        if (error instanceof ApiError && [400, 401, 404].includes(error.status)) throw error;
       }
       await sleep(wait, signal);
       wait = Math.min(wait * 2, RETRY_MAX_MS);
@@ -466,7 +485,8 @@
       { key: "objective", label: sweep.spec?.objective?.metric || "objective",
         value: (t) => objectiveOf(sweep, t) },
       ...params.map((name) => ({ key: `param:${name}`, label: name, value: (t) => t.params?.[name] })),
-      { key: "duration", label: "seconds", value: (t) => t.durationSeconds },
+      { key: "duration", label: "seconds",
+        value: (t) => (t.state === "finished" ? t.durationSeconds : undefined) },
       { key: "runner", label: "runner", value: (t) => t.runner },
     ];
     const column = columns.find((c) => c.key === sort.key) || columns[0];
@@ -514,15 +534,23 @@
   function renderPlot(page) {
     const { sweep } = page;
     const metric = sweep.spec?.objective?.metric;
+    if (!metric) {
+      page.charts[0].setOption({
+        title: { text: "No objective: nothing to rank the trials by.", left: "center", top: "middle",
+          textStyle: { fontSize: 14, fontWeight: "normal", color: "#5c6474" } },
+      }, { notMerge: true });
+      return;
+    }
     const params = paramNames(sweep);
     const axes = params.length ? params : ["trial"];
     const scored = (sweep.trials || []).filter((t) => t.outcome === "succeeded" &&
-      (!metric || typeof objectiveOf(sweep, t) === "number"));
+      typeof objectiveOf(sweep, t) === "number");
     const bestIndex = sweep.bestTrial ? sweep.bestTrial.index ?? 0 : null;
-    const columns = [...axes, metric || "trial"];
-    const valueOf = (t, name, i) => (i === axes.length
-      ? (metric ? objectiveOf(sweep, t) : t.index ?? 0)
-      : (params.length ? t.params?.[name] : t.index ?? 0));
+    const columns = [...axes, metric];
+    const valueOf = (t, name, i) => {
+      if (i === axes.length) return objectiveOf(sweep, t);
+      return params.length ? t.params?.[name] : t.index ?? 0;
+    };
     const parallelAxis = columns.map((name, i) => {
       const values = scored.map((t) => valueOf(t, name, i));
       if (!values.every((v) => typeof v === "number")) {
