@@ -13,8 +13,13 @@
 (() => {
   const TOKEN_KEY = "prism.token";
   const LIST_POLL_MS = 2000;
+  // Whole sweeps read at once by the list, for their best value (see refreshBest).
+  const LIST_READS_AT_ONCE = 4;
   const SWEEP_REFRESH_MS = 700;
   const RETRY_MAX_MS = 10000;
+  // What the metric curves keep of what trials report (see addMetric).
+  const MAX_METRIC_NAMES = 100;
+  const MAX_POINTS = 5000;
   const OUTCOMES = [
     "succeeded", "failed", "timed_out", "oom_killed", "output_limit", "cancelled",
     "sandbox_error", "runner_lost",
@@ -157,11 +162,13 @@
 
   function sleep(ms, signal) {
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => {
+      const done = () => {
         clearTimeout(timer);
+        signal.removeEventListener("abort", done);
         resolve();
-      });
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done);
     });
   }
 
@@ -213,10 +220,12 @@
 
     async function refreshBest(sweeps) {
       const changed = sweeps.filter((s) => best.get(s.id)?.key !== bestKey(s));
-      await Promise.all(changed.map(async (s) => {
-        const whole = await apiJson(sweepPath(s.id), { signal: view.signal });
+      await eachAtMost(LIST_READS_AT_ONCE, changed, async (s) => {
+        const whole = s.spec?.objective?.metric
+          ? await apiJson(sweepPath(s.id), { signal: view.signal })
+          : s;
         best.set(s.id, { key: bestKey(s), text: bestText(whole) });
-      }));
+      });
     }
 
     async function poll() {
@@ -236,6 +245,15 @@
       }
     }
     poll();
+  }
+
+  /** Runs fn over the items, at most `limit` at a time. */
+  async function eachAtMost(limit, items, fn) {
+    const queue = [...items];
+    const worker = async () => {
+      while (queue.length) await fn(queue.shift());
+    };
+    await Promise.all(Array.from({ length: Math.min(limit, queue.length) }, worker));
   }
 
   const bestKey = (s) => `${s.state}/${s.counts?.finished ?? 0}`;
@@ -321,6 +339,7 @@
     });
     parts.metricChoice.addEventListener("change", () => {
       page.chosenMetric = parts.metricChoice.value;
+      page.metricChosenByUser = true;
       renderCurves(page);
     });
     parts.cancel.addEventListener("click", async () => {
@@ -459,6 +478,9 @@
     parts.cancel.disabled = sweep.state !== "running";
     renderTrials(page);
     renderPlot(page);
+    const before = page.chosenMetric;
+    chooseMetric(page);
+    if (page.chosenMetric !== before) scheduleCurves(page);
   }
 
   // ---- The trial table ----
@@ -587,28 +609,41 @@
     }, { notMerge: true });
   }
 
+  /**
+   * Keeps a metric event's numbers for the curves. A trial writes these names and how many
+   * there are: past MAX_METRIC_NAMES new names are ignored, and past MAX_POINTS a trial's
+   * curve keeps every other point, so no trial can make the page unusable.
+   */
   function addMetric(page, event) {
     const values = event.data?.values;
     if (!values || typeof values !== "object") return;
     const index = event.trialIndex ?? 0;
-    const points = page.metrics.get(index) || [];
-    const x = typeof values.step === "number" ? values.step : points.length;
-    points.push({ x, values });
-    page.metrics.set(index, points);
-    let added = false;
+    const curve = page.metrics.get(index) || { count: 0, points: [] };
+    page.metrics.set(index, curve);
+    const x = typeof values.step === "number" ? values.step : curve.count;
+    curve.count += 1;
+    const kept = {};
     for (const [name, value] of Object.entries(values)) {
-      if (name !== "step" && typeof value === "number" && !page.metricNames.has(name)) {
+      if (name === "step" || typeof value !== "number") continue;
+      if (!page.metricNames.has(name) && page.metricNames.size < MAX_METRIC_NAMES) {
         page.metricNames.add(name);
         page.parts.metricChoice.append(el("option", { value: name }, name));
-        added = true;
       }
+      if (page.metricNames.has(name)) kept[name] = value;
     }
-    if (!page.chosenMetric && added) {
-      const objective = page.sweep?.spec?.objective?.metric;
-      page.chosenMetric = page.metricNames.has(objective) ? objective : [...page.metricNames][0];
-      page.parts.metricChoice.value = page.chosenMetric;
-    }
+    curve.points.push({ x, values: kept });
+    if (curve.points.length > MAX_POINTS) curve.points = curve.points.filter((_, i) => i % 2 === 0);
+    chooseMetric(page);
     scheduleCurves(page);
+  }
+
+  /** Until the user picks one, the curves show the objective, or else the first name seen. */
+  function chooseMetric(page) {
+    if (page.metricChosenByUser || !page.metricNames.size) return;
+    const objective = page.sweep?.spec?.objective?.metric;
+    const chosen = page.metricNames.has(objective) ? objective : page.chosenMetric;
+    page.chosenMetric = chosen || [...page.metricNames][0];
+    page.parts.metricChoice.value = page.chosenMetric;
   }
 
   function scheduleCurves(page) {
@@ -623,7 +658,7 @@
   /** One line per trial: the chosen metric against its step. */
   function renderCurves(page) {
     const name = page.chosenMetric;
-    const series = [...page.metrics.entries()].sort((a, b) => a[0] - b[0]).map(([index, points]) => ({
+    const series = [...page.metrics.entries()].sort((a, b) => a[0] - b[0]).map(([index, { points }]) => ({
       type: "line",
       name: `trial ${index}`,
       showSymbol: points.length < 50,
