@@ -337,6 +337,7 @@ def main() -> None:
             print(
                 f'try: curl -H "Authorization: Bearer {token_hint}" http://{layout.address(GATEWAY)}/'
             )
+            print(f"dashboard: http://{layout.address(GATEWAY)}/ui/ (paste the token)")
             print(f"logs in {layout.data_dir / 'logs'}; stop with `make down`")
         elif args.command == "down":
             stack.down()
