@@ -11,7 +11,7 @@ from typing import TypeVar
 import grpc
 from google.api import httpbody_pb2
 
-from orchestrator_svc import store, sweeps, views
+from orchestrator_svc import store, strict, sweeps, views
 from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.news import SweepNews
@@ -127,6 +127,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def CreateSweep(
         self, request: orchestrator_pb2.CreateSweepRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.Sweep:
+        return await self._create(request)
+
+    @rpc
+    async def CreateSweepFromJson(
+        self,
+        request: orchestrator_pb2.CreateSweepFromJsonRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> orchestrator_pb2.Sweep:
+        # Up to the gateway's body limit (1 MiB) of JSON to parse: off the event loop.
+        spec = await asyncio.to_thread(strict.parse, request.body, orchestrator_pb2.SweepSpec())
+        return await self._create(
+            orchestrator_pb2.CreateSweepRequest(sweep=spec, request_id=request.request_id)
+        )
+
+    async def _create(self, request: orchestrator_pb2.CreateSweepRequest) -> orchestrator_pb2.Sweep:
         if len(request.request_id) > MAX_REQUEST_ID or not request.request_id.isprintable():
             raise InvalidArgument(
                 "requestId", f"must be at most {MAX_REQUEST_ID} printable characters"

@@ -11,7 +11,9 @@ Rules and caps (the README's reference lists the same):
   (letters, digits, "_", ".", "-"; 1 to 64 characters), MAX_PARAMS_BYTES of
   JSON per trial.
 - objective: metric name as above; goal "minimize" (default) or "maximize".
-- maxParallel 0..MAX_PARALLEL; retries 0..MAX_RETRIES; limits within LIMITS.
+- maxParallel 0..MAX_PARALLEL; retries 0..MAX_RETRIES; limits within
+  prism.limits.LIMITS, each one given checked (0 included), each one left out
+  recorded at its default, so the stored spec, and every answer, shows what runs.
 - requirements: see prism.requirements.
 
 Numbers from JSON arrive as doubles; integral ones are turned back into ints,
@@ -34,6 +36,7 @@ from google.protobuf import json_format
 from orchestrator_svc.config import Settings
 from orchestrator_svc.domain import PlannedTrial
 from prism.errors import InvalidArgument
+from prism.limits import LIMITS, effective
 from prism.requirements import parse_requirements
 from prism.trial import MAX_SCRIPT_BYTES
 from prism.v1 import orchestrator_pb2
@@ -48,21 +51,6 @@ MAX_RETRIES = 5
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 GOALS = ("minimize", "maximize")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
-# field: (low, high) inclusive; 0 always means "the default".
-LIMITS: dict[str, tuple[float, float]] = {
-    "wall_seconds": (0.1, 3600),
-    "memory_mb": (16, 8192),
-    "cpus": (0.01, 8),
-    "processes": (8, 4096),
-    "output_kb": (1, 16 * 1024),
-    "workspace_mb": (1, 4096),
-}
-JSON_NAMES = {
-    "wall_seconds": "wallSeconds",
-    "memory_mb": "memoryMb",
-    "output_kb": "outputKb",
-    "workspace_mb": "workspaceMb",
-}
 
 
 @dataclass
@@ -236,14 +224,15 @@ def _parameter_sets(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> lis
 
 
 def _limits(limits: orchestrator_pb2.Limits, problems: Problems) -> None:
-    for name, (low, high) in LIMITS.items():
+    for name, limit in LIMITS.items():
+        if not limits.HasField(name):
+            continue  # its default
         value = getattr(limits, name)
-        if value == 0:
-            continue
-        if not (math.isfinite(value) and low <= value <= high):
+        if not (math.isfinite(value) and limit.low <= value <= limit.high):
             problems.add(
-                f"limits.{JSON_NAMES.get(name, name)}",
-                f"must be {low:g} to {high:g}, got {value:g}",
+                f"limits.{limit.json_name}",
+                f"must be {limit.low:g} to {limit.high:g} (left out: {limit.default:g}), "
+                f"got {value:g}",
             )
 
 
@@ -283,9 +272,9 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
     sets = _parameter_sets(spec, problems) if spec.script else []
     if spec.objective.metric and not NAME.fullmatch(spec.objective.metric):
         problems.add("objective.metric", "must be 1 to 64 letters, digits, '_', '.' or '-'")
-    if spec.objective.goal and spec.objective.goal not in GOALS:
-        problems.add("objective.goal", 'must be "minimize" or "maximize"')
-    if spec.objective.goal and not spec.objective.metric:
+    if spec.objective.HasField("goal") and spec.objective.goal not in GOALS:
+        problems.add("objective.goal", 'must be "minimize" or "maximize" (left out: minimize)')
+    if spec.objective.HasField("goal") and not spec.objective.metric:
         problems.add("objective.metric", "is required with a goal")
     if not 0 <= spec.max_parallel <= MAX_PARALLEL:
         problems.add("maxParallel", f"must be 0 (no cap) to {MAX_PARALLEL}")
@@ -299,7 +288,8 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
         requirements = []
     problems.raise_any()
 
-    # Stored as the API shows it (JSON names), normalised: what ran is what GetSweep says.
+    # Stored as the API shows it (JSON names), normalised, every default filled in: what
+    # runs is what GetSweep says.
     normalised = json_format.MessageToDict(spec)
     normalised["task"] = task
     if requirements:
@@ -318,18 +308,20 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
         names = list(spec.examples) or list(examples)
         trials = [PlannedTrial(name=n, script=examples[n], params={"task": task}) for n in names]
         normalised.setdefault("limits", {}).setdefault("wallSeconds", settings.example_wall_seconds)
+    normalised["limits"] = effective(normalised.get("limits"))
     return Plan(task=task, spec=normalised, trials=trials)
 
 
 def trial_limits(spec: dict[str, Any]) -> dict[str, Any]:
-    """The sandbox's limits (bytes, seconds) from a stored spec's `limits`."""
-    limits = spec.get("limits", {})
+    """The sandbox's limits (bytes, seconds) from a stored spec's `limits`, every one
+    set: the spec's own, else the default."""
+    limits = effective(spec.get("limits"))
     mib, kib = 2**20, 2**10
     return {
-        "wall_seconds": float(limits.get("wallSeconds", 0)),
-        "memory_bytes": int(limits.get("memoryMb", 0)) * mib,
-        "cpus": float(limits.get("cpus", 0)),
-        "processes": int(limits.get("processes", 0)),
-        "output_bytes": int(limits.get("outputKb", 0)) * kib,
-        "workspace_bytes": int(limits.get("workspaceMb", 0)) * mib,
+        "wall_seconds": float(limits["wallSeconds"]),
+        "memory_bytes": int(limits["memoryMb"]) * mib,
+        "cpus": float(limits["cpus"]),
+        "processes": int(limits["processes"]),
+        "output_bytes": int(limits["outputKb"]) * kib,
+        "workspace_bytes": int(limits["workspaceMb"]) * mib,
     }

@@ -36,6 +36,7 @@ from orchestrator_svc.domain import (
     SWEEP_RUNNING,
     PlannedTrial,
 )
+from prism import limits
 from prism.trial import Outcome, TrialResult
 
 db = peewee.SqliteDatabase(None)
@@ -67,13 +68,17 @@ class Sweep(BaseModel):
 
 
 def read_spec(spec_json: str) -> dict[str, Any]:
-    """A stored spec; empty when what is stored cannot be read as one (a damaged row: its
-    trials still dispatch, with the defaults, every other sweep's too, and reads answer)."""
+    """A stored spec with the limits in effect filled in (a spec stored before they were
+    recorded left the defaults out); the limits alone when what is stored cannot be read
+    as one (a damaged row: its trials still dispatch, with the defaults, every other
+    sweep's too, and reads answer)."""
     try:
         spec = json.loads(spec_json)
     except (ValueError, RecursionError):
-        return {}
-    return spec if isinstance(spec, dict) else {}
+        spec = None
+    if not isinstance(spec, dict):
+        return {"limits": limits.DEFAULTS.copy()}
+    return {**spec, "limits": limits.effective(spec.get("limits"))}
 
 
 class Script(BaseModel):

@@ -113,15 +113,17 @@ def json_bytes(row: store.Trial, artifacts: list[tuple[str, int]]) -> int:
 
 
 def _spec(row: store.Sweep) -> tuple[dict[str, Any], orchestrator_pb2.SweepSpec]:
-    """The stored spec, as a dict and as shown; a stored spec that cannot be read (a
-    damaged file) shows as its task alone, so the sweep and every list stay readable."""
+    """The stored spec, as a dict and as shown, with the limits in effect (store.read_spec
+    fills in those a spec stored by an older version left out); a stored spec that cannot
+    be read (a damaged file) shows as its task and those limits, so the sweep and every
+    list stay readable."""
     spec = row.spec
     try:
-        if spec:
-            return spec, json_format.ParseDict(spec, orchestrator_pb2.SweepSpec())
+        return spec, json_format.ParseDict({"task": row.task, **spec}, orchestrator_pb2.SweepSpec())
     except (ValueError, TypeError, AttributeError, json_format.ParseError, RecursionError):
         pass
-    return {}, orchestrator_pb2.SweepSpec(task=row.task)
+    shown = {"task": row.task, "limits": spec["limits"]}
+    return {}, json_format.ParseDict(shown, orchestrator_pb2.SweepSpec())
 
 
 def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:

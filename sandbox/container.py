@@ -38,6 +38,7 @@ import requests
 from docker.types import LogConfig, Ulimit
 
 from prism import logs
+from prism.limits import DEFAULTS
 from prism.trial import (
     MAX_ENV_STRING_BYTES,
     Artifact,
@@ -63,7 +64,7 @@ from sandbox.seccomp import PROFILE_JSON
 OWNER_LABEL = "prism.owner"
 TRIAL_LABEL = "prism.trial"
 
-_MiB = 2**20
+_KiB, _MiB = 2**10, 2**20
 _TMP_BYTES = 16 * _MiB
 _SHM_BYTES = 16 * _MiB
 _OPEN_FILES = 1024
@@ -97,12 +98,13 @@ class Limits:
     killed (outcome ``output_limit``) and keeps the first ``output_bytes`` it wrote.
     """
 
-    wall_seconds: float = 60.0
-    memory_bytes: int = 256 * _MiB
-    cpus: float = 1.0
-    processes: int = 64
-    output_bytes: int = 1 * _MiB
-    workspace_bytes: int = 64 * _MiB
+    # The API's defaults (prism.limits), sizes in bytes.
+    wall_seconds: float = DEFAULTS["wallSeconds"]
+    memory_bytes: int = int(DEFAULTS["memoryMb"]) * _MiB
+    cpus: float = DEFAULTS["cpus"]
+    processes: int = int(DEFAULTS["processes"])
+    output_bytes: int = int(DEFAULTS["outputKb"]) * _KiB
+    workspace_bytes: int = int(DEFAULTS["workspaceMb"]) * _MiB
 
     def __post_init__(self) -> None:
         for name, value in dataclasses.asdict(self).items():

@@ -39,3 +39,9 @@ def test_descriptor_set_carries_the_http_rules_and_rich_errors() -> None:
     assert (rules["GetLanding"].get, rules["GetLanding"].body) == ("/", "")
     assert (rules["RunSweep"].post, rules["RunSweep"].body) == ("/", "*")
     assert rules["GetSweepStatus"].get == "/sweeps/{sweep_id}"
+    # The HTTP create takes the raw body, parsed strictly by the orchestrator; the typed
+    # create is for gRPC clients only (the transcoder would drop unknown JSON fields).
+    create = rules["CreateSweepFromJson"]
+    assert (create.post, create.body) == ("/v1/sweeps", "body")
+    methods = {m.name: m for m in orchestrator.service[0].method}
+    assert not methods["CreateSweep"].options.HasExtension(annotations_pb2.http)

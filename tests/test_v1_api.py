@@ -255,6 +255,57 @@ def test_a_retried_create_with_a_request_id_returns_the_same_sweep(stack: Runnin
     assert other.body["id"] != first.body["id"]
 
 
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"task": "t", "maxParalel": 2}, "maxParalel", 'did you mean "maxParallel"?'),
+        ({"task": "t", "limit": {"memoryMb": 64}}, "limit", 'did you mean "limits"?'),
+        ({"task": "t", "limits": {"memory": 64}}, "limits.memory", 'unknown field "memory"'),
+        ({"task": "t", "limits": {"memoryMb": 0}}, "limits.memoryMb", "got 0"),
+        ({"task": "t", "limits": {"wallSeconds": 0}}, "limits.wallSeconds", "got 0"),
+        ({"task": "t", "objective": {"metric": "m", "goal": ""}}, "objective.goal", "minimize"),
+    ],
+)
+def test_a_typo_or_an_explicit_zero_is_400_naming_it_not_the_default(
+    stack: RunningStack, spec: dict[str, Any], field: str, words: str
+) -> None:
+    reply = stack.create(spec)
+    assert reply.body["code"] == 3 and field in reply.body["message"]
+    assert words in violations(reply)[field]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml"])
+def test_a_body_that_is_not_json_by_its_type_is_400(stack: RunningStack, content_type: str) -> None:
+    body = json.dumps({"task": "t"}).encode()
+    reply = stack.http("POST", "/v1/sweeps", body, headers={"Content-Type": content_type})
+    assert "must be JSON" in violations(reply)["body"]
+
+
+def test_every_answer_shows_the_limits_in_effect(stack: RunningStack) -> None:
+    spec: dict[str, Any] = {"task": "effective", "script": "import time; time.sleep(60)"}
+    spec["limits"] = {"memoryMb": 128, "wallSeconds": 90}
+    effective = {
+        "wallSeconds": 90,
+        "memoryMb": 128,
+        "cpus": 1,
+        "processes": 64,
+        "outputKb": 1024,
+        "workspaceMb": 64,
+    }
+    created = stack.create(spec)
+    assert created.status == 200, created.body
+    sweep_id = created.body["id"]
+    assert created.body["spec"]["limits"] == effective
+    assert stack.http("GET", f"/v1/sweeps/{sweep_id}").body["spec"]["limits"] == effective
+    listed = stack.http("GET", "/v1/sweeps?pageSize=100").body["sweeps"]
+    assert [s["spec"]["limits"] for s in listed if s["id"] == sweep_id] == [effective]
+    cancelled = stack.http("POST", f"/v1/sweeps/{sweep_id}:cancel", b"{}")
+    assert cancelled.body["spec"]["limits"] == effective
+    # Nothing given: every default shown, as the trial gets them.
+    bare = stack.create({"task": "defaults", "script": "print('{}')"}).body["spec"]
+    assert bare["limits"] == {**effective, "wallSeconds": 60, "memoryMb": 256}
+
+
 def test_list_pages_through_every_sweep_newest_first(make_stack: StackFactory) -> None:
     stack = make_stack(runners=1)
     ids = [stack.create({"task": f"s{i}", "script": "print('{}')"}).body["id"] for i in range(5)]

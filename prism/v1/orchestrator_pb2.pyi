@@ -152,6 +152,14 @@ class CreateSweepRequest(_message.Message):
     request_id: str
     def __init__(self, sweep: _Optional[_Union[SweepSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class CreateSweepFromJsonRequest(_message.Message):
+    __slots__ = ("body", "request_id")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    body: _httpbody_pb2.HttpBody
+    request_id: str
+    def __init__(self, body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
 class CancelSweepRequest(_message.Message):
     __slots__ = ("sweep_id",)
     SWEEP_ID_FIELD_NUMBER: _ClassVar[int]

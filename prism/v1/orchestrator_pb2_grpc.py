@@ -58,6 +58,11 @@ class OrchestratorStub:
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.SerializeToString,
                 response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
                 _registered_method=True)
+        self.CreateSweepFromJson = channel.unary_unary(
+                '/prism.v1.Orchestrator/CreateSweepFromJson',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepFromJsonRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+                _registered_method=True)
         self.CancelSweep = channel.unary_unary(
                 '/prism.v1.Orchestrator/CancelSweep',
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.CancelSweepRequest.SerializeToString,
@@ -131,9 +136,21 @@ class OrchestratorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateSweep(self, request, context):
-        """POST /v1/sweeps : create a sweep from a spec. Answers at once with the
-        recorded sweep (its id, state "running", its trials queued); poll it with
-        GetSweep. A retried create with the same request_id returns the same sweep.
+        """Create a sweep from a spec. Answers at once with the recorded sweep (its
+        id, state "running", its trials queued, its spec with every default filled
+        in); poll it with GetSweep. A retried create with the same request_id
+        returns the same sweep. Over HTTP it is CreateSweepFromJson.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSweepFromJson(self, request, context):
+        """POST /v1/sweeps : CreateSweep for JSON clients. The gateway passes the body
+        through as it came, and the orchestrator parses it strictly into the same
+        CreateSweepRequest: a field the spec does not have is INVALID_ARGUMENT
+        naming it (the gateway's transcoder would drop it, and the sweep would
+        run with defaults).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,6 +240,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
             'CreateSweep': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSweep,
                     request_deserializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
+            ),
+            'CreateSweepFromJson': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSweepFromJson,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.CreateSweepFromJsonRequest.FromString,
                     response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
             ),
             'CancelSweep': grpc.unary_unary_rpc_method_handler(
@@ -376,6 +398,33 @@ class Orchestrator:
             target,
             '/prism.v1.Orchestrator/CreateSweep',
             prism_dot_v1_dot_orchestrator__pb2.CreateSweepRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSweepFromJson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/CreateSweepFromJson',
+            prism_dot_v1_dot_orchestrator__pb2.CreateSweepFromJsonRequest.SerializeToString,
             prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
             options,
             channel_credentials,

@@ -29,6 +29,7 @@ FORBIDDEN = {
     "orchestrator_svc.scheduler": {"peewee", "grpc", "orchestrator_svc"},
     "orchestrator_svc.news": {"peewee", "grpc", "orchestrator_svc"},
     "orchestrator_svc.recorder": {"peewee", "grpc", "orchestrator_svc"},
+    "orchestrator_svc.strict": {"peewee", "grpc", "orchestrator_svc"},
     # The store reads and writes; it never calls up into what drives it.
     "orchestrator_svc.store": {
         "grpc",

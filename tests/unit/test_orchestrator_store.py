@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator_svc import domain, store
+from prism.limits import DEFAULTS
 from prism.trial import Artifact, Outcome, TrialResult, not_run
 
 SCRIPT = "print(1)"
@@ -87,7 +88,7 @@ def test_a_sweep_is_recorded_with_its_trials_queued_in_order(orchestrator_db: Pa
     assert found is not None
     sweep, trials = found
     assert (sweep.status, sweep.task, sweep.finished_at) == ("running", "task", None)
-    assert sweep.spec == {"task": "task", "maxParallel": 2}
+    assert sweep.spec == {"task": "task", "maxParallel": 2, "limits": DEFAULTS}
     assert [(t.id, t.position, t.name, t.state, t.attempts) for t in trials] == [
         (f"s/{i}", i, f"trial-{i}", "pending", 0) for i in range(3)
     ]
@@ -133,7 +134,7 @@ def test_dispatchable_picks_without_changing_anything(orchestrator_db: Path) -> 
 
     assert [i.trial.id for i in items] == ["s/0", "s/1"]
     assert all(i.source == SCRIPT and not i.cancelled for i in items)
-    assert all(i.spec == {"task": "task", "maxParallel": 3} for i in items)
+    assert all(i.spec == {"task": "task", "maxParallel": 3, "limits": DEFAULTS} for i in items)
     assert picked(5) == ["s/0", "s/1"]  # still pending: picking is not assigning
     assert picked(1) == ["s/0"]
     assert picked(0) == [] and picked(-1) == []
@@ -589,8 +590,8 @@ def test_held_by_lists_a_runners_trials_in_flight_in_order(orchestrator_db: Path
     assert [h.trial.id for h in held] == ["a/1", "b/0"]
     assert all(h.source == SCRIPT and not h.cancelled for h in held)
     assert [h.spec for h in held] == [
-        {"task": "task", "maxParallel": 2},
-        {"task": "task"},
+        {"task": "task", "maxParallel": 2, "limits": DEFAULTS},
+        {"task": "task", "limits": DEFAULTS},
     ]
     assert abandoned == []
     assert [h.trial.id for h in store.held_by("r2")[0]] == ["a/0"]

@@ -19,7 +19,9 @@ from google.protobuf import json_format
 from orchestrator_svc.config import Settings
 from orchestrator_svc.spec import Plan, plan, trial_limits
 from prism.errors import InvalidArgument
+from prism.limits import DEFAULTS, LIMITS
 from prism.v1 import orchestrator_pb2
+from sandbox.container import Limits
 
 EXAMPLES = (("alpha", "print('alpha')"), ("beta", "print('beta')"))
 SETTINGS = Settings(
@@ -166,8 +168,32 @@ def test_the_stored_spec_is_normalised() -> None:
     assert made.spec["requirements"] == ["numpy>=1.26"]
     assert made.spec["maxParallel"] == 4
     assert made.spec["script"] == SCRIPT
-    assert "limits" not in made.spec  # 0 means the sandbox's defaults
+    assert made.spec["limits"] == DEFAULTS  # what the trials get, shown
     json.dumps(made.spec)  # stored as JSON
+
+
+def test_limits_left_out_are_recorded_at_their_defaults_and_given_ones_kept() -> None:
+    made = planned(script=SCRIPT, limits={"memoryMb": 512, "cpus": 0.5})
+    assert made.spec["limits"] == {**DEFAULTS, "memoryMb": 512, "cpus": 0.5}
+    assert DEFAULTS == {
+        "wallSeconds": 60.0,
+        "memoryMb": 256,
+        "cpus": 1.0,
+        "processes": 64,
+        "outputKb": 1024,
+        "workspaceMb": 64,
+    }
+
+
+@pytest.mark.parametrize("name", [limit.json_name for limit in LIMITS.values()])
+def test_a_limit_given_as_zero_is_refused_not_the_default(name: str) -> None:
+    rule = refused(script=SCRIPT, limits={name: 0})[f"limits.{name}"]
+    assert rule.endswith("got 0") and "left out:" in rule
+
+
+def test_a_goal_given_empty_is_refused_not_minimize() -> None:
+    rule = refused(objective={"metric": "loss", "goal": ""})["objective.goal"]
+    assert "left out: minimize" in rule
 
 
 def test_trial_limits_turn_the_stored_units_into_the_sandboxs() -> None:
@@ -189,7 +215,10 @@ def test_trial_limits_turn_the_stored_units_into_the_sandboxs() -> None:
         "output_bytes": 3 * 2**10,
         "workspace_bytes": 2 * 2**20,
     }
-    assert set(trial_limits({}).values()) == {0}
+    # A spec without limits (stored by an older version, or damaged) runs with the
+    # defaults, the ones the sandbox itself has.
+    assert Limits(**trial_limits({})) == Limits()
+    assert trial_limits({"limits": {"memoryMb": "x", "cpus": 0}}) == trial_limits({})
 
 
 # --- caps and refusals -----------------------------------------------------------------------
