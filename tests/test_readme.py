@@ -62,27 +62,32 @@ def test_your_first_real_sweep_works_verbatim(stack: RunningStack, tmp_path: Pat
     assert '"stdout":"PRISM_METRIC' in done.stdout
 
 
-def test_the_python_example_works_verbatim(stack: RunningStack, tmp_path: Path) -> None:
+def test_the_python_examples_work_verbatim(stack: RunningStack, tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     section = readme.split("### The same from Python", 1)[1].split("\n### ", 1)[0]
-    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    short, example = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len([line for line in short.splitlines() if line and not line.startswith("#")]) <= 5
     # The tutorial's first step writes train.py (and starts its own sweep).
     first = verbatim(stack, tutorial_blocks()[:1])
     subprocess.run(
         ["bash", "-c", first], cwd=tmp_path, env=stack_env(stack), check=True, capture_output=True
     )
-    done = subprocess.run(
-        [sys.executable, "-c", example],
-        cwd=tmp_path,
-        env=stack_env(stack),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    outputs = []
+    for code in (short, example):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=stack_env(stack),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout.splitlines())
+    assert outputs[0] == [short.splitlines()[-1].removeprefix("# ")]
     shown = [line for line in example.splitlines() if line.startswith("# ") and "…" not in line]
-    lines = done.stdout.splitlines()
+    lines = outputs[1]
     assert sorted(lines[:6]) == [f"trial {i}: succeeded" for i in range(6)]
     assert lines[6:] == [line.removeprefix("# ") for line in shown[1:]]
     assert shown[0].removeprefix("# ") in lines
