@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.live import Live
@@ -46,6 +46,7 @@ from prism.client import (
     ApiError,
     Client,
     DeadlineExceeded,
+    Event,
     InvalidArgument,
     Unavailable,
     UnsafeArtifactName,
@@ -75,6 +76,25 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the HTTP API shows it (`GET /v1/sweeps/{id}/events`)."""
+    return {
+        "seq": event.seq,
+        "kind": event.kind,
+        "trialIndex": -1 if event.trial_index is None else event.trial_index,
+        "data": event.data,
+        "time": _timestamp(event.time),
+        "final": event.final,
+        "sweepState": event.sweep_state,
+    }
+
+
+def _timestamp(seconds: float) -> str:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(round(seconds * 1e6))
+    return stamp.ToJsonString()
+
+
 def sweep_status(sweep: orchestrator_pb2.Sweep) -> int:
     """The exit status a finished sweep gives."""
     if sweep.state == "cancelled":
@@ -93,7 +113,7 @@ def follow(prism: Client, sweep_id: str, out: Console, args: argparse.Namespace)
     try:
         if args.json:
             for event in prism.watch(sweep_id):
-                print(json.dumps(event.__dict__, ensure_ascii=False), flush=True)
+                print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
             return sweep_status(prism.get(sweep_id))
         progress = display.Progress(prism.get(sweep_id))
         live = out.is_terminal and not args.plain
@@ -401,6 +421,8 @@ def _errors() -> Iterator[None]:
         _fail(EXIT_UNREACHABLE, f"{error.code.name.lower()}: {error.message}")
     except ApiError as error:
         _fail(EXIT_ERROR, f"{error.code.name.lower()}: {error.message}")
+    except KeyboardInterrupt:
+        _fail(EXIT_DETACHED, "interrupted")
 
 
 def _fail(code: int, message: str) -> NoReturn:

@@ -155,7 +155,8 @@ def test_run_a_spec_file_detached_then_watch_as_json(
     assert watched.returncode == 0, watched.stderr
     events = [json.loads(line) for line in watched.stdout.splitlines()]
     assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
-    assert events[-1]["final"] and events[-1]["sweep_state"] == "done"
+    assert events[-1]["final"] and events[-1]["sweepState"] == "done"
+    assert events[0]["kind"] == "sweep_created" and events[0]["trialIndex"] == -1
     assert sum(e["kind"] == "trial_finished" for e in events) == 3
     shown = json.loads(prism(stack, "show", sweep_id, "--json").stdout)
     assert shown["spec"]["task"] == name.split(".")[1]

@@ -188,3 +188,25 @@ def test_exit_statuses_of_a_finished_sweep() -> None:
     assert cli.sweep_status(sweep("done", 2, 3)) == cli.EXIT_TRIALS_FAILED
     assert cli.sweep_status(sweep("error", 0, 3)) == cli.EXIT_TRIALS_FAILED
     assert cli.sweep_status(sweep("cancelled", 3, 3)) == cli.EXIT_CANCELLED
+
+
+def test_a_watch_s_json_lines_are_the_http_api_s_events() -> None:
+    from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+    from prism.client import Event
+    from prism.v1 import orchestrator_pb2
+
+    data = struct_pb2.Struct()
+    data.update({"values": {"step": 1, "loss": 0.5}})
+    for index, final in ((3, False), (-1, True)):
+        message = orchestrator_pb2.SweepEvent(
+            seq=7,
+            kind="metric" if index >= 0 else "sweep_finished",
+            trial_index=index,
+            data=data,
+            time=timestamp_pb2.Timestamp(seconds=1_800_000_000, nanos=250_000_000),
+            final=final,
+            sweep_state="done" if final else "",
+        )
+        api = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+        assert cli.event_json(Event.from_proto(message)) == api
