@@ -35,8 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from google.protobuf import json_format, timestamp_pb2
-from google.protobuf.message import Message
+from google.protobuf import timestamp_pb2
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -68,12 +67,9 @@ class Usage(Exception):
     """A wrong command line; exit status 2."""
 
 
-def as_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message)
-
-
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    # ASCII only: a trial's C1 controls or bidi marks reach the terminal as \u escapes.
+    print(json.dumps(value, indent=2))
 
 
 def event_json(event: Event) -> dict[str, Any]:
@@ -113,7 +109,7 @@ def follow(prism: Client, sweep_id: str, out: Console, args: argparse.Namespace)
     try:
         if args.json:
             for event in prism.watch(sweep_id):
-                print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
+                print(json.dumps(event_json(event)), flush=True)
             return sweep_status(prism.get(sweep_id))
         progress = display.Progress(prism.get(sweep_id))
         live = out.is_terminal and not args.plain
@@ -139,8 +135,12 @@ def follow(prism: Client, sweep_id: str, out: Console, args: argparse.Namespace)
 
 def _keep_up(prism: Client, progress: display.Progress, event: Any) -> None:
     index = progress.apply(event)
-    if index is not None:
+    if index is None:
+        return
+    try:
         progress.finished(prism.trial(progress.sweep_id, index))
+    except (Unavailable, DeadlineExceeded):
+        pass  # the service is restarting: the watch reconnects, the summary reads it all
 
 
 # The commands.
@@ -155,7 +155,7 @@ def run(prism: Client, args: argparse.Namespace, out: Console) -> int:
     sweep = prism.create(message, request_id=args.request_id or "")
     if args.detach:
         if args.json:
-            print_json(as_json(sweep))
+            print_json(display.struct(sweep))
         else:
             print(sweep.id)
         return EXIT_OK
@@ -203,7 +203,7 @@ def watch(prism: Client, args: argparse.Namespace, out: Console) -> int:
 def show(prism: Client, args: argparse.Namespace, out: Console) -> int:
     sweep = prism.get(args.sweep_id)
     if args.json:
-        print_json(as_json(sweep))
+        print_json(display.struct(sweep))
         return EXIT_OK
     out.print(display.trials_table(sweep))
     for line in display.summary(sweep):
@@ -218,7 +218,7 @@ def sweeps(prism: Client, args: argparse.Namespace, out: Console) -> int:
         if args.limit and len(found) >= args.limit:
             break
     if args.json:
-        print_json([as_json(s) for s in found])
+        print_json([display.struct(s) for s in found])
     elif found:
         out.print(display.sweeps_table(found, time.time()))
     else:
@@ -231,7 +231,7 @@ def logs(prism: Client, args: argparse.Namespace, out: Console) -> int:
         _wait_for_trial(prism, args.sweep_id, args.index, out)
     found = prism.logs(args.sweep_id, args.index)
     if args.json:
-        print_json(as_json(found))
+        print_json(display.struct(found))
         return EXIT_OK
     shown = (lambda text: text) if args.raw else _safe
     sys.stdout.write(shown(found.stdout))
@@ -255,17 +255,14 @@ def _wait_for_trial(prism: Client, sweep_id: str, index: int, out: Console) -> N
     for event in prism.watch(sweep_id):
         if event.trial_index == index and event.kind == "metric" and err.is_terminal:
             values = event.data.get("values", {})
-            err.print(Text(f"trial {index} {display.metrics_text(values)}", style="dim"))
+            err.print(Text(f"trial {index} {display.short(display.metrics_text(values), 200)}"))
         if (event.trial_index == index and event.kind == "trial_finished") or event.final:
             return
 
 
 def artifacts(prism: Client, args: argparse.Namespace, out: Console) -> int:
     if args.output:
-        try:
-            written = prism.download(args.sweep_id, args.index, args.output)
-        except UnsafeArtifactName as error:
-            raise Usage(str(error)) from None
+        written = prism.download(args.sweep_id, args.index, args.output)
         if args.json:
             print_json([str(p) for p in written])
         for path in written if not args.json else []:
@@ -273,7 +270,7 @@ def artifacts(prism: Client, args: argparse.Namespace, out: Console) -> int:
         return EXIT_OK
     found = prism.artifacts(args.sweep_id, args.index)
     if args.json:
-        print_json(as_json(found))
+        print_json(display.struct(found))
         return EXIT_OK
     for artifact in found.artifacts:
         out.print(Text(f"{artifact.size_bytes:>10}  {display.clean(artifact.name)}"))
@@ -287,32 +284,30 @@ def artifacts(prism: Client, args: argparse.Namespace, out: Console) -> int:
 def cancel(prism: Client, args: argparse.Namespace, out: Console) -> int:
     sweep = prism.cancel(args.sweep_id)
     if args.json:
-        print_json(as_json(sweep))
+        print_json(display.struct(sweep))
     else:
         out.print(Text(f"sweep {sweep.id} {sweep.state}"))
     return EXIT_OK
 
 
+# The demo's own calls, which the client has no wrappers for.
+
+
 def examples(prism: Client, args: argparse.Namespace, out: Console) -> int:
     request = orchestrator_pb2.RunSweepRequest(task=args.task)
-    print_json(as_json(_legacy(prism, "RunSweep", request, timeout=300)))
+    print_json(display.struct(prism.call("RunSweep", request, timeout=300)))
     return EXIT_OK
 
 
 def landing(prism: Client, args: argparse.Namespace, out: Console) -> int:
-    print_json(as_json(_legacy(prism, "GetLanding", orchestrator_pb2.GetLandingRequest())))
+    print_json(display.struct(prism.call("GetLanding", orchestrator_pb2.GetLandingRequest())))
     return EXIT_OK
 
 
 def status(prism: Client, args: argparse.Namespace, out: Console) -> int:
     request = orchestrator_pb2.GetSweepStatusRequest(sweep_id=args.sweep_id)
-    print_json(as_json(_legacy(prism, "GetSweepStatus", request)))
+    print_json(display.struct(prism.call("GetSweepStatus", request)))
     return EXIT_OK
-
-
-def _legacy(prism: Client, method: str, request: Message, timeout: float = 30) -> Any:
-    """The demo's own calls, which the client has no wrappers for."""
-    return prism.call(method, request, timeout=timeout)
 
 
 # The command line.
@@ -338,7 +333,10 @@ def parser() -> argparse.ArgumentParser:
     )
 
     run_ = commands.add_parser(
-        "run", parents=[following], help="start a sweep and watch it", description=_run_help()
+        "run",
+        parents=[following],
+        help="start a sweep and watch it",
+        description=specfile.FLAGS_HELP,
     )
     run_.formatter_class = argparse.RawDescriptionHelpFormatter
     run_.add_argument("target", help="a trial script (.py) or a spec file (.toml .yaml .json)")
@@ -366,7 +364,7 @@ def parser() -> argparse.ArgumentParser:
     show_.add_argument("sweep_id")
     show_.set_defaults(handler=show)
     sweeps_ = commands.add_parser("sweeps", parents=[reads], help="the latest sweeps")
-    sweeps_.add_argument("--limit", type=int, default=20, help="how many (0: all)")
+    sweeps_.add_argument("--limit", type=_count, default=20, help="how many (0: all)")
     sweeps_.set_defaults(handler=sweeps)
     logs_ = commands.add_parser("logs", parents=[reads], help="a trial's stdout and stderr")
     logs_.add_argument("sweep_id")
@@ -395,15 +393,17 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _run_help() -> str:
-    doc = specfile.__doc__ or ""
-    return doc[doc.index("A `-p") :]
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {text}")
     return value
 
 
@@ -421,6 +421,10 @@ def _errors() -> Iterator[None]:
         _fail(EXIT_UNREACHABLE, f"{error.code.name.lower()}: {error.message}")
     except ApiError as error:
         _fail(EXIT_ERROR, f"{error.code.name.lower()}: {error.message}")
+    except UnsafeArtifactName as error:
+        _fail(EXIT_ERROR, str(error))
+    except OSError as error:  # a folder or file of this machine: -o DIR, a token file
+        _fail(EXIT_ERROR, f"{error.filename or ''}: {error.strerror or error}")
     except KeyboardInterrupt:
         _fail(EXIT_DETACHED, "interrupted")
 

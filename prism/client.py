@@ -272,7 +272,7 @@ class SweepSpec:
         if self.retries:
             spec["retries"] = self.retries
         limits = {
-            _camel(name): value for name, value in vars(self.limits).items() if value is not None
+            json_name(name): value for name, value in vars(self.limits).items() if value is not None
         }
         if limits:
             spec["limits"] = limits
@@ -284,7 +284,8 @@ class SweepSpec:
         return spec_message(self.to_json())
 
 
-def _camel(name: str) -> str:
+def json_name(name: str) -> str:
+    """A field's name in the JSON spec: `max_parallel` is `maxParallel`."""
     first, *rest = name.split("_")
     return first + "".join(part.title() for part in rest)
 

@@ -43,9 +43,18 @@ MAX_CELL = 60
 def clean(text: str, *, keep_newlines: bool = False) -> str:
     """The text with every control character shown as an escape (`\\x1b`), newlines and
     tabs kept when asked: safe to print to a terminal."""
-    kept = "\n\t" if keep_newlines else ""
+    if text.isprintable():  # the common case, at C speed (a log can be 16 MiB)
+        return text
+    if keep_newlines:
+        return "\n".join(_escaped(line, "\t") for line in text.split("\n"))
+    return _escaped(text, "")
+
+
+def _escaped(line: str, kept: str) -> str:
+    if line.isprintable() or (kept and line.replace(kept, " ").isprintable()):
+        return line
     return "".join(
-        c if (c.isprintable() or c in kept) else c.encode("unicode_escape").decode() for c in text
+        c if (c.isprintable() or c in kept) else c.encode("unicode_escape").decode() for c in line
     )
 
 
@@ -106,7 +115,8 @@ class TrialView:
     def update(self, trial: orchestrator_pb2.Trial) -> None:
         self.state, self.outcome, self.reason = trial.state, trial.outcome, trial.reason
         self.runner, self.metrics = trial.runner, struct(trial.metrics)
-        self.known = trial.state == "finished"
+        # An abridged trial (a large sweep's answer) comes without its result: read it alone.
+        self.known = trial.state == "finished" and not trial.abridged
 
 
 class Progress:
@@ -120,6 +130,8 @@ class Progress:
         self.maximize = sweep.spec.objective.goal == "maximize"
         self.created = sweep.create_time.ToSeconds() if sweep.HasField("create_time") else None
         self.trials = {t.index: TrialView.of(t) for t in sweep.trials}
+        if sweep.HasField("best_trial"):  # whole even when the others are abridged
+            self.trials[sweep.best_trial.index] = TrialView.of(sweep.best_trial)
         self.total = sweep.counts.total or len(self.trials)
         self._lock = threading.Lock()
 

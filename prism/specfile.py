@@ -4,6 +4,23 @@ spec file (TOML, YAML or JSON, the same fields as the API's JSON spec).
     prism run train.py -p lr=loguniform:1e-4:1e-1 -p layers=1,2,3 --trials 20 --objective loss:min
     prism run sweep.toml
 
+The flags are described in FLAGS_HELP below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prism.client import json_name
+
+FLAGS_HELP = """\
 A `-p NAME=VALUES` is one of:
 
     NAME=1,2,3                 the listed values (numbers, true/false and null read as JSON,
@@ -21,16 +38,6 @@ giving the source as `script`. Its keys are the JSON spec's (`maxParallel`) or t
 (`max_parallel`); an unknown key is an error naming it, before anything is sent.
 """
 
-from __future__ import annotations
-
-import json
-import tomllib
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-import yaml
-
 SPEC_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 GOALS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
@@ -44,12 +51,24 @@ class SpecError(ValueError):
 
 def scalar(text: str) -> Any:
     """A value as typed on the command line: JSON numbers, true/false and null as such,
-    anything else as the string itself (`adam`, not `"adam"`)."""
+    anything else as the string itself (`adam`, not `"adam"`); not NaN or infinite."""
+    if not text:
+        raise SpecError("-p: an empty value (write -p NAME=VALUE,VALUE...)")
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = json.loads(text, parse_constant=_not_a_number)
+    except SpecError:
+        raise
+    except json.JSONDecodeError:
         return text
+    except ValueError:  # an integer past Python's limit of digits
+        raise SpecError(f"-p: {text[:20]}…: too long a number") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"-p: {text!r} is not a finite number")
     return value if value is None or isinstance(value, bool | int | float) else text
+
+
+def _not_a_number(name: str) -> float:
+    raise SpecError(f"-p: {name} is not a finite number")
 
 
 def parameter(flag: str) -> tuple[str, list[Any] | dict[str, list[Any]]]:
@@ -146,7 +165,7 @@ def load(path: Path) -> dict[str, Any]:
 def overridden(spec: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
     """The spec with the fields given on the command line in place of its own: `task`,
     `maxParallel`, `retries`, `objective`, `requirements` (added) and `limits.*`."""
-    spec = dict(spec)
+    spec = {key: value for key, value in spec.items() if value is not None}  # null: left out
     for key in ("task", "maxParallel", "retries"):
         if flags.get(key) is not None:
             spec.pop(_snake(key), None)
@@ -154,19 +173,17 @@ def overridden(spec: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
     if flags.get("objective"):
         spec["objective"] = objective(flags["objective"])
     if flags.get("requirements"):
-        spec["requirements"] = [*spec.get("requirements", []), *flags["requirements"]]
+        own = spec.get("requirements", [])
+        if not isinstance(own, list):
+            raise SpecError("requirements: expected a list, e.g. [numpy, scipy>=1.11]")
+        spec["requirements"] = [*own, *flags["requirements"]]
     limits = {k: v for k, v in flags.get("limits", {}).items() if v is not None}
     if limits:
         own = spec.get("limits", {})
         if not isinstance(own, dict):
             raise SpecError("limits: expected a mapping, e.g. {wallSeconds: 60}")
-        spec["limits"] = {k: v for k, v in own.items() if _camel(k) not in limits} | limits
+        spec["limits"] = {k: v for k, v in own.items() if json_name(k) not in limits} | limits
     return spec
-
-
-def _camel(key: str) -> str:
-    first, *rest = key.split("_")
-    return first + "".join(part.title() for part in rest)
 
 
 def _snake(key: str) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from prism.environ import env
 from prism.healthcheck import serving
+from prism.steps import shown
 
 GATEWAY, ORCHESTRATOR = "gateway", "orchestrator"
 MODULES = {GATEWAY: "gateway", ORCHESTRATOR: "orchestrator_svc"}
@@ -337,7 +338,7 @@ def _next_commands(stack: Stack, sweep_id: str) -> list[tuple[str, str]]:
     commands = []
     if sys.prefix != sys.base_prefix:  # the `prism` command is in this virtualenv
         commands.append(
-            (f". {_shown(Path(sys.prefix) / 'bin' / 'activate')}", "`prism` on the PATH")
+            (f". {shown(Path(sys.prefix) / 'bin' / 'activate')}", "`prism` on the PATH")
         )
     commands += [
         ("prism sweeps", "the sweeps so far"),
@@ -356,15 +357,7 @@ def _token_hint(stack: Stack) -> str:
     path = os.environ.get("PRISM_API_TOKEN_FILE") or (
         None if stack.api_token_set else stack.layout.api_token_file
     )
-    return f"$(cat {_shown(Path(path))})" if path else "$PRISM_API_TOKEN"
-
-
-def _shown(path: Path) -> str:
-    """The path as typed from here when it is under the current folder."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    return f"$(cat {shown(Path(path))})" if path else "$PRISM_API_TOKEN"
 
 
 def main() -> None:
@@ -397,7 +390,7 @@ def main() -> None:
                 f"http://{layout.address(GATEWAY)}/"
             )
             print(f"dashboard: http://{layout.address(GATEWAY)}/ui/ (paste the token)")
-            print(f"logs in {_shown(layout.data_dir / 'logs')}; stop with `make down`")
+            print(f"logs in {shown(layout.data_dir / 'logs')}; stop with `make down`")
         elif args.command == "down":
             stack.down()
             print("prism is down")

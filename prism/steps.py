@@ -43,7 +43,7 @@ _TICK_SECONDS = 0.1
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 # Colours, cursor moves and other control characters in a command's output: the
 # live line shows it as plain text, or it would draw over itself.
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -239,10 +239,10 @@ def _report_failure(out: TextIO, output: _Output, log_path: Path) -> None:
         print("    its last lines:", file=out)
         for line in output.tail:
             print(f"    | {_CONTROL.sub('', line)}", file=out)
-    print(f"  full log: {_shown(log_path)}", file=out, flush=True)
+    print(f"  full log: {shown(log_path)}", file=out, flush=True)
 
 
-def _shown(path: Path) -> str:
+def shown(path: Path) -> str:
     """The path as typed from here when it is under the current folder."""
     absolute = path.resolve()
     try:

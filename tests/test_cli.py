@@ -201,6 +201,24 @@ def test_logs_follow_waits_for_the_trial(stack: RunningStack, train: Path) -> No
     assert followed.stdout.endswith('{"loss": 1.1}\n')
 
 
+def test_logs_follow_shows_a_trial_s_metrics_inert_on_a_terminal(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    (tmp_path / "hostile.py").write_text(
+        "import json, time\n"
+        "metric = {'\\x1b]0;owned\\x07loss': '\\x1b[2Jred'}\n"
+        "print('PRISM_METRIC ' + json.dumps(metric), flush=True)\n"
+        "time.sleep(3)\n"
+        "print('\\x1b[2Jraw')\n"
+    )
+    sweep_id = prism(stack, "run", "hostile.py", "--detach", cwd=tmp_path).stdout.strip()
+    status, shown = on_a_terminal(stack, "logs", sweep_id, "0", "--follow", cwd=tmp_path)
+    assert status == 0, shown
+    assert "\x1b]0;owned" not in shown and "\x1b[2J" not in shown
+    assert "\\x1b]0;owned\\x07loss=\\x1b[2Jred" in shown  # the metric, live, escaped
+    assert "\\x1b[2Jraw" in shown  # and its output, at the end
+
+
 def test_the_live_display_on_a_terminal(stack: RunningStack, train: Path) -> None:
     status, shown = on_a_terminal(
         stack, "run", "train.py", "-p", "lr=0.1,0.01", "-p", "layers=1", "-p", "pause=0.5",

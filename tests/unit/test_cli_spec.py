@@ -210,3 +210,26 @@ def test_a_watch_s_json_lines_are_the_http_api_s_events() -> None:
         )
         api = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
         assert cli.event_json(Event.from_proto(message)) == api
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "", "9" * 5000])
+def test_a_parameter_value_that_is_no_finite_number_or_empty_is_refused(
+    tmp_path: Path, value: str
+) -> None:
+    with pytest.raises(specfile.SpecError, match="-p"):
+        build(tmp_path, "train.py", "-p", f"x={value}")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("requirements: numpy\n", "requirements: expected a list"), ("requirements:\n", None)],
+)
+def test_requirements_from_the_command_line_join_the_file_s_list(
+    tmp_path: Path, text: str, says: str | None
+) -> None:
+    (tmp_path / "sweep.yaml").write_text("task: t\nscriptFile: train.py\n" + text)
+    if says:
+        with pytest.raises(specfile.SpecError, match=says):
+            build(tmp_path, "sweep.yaml", "-r", "scipy")
+    else:  # an empty key is left out, as the API takes null
+        assert build(tmp_path, "sweep.yaml", "-r", "scipy")["requirements"] == ["scipy"]

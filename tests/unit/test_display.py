@@ -132,3 +132,29 @@ def test_a_sweeps_table_shows_whole_ids() -> None:
     listed = sweep()
     listed.id = "0123456789abcdef0123456789abcdef0123"
     assert listed.id in plain(display.sweeps_table([listed], now=0))
+
+
+def test_an_abridged_sweep_s_best_is_the_service_s_and_its_trials_are_read_alone() -> None:
+    # Past the answer's budget the trials come without params and results; bestTrial whole.
+    abridged = [trial(i, None, "succeeded") for i in range(3)]
+    for t in abridged:
+        t.abridged = True
+    answer = sweep(*abridged)
+    answer.best_trial.CopyFrom(trial(2, 0.5, "succeeded", lr=0.1))
+    progress = display.Progress(answer)
+    best = progress.best()
+    assert best is not None and best.index == 2
+    assert "best: trial 2 · loss 0.5 · lr=0.1" in plain(display.summary(answer)[1])
+    assert any(
+        line.lstrip().startswith("★ 2") for line in plain(display.trials_table(answer)).splitlines()
+    )
+    # Replayed, an abridged trial's end asks for its result; the whole best one's does not.
+    assert progress.apply(event(1, "trial_finished", 0, outcome="succeeded")) == 0
+    assert progress.apply(event(2, "trial_finished", 2, outcome="succeeded")) is None
+
+
+def test_clean_is_quick_on_a_long_plain_log_and_keeps_its_lines() -> None:
+    log = "step 1\tloss 0.5\n" * 1000 + "\x1b[31mred\n"
+    shown = display.clean(log, keep_newlines=True)
+    assert shown.count("\n") == 1001 and "\t" in shown
+    assert shown.endswith("\\x1b[31mred\n")
