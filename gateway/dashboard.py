@@ -79,10 +79,13 @@ class UiFile:
 
 
 def files(ui_dir: Path = UI_DIR) -> list[UiFile]:
-    """Every file under the folder with the URL and type it is served with."""
+    """Every file under the folder with the URL and type it is served with. Hidden files and
+    editor backups (``.app.js.swp``, ``app.js~``) are left out, never served."""
     found = []
     for path in sorted(p for p in ui_dir.rglob("*") if p.is_file()):
         relative = path.relative_to(ui_dir).as_posix()
+        if _ignored(relative):
+            continue
         content_type = CONTENT_TYPES.get(path.suffix)
         if not _SAFE_NAME.fullmatch(relative) or content_type is None:
             raise DashboardError(f"{relative!r}: not a name or kind of file the dashboard serves")
@@ -90,6 +93,11 @@ def files(ui_dir: Path = UI_DIR) -> list[UiFile]:
             raise DashboardError(f"{relative!r}: larger than {MAX_FILE_BYTES} bytes")
         found.append(UiFile(path, PREFIX + relative, content_type))
     return found
+
+
+def _ignored(relative: str) -> bool:
+    """A hidden file or folder on the way, or an editor's backup: not part of the page."""
+    return relative.endswith("~") or any(part.startswith(".") for part in relative.split("/"))
 
 
 def routes(*, indent: str, ui_dir: Path = UI_DIR) -> str:

@@ -70,6 +70,16 @@ def test_an_unknown_kind_of_file_is_refused(tmp_path: Path) -> None:
         dashboard.routes(indent="", ui_dir=tmp_path)
 
 
+def test_hidden_files_and_editor_backups_are_left_out(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    (tmp_path / "app.js").write_text("")
+    for junk in [".app.js.swp", "app.js~", ".git/config", "vendor/.DS_Store", "#app.js#~"]:
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_bytes(b"\0")
+    assert [f.url for f in dashboard.files(tmp_path)] == ["/ui/app.js", "/ui/index.html"]
+    assert "swp" not in dashboard.routes(indent="", ui_dir=tmp_path)
+
+
 def test_the_files_ship_as_package_data() -> None:
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
