@@ -113,6 +113,7 @@ def routes(*, indent: str, ui_dir: Path = UI_DIR) -> str:
             "match": {"path": PREFIX.rstrip("/"), "headers": _GET},
             "metadata": _NO_TOKEN,
             "redirect": {"path_redirect": PREFIX},
+            "response_headers_to_add": _headers_to_add(SECURITY_HEADERS),
             "typed_per_filter_config": _NO_TRANSCODER,
         }
     )
@@ -126,6 +127,9 @@ def routes(*, indent: str, ui_dir: Path = UI_DIR) -> str:
                 "status": 404,
                 "body": {"inline_string": "no such file in the dashboard"},
             },
+            "response_headers_to_add": _headers_to_add(
+                {"content-type": CONTENT_TYPES[""], **SECURITY_HEADERS}
+            ),
             "typed_per_filter_config": _NO_TRANSCODER,
         }
     )
@@ -139,12 +143,13 @@ def _file_route(url: str, served: UiFile) -> dict[str, object]:
         "match": {"path": url, "headers": _GET},
         "metadata": _NO_TOKEN,
         "direct_response": {"status": 200, "body": {"filename": str(served.path)}},
-        "response_headers_to_add": [
-            {
-                "header": {"key": key, "value": value},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-            for key, value in headers.items()
-        ],
+        "response_headers_to_add": _headers_to_add(headers),
         "typed_per_filter_config": _NO_TRANSCODER,
     }
+
+
+def _headers_to_add(headers: dict[str, str]) -> list[dict[str, object]]:
+    return [
+        {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for key, value in headers.items()
+    ]

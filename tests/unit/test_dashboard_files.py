@@ -52,6 +52,13 @@ def test_every_file_is_routed_with_its_type_and_the_security_headers(tmp_path: P
         assert "unsafe" not in policy
     assert by_path["/ui/"]["direct_response"]["body"]["filename"].endswith("/ui/index.html")
     assert by_path["/ui"]["redirect"] == {"path_redirect": "/ui/"}
+    # The redirect and the 404 carry the same headers as the files.
+    for name in ["ui_redirect", "ui_not_found"]:
+        (route,) = [r for r in routes if r["name"] == name]
+        headers = {
+            h["header"]["key"]: h["header"]["value"] for h in route["response_headers_to_add"]
+        }
+        assert dashboard.SECURITY_HEADERS.items() <= headers.items(), name
 
 
 def test_no_inline_script_or_handler_in_the_page() -> None:
