@@ -8,10 +8,12 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway import dashboard
 from gateway.config import Settings
@@ -61,6 +63,22 @@ def test_every_file_is_routed_with_its_type_and_the_security_headers(tmp_path: P
         assert dashboard.SECURITY_HEADERS.items() <= headers.items(), name
 
 
+def test_a_route_open_without_a_token_never_reaches_a_cluster(tmp_path: Path) -> None:
+    config = yaml.safe_load(render(Settings(data_dir=tmp_path)))
+    open_routes = [
+        route
+        for route in _every_route(config)
+        if route.get("metadata", {}).get("filter_metadata", {}).get("envoy.filters.http.lua")
+        == {"auth": "none"}
+    ]
+    assert {"healthz", "ui_redirect", "ui_not_found", "ui:/ui/app.js"} <= {
+        r["name"] for r in open_routes
+    }
+    for route in open_routes:
+        assert "route" not in route, route["name"]
+        assert ("direct_response" in route) != ("redirect" in route), route["name"]
+
+
 def test_no_inline_script_or_handler_in_the_page() -> None:
     page = (dashboard.UI_DIR / "index.html").read_text()
     scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.DOTALL)
@@ -94,6 +112,18 @@ def test_the_files_ship_as_package_data() -> None:
     for served in dashboard.files():
         relative = served.path.relative_to(REPO / "gateway")
         assert any(relative.match(p) for p in patterns), f"{relative} is not package data"
+
+
+def _every_route(node: Any) -> Iterator[dict[str, Any]]:
+    """Every route of every virtual host, wherever it is in the configuration."""
+    if isinstance(node, dict):
+        if isinstance(node.get("routes"), list) and "domains" in node:
+            yield from node["routes"]
+        for value in node.values():
+            yield from _every_route(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _every_route(item)
 
 
 def _routes(config: str) -> list[dict[str, Any]]:
