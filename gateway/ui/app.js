@@ -218,13 +218,21 @@
     // The list carries no best trial: each sweep is read whole again only when it has changed.
     const best = new Map();
 
+    // A sweep that cannot be read (a 5xx, an answer too large) keeps its best cell as it was
+    // and is read again at the next poll; it never keeps the rest of the list from showing.
     async function refreshBest(sweeps) {
       const changed = sweeps.filter((s) => best.get(s.id)?.key !== bestKey(s));
       await eachAtMost(LIST_READS_AT_ONCE, changed, async (s) => {
-        const whole = s.spec?.objective?.metric
-          ? await apiJson(sweepPath(s.id), { signal: view.signal })
-          : s;
-        best.set(s.id, { key: bestKey(s), text: bestText(whole) });
+        try {
+          const whole = s.spec?.objective?.metric
+            ? await apiJson(sweepPath(s.id), { signal: view.signal })
+            : s;
+          best.set(s.id, { key: bestKey(s), text: bestText(whole) });
+        } catch (error) {
+          if (error.name === "AbortError" || (error instanceof ApiError && error.status === 401)) {
+            throw error;
+          }
+        }
       });
     }
 
