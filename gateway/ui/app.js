@@ -198,8 +198,20 @@
     $("forget").hidden = false;
     notify("");
     const match = /^#\/sweeps\/([^/]+)$/.exec(location.hash);
-    if (match) sweepView(decodeURIComponent(match[1]), current);
-    else listView(current);
+    if (!match) {
+      listView(current);
+      return;
+    }
+    let sweepId;
+    try {
+      sweepId = decodeURIComponent(match[1]);
+    } catch {
+      // A hand-typed or cut link (#/sweeps/%E0): no sweep has such an id.
+      $("view").append(el("p", {}, el("a", { href: "#/" }, "← all sweeps")));
+      notify("No such sweep: the link is not a sweep's id.");
+      return;
+    }
+    sweepView(sweepId, current);
   }
 
   // ---- The sweeps list ----
