@@ -701,6 +701,7 @@
 
   async function showTrial(page, index, signal) {
     page.selected = index;
+    const read = (page.trialReads = (page.trialReads || 0) + 1);
     renderTrials(page);
     const base = trialPath(page.id, index);
     const [trial, logs, listed] = await Promise.all([
@@ -708,6 +709,8 @@
       apiJson(`${base}/logs`, { signal }),
       apiJson(`${base}/artifacts`, { signal }),
     ]);
+    // Another row was clicked (or this one read again) meanwhile: only the last read is shown.
+    if (read !== page.trialReads) return;
     page.selectedKey = trialKey(trial);
     const facts = [
       ["state", trial.state], ["outcome", trial.outcome], ["reason", trial.reason],
