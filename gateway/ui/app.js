@@ -625,6 +625,10 @@
       parallelAxis,
       series: [{
         type: "parallel",
+        // The tooltip lists the trial's value on every axis, named (displayName only: a name
+        // from the data, such as "__proto__", is no key of ECharts' own).
+        dimensions: columns.map((column, i) => ({ name: `d${i}`, displayName: column })),
+        encode: { tooltip: columns.map((_, i) => i) },
         lineStyle: { color: "#3b5bdb", width: 1.5, opacity: 0.6 },
         emphasis: { lineStyle: { width: 3, opacity: 1 } },
         data,
@@ -714,6 +718,9 @@
       type: "line",
       name: `trial ${index}`,
       showSymbol: points.length < 50,
+      // The tooltip names the step and the metric (displayName, as in renderPlot).
+      dimensions: [{ name: "x", displayName: "step" }, { name: "y", displayName: name }],
+      encode: { x: 0, y: 1, tooltip: [0, 1] },
       data: points.filter((p) => typeof p.values[name] === "number").map((p) => [p.x, p.values[name]]),
     })).filter((s) => s.data.length);
     page.charts[1].setOption({
