@@ -127,9 +127,8 @@ def routes(*, indent: str, ui_dir: Path = UI_DIR) -> str:
                 "status": 404,
                 "body": {"inline_string": "no such file in the dashboard"},
             },
-            "response_headers_to_add": _headers_to_add(
-                {"content-type": CONTENT_TYPES[""], **SECURITY_HEADERS}
-            ),
+            # The body becomes the gateway's JSON error (render.py), with its own type.
+            "response_headers_to_add": _headers_to_add(SECURITY_HEADERS),
             "typed_per_filter_config": _NO_TRANSCODER,
         }
     )
