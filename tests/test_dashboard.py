@@ -148,13 +148,15 @@ TOOLTIP_TEXT = """(id) => echarts.getInstanceByDom(document.getElementById(id)).
 
 
 def hover_chart(page: Page, element_id: str) -> str:
-    """Moves the mouse onto the chart's first line (its middle), or the chart's middle; the
-    tooltip's text."""
-    box = page.locator(f"#{element_id}").bounding_box()
+    """Moves the mouse onto the middle of the parallel coordinates' first line, or of the
+    chart (the curves' tooltip follows the axis); the tooltip's text."""
+    chart = page.locator(f"#{element_id}")
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
     assert box is not None
     points = page.evaluate(
         """(id) => echarts.getInstanceByDom(document.getElementById(id)).getZr().storage
-          .getDisplayList().find((e) => e.shape?.points)?.shape.points ?? null""",
+          .getDisplayList().find((e) => e.type === "polyline")?.shape.points ?? null""",
         element_id,
     )
     if points:
@@ -233,7 +235,8 @@ def test_the_page_needs_no_token_and_the_api_stays_closed(stack: RunningStack) -
         assert refused.value.code == status, (method, path)
         if status == 404:  # the dashboard's own 404, not the API's
             assert refused.value.headers["x-content-type-options"] == "nosniff"
-            assert refused.value.read() == b"no such file in the dashboard"
+            assert refused.value.headers["content-type"] == "application/json"
+            assert json.load(refused.value)["message"] == "no such file in the dashboard"
         refused.value.close()
 
 
