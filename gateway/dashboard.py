@@ -79,10 +79,13 @@ class UiFile:
 
 
 def files(ui_dir: Path = UI_DIR) -> list[UiFile]:
-    """Every file under the folder with the URL and type it is served with."""
+    """Every file under the folder with the URL and type it is served with. Hidden files and
+    editor backups (``.app.js.swp``, ``app.js~``) are left out, never served."""
     found = []
     for path in sorted(p for p in ui_dir.rglob("*") if p.is_file()):
         relative = path.relative_to(ui_dir).as_posix()
+        if _ignored(relative):
+            continue
         content_type = CONTENT_TYPES.get(path.suffix)
         if not _SAFE_NAME.fullmatch(relative) or content_type is None:
             raise DashboardError(f"{relative!r}: not a name or kind of file the dashboard serves")
@@ -90,6 +93,11 @@ def files(ui_dir: Path = UI_DIR) -> list[UiFile]:
             raise DashboardError(f"{relative!r}: larger than {MAX_FILE_BYTES} bytes")
         found.append(UiFile(path, PREFIX + relative, content_type))
     return found
+
+
+def _ignored(relative: str) -> bool:
+    """A hidden file or folder on the way, or an editor's backup: not part of the page."""
+    return relative.endswith("~") or any(part.startswith(".") for part in relative.split("/"))
 
 
 def routes(*, indent: str, ui_dir: Path = UI_DIR) -> str:
@@ -105,6 +113,7 @@ def routes(*, indent: str, ui_dir: Path = UI_DIR) -> str:
             "match": {"path": PREFIX.rstrip("/"), "headers": _GET},
             "metadata": _NO_TOKEN,
             "redirect": {"path_redirect": PREFIX},
+            "response_headers_to_add": _headers_to_add(SECURITY_HEADERS),
             "typed_per_filter_config": _NO_TRANSCODER,
         }
     )
@@ -118,6 +127,8 @@ def routes(*, indent: str, ui_dir: Path = UI_DIR) -> str:
                 "status": 404,
                 "body": {"inline_string": "no such file in the dashboard"},
             },
+            # The body becomes the gateway's JSON error (render.py), with its own type.
+            "response_headers_to_add": _headers_to_add(SECURITY_HEADERS),
             "typed_per_filter_config": _NO_TRANSCODER,
         }
     )
@@ -131,12 +142,13 @@ def _file_route(url: str, served: UiFile) -> dict[str, object]:
         "match": {"path": url, "headers": _GET},
         "metadata": _NO_TOKEN,
         "direct_response": {"status": 200, "body": {"filename": str(served.path)}},
-        "response_headers_to_add": [
-            {
-                "header": {"key": key, "value": value},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-            for key, value in headers.items()
-        ],
+        "response_headers_to_add": _headers_to_add(headers),
         "typed_per_filter_config": _NO_TRANSCODER,
     }
+
+
+def _headers_to_add(headers: dict[str, str]) -> list[dict[str, object]]:
+    return [
+        {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for key, value in headers.items()
+    ]

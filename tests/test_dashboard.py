@@ -7,6 +7,7 @@ and cancelled through the page, and checked through the API again."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import urllib.error
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from gateway import dashboard
 from prism.stack import ORCHESTRATOR
@@ -56,6 +57,8 @@ print(json.dumps({{"loss": 1.0, NAME: NAME}}))
 """
 
 SLEEPER = "import time\ntime.sleep(120)\n"
+
+QUICK = "import json\nprint(json.dumps({'loss': 1}))\n"
 
 # Reports a metric every 0.4 s for 8 steps: long enough to restart the orchestrator midway.
 STEPS = """\
@@ -135,6 +138,37 @@ CURVE_LENGTHS = (
 )
 
 
+# Resolves once the page has painted twice: whatever was queued before it has run.
+NEXT_FRAME = "new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+
+# The text of a chart's tooltip once shown (a rich text on ECharts' canvas, never HTML).
+TOOLTIP_TEXT = """(id) => echarts.getInstanceByDom(document.getElementById(id)).getZr().storage
+  .getRoots().filter((e) => typeof e.style?.text === "string").map((e) => e.style.text)
+  .join("\\n")"""
+
+
+def hover_chart(page: Page, element_id: str) -> str:
+    """Moves the mouse onto the middle of the parallel coordinates' first line, or of the
+    chart (the curves' tooltip follows the axis); the tooltip's text."""
+    chart = page.locator(f"#{element_id}")
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    assert box is not None
+    points = page.evaluate(
+        """(id) => echarts.getInstanceByDom(document.getElementById(id)).getZr().storage
+          .getDisplayList().find((e) => e.type === "polyline")?.shape.points ?? null""",
+        element_id,
+    )
+    if points:
+        (x0, y0), (x1, y1) = points[0], points[1]
+        page.mouse.move(box["x"] + (x0 + x1) / 2, box["y"] + (y0 + y1) / 2)
+    else:
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(f"(id) => ({TOOLTIP_TEXT})(id).length > 0", arg=element_id)
+    text: str = page.evaluate(TOOLTIP_TEXT, element_id)
+    return text
+
+
 def chart_option(page: Page, element_id: str) -> dict[str, Any]:
     """What the chart draws, from ECharts' own API."""
     option: dict[str, Any] = page.evaluate(
@@ -171,18 +205,38 @@ def test_the_page_needs_no_token_and_the_api_stays_closed(stack: RunningStack) -
         with urllib.request.urlopen(base + served.url, timeout=30) as reply:
             assert reply.headers["content-type"] == served.content_type
             assert reply.read() == served.path.read_bytes(), served.url
-    # Only GETs of the dashboard's files are open; the API is as closed as before.
+    # The redirect and the 404 carry the security headers too.
+    connection = http.client.HTTPConnection(stack.gateway, timeout=30)
+    connection.request("GET", "/ui")
+    redirect = connection.getresponse()
+    assert redirect.status == 301 and redirect.headers["location"].endswith("/ui/")
+    assert redirect.headers["content-security-policy"] == dashboard.CONTENT_SECURITY_POLICY
+    assert redirect.headers["x-content-type-options"] == "nosniff"
+    connection.close()
+    # Only GETs of the dashboard's files are open; the API is as closed as before, however the
+    # path is spelled (a dot segment, percent-encoded or not) and for HEAD too.
     for method, path, status in [
         ("GET", "/v1/sweeps", 401),
+        ("HEAD", "/v1/sweeps", 401),
         ("GET", "/", 401),
         ("POST", "/ui/", 401),
+        ("HEAD", "/ui/", 401),
         ("GET", "/ui/../v1/sweeps", 401),
+        ("HEAD", "/ui/../v1/sweeps", 401),
+        ("GET", "/ui/%2e%2e/v1/sweeps", 401),
+        ("GET", "/ui/..%2fv1/sweeps", 404),
+        ("GET", "/ui/..%2Fv1/sweeps", 404),
         ("GET", "/ui/missing.js", 404),
     ]:
-        request = urllib.request.Request(base + path, method=method, data=b"{}")
+        data = None if method in ("GET", "HEAD") else b"{}"
+        request = urllib.request.Request(base + path, method=method, data=data)
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == status, (method, path)
+        if status == 404:  # the dashboard's own 404, not the API's
+            assert refused.value.headers["x-content-type-options"] == "nosniff"
+            assert refused.value.headers["content-type"] == "application/json"
+            assert json.load(refused.value)["message"] == "no such file in the dashboard"
         refused.value.close()
 
 
@@ -266,6 +320,24 @@ def test_a_sweep_live_with_its_plot_curves_logs_and_artifacts(
     assert saved == f"lr={params['lr']} layers={int(params['layers'])}"
     page.screenshot(path=screenshots / "5-trial.png", full_page=True)
 
+    # Two quick clicks: the first row's answer, arriving last, does not replace the second's.
+    other = (best + 1) % 6
+    held: list[Route] = []
+    page.route(re.compile(rf"/trials/{other}$"), lambda route: held.append(route))
+    page.click(f'#trials tr[data-index="{other}"]')
+    for _ in range(100):  # until the request reaches the handler
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1
+    page.click(f'#trials tr[data-index="{best}"]')
+    expect(page.locator("#trial h2")).to_have_text(f"Trial {best}")
+    with page.expect_response(re.compile(rf"/trials/{other}$")):
+        held[0].continue_()
+    page.evaluate(NEXT_FRAME)
+    expect(page.locator("#trial h2")).to_have_text(f"Trial {best}")
+    expect(page.locator("#trials tr.selected")).to_have_attribute("data-index", str(best))
+
 
 def test_the_cancel_button_cancels_a_running_sweep(
     page: Page, stack: RunningStack, screenshots: Path
@@ -297,7 +369,12 @@ def test_what_a_trial_writes_is_shown_as_text_and_never_runs(
 ) -> None:
     sweep_id = create(
         stack,
-        {"task": HOSTILE, "script": HOSTILE_TRIAL, "objective": {"metric": "loss"}},
+        {
+            "task": HOSTILE,
+            "script": HOSTILE_TRIAL,
+            "parameters": {"list": [{"note": HOSTILE}]},
+            "objective": {"metric": "loss"},
+        },
     )
     assert stack.finished(sweep_id)["state"] == "done"
     sign_in(page, stack.token)
@@ -315,9 +392,68 @@ def test_what_a_trial_writes_is_shown_as_text_and_never_runs(
         page.click("#trial .artifacts button")
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", downloading.value.suggested_filename)
     assert Path(downloading.value.path()).read_text() == "harmless"
+    # The charts' tooltips show what the trial wrote (a parameter's value on the parallel
+    # coordinates, the metric's name on the curves), painted as text (renderMode richText).
+    images = page.evaluate("document.images.length")
+    page.wait_for_function(f"({CURVE_LENGTHS}).length === 1")
+    assert HOSTILE in hover_chart(page, "plot")
+    assert HOSTILE in hover_chart(page, "curves")
     page.screenshot(path=screenshots / "7-hostile.png", full_page=True)
     assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("document.images.length") == images
     assert page.locator("#view img, #notice img").count() == 0
+
+
+def test_a_sweep_that_cannot_be_read_leaves_the_list_up(page: Page, stack: RunningStack) -> None:
+    sweep_id = create(
+        stack, {"task": "dashboard: unreadable", "script": QUICK, "objective": {"metric": "loss"}}
+    )
+    stack.finished(sweep_id)
+    # Reading the sweep whole (for its best value) fails: the list shows it, best left empty.
+    whole = re.compile(rf"/v1/sweeps/{sweep_id}$")
+    page.route(whole, lambda route: route.fulfill(status=500, json={"message": "too large"}))
+    sign_in(page, stack.token)
+    row = page.locator(f'#sweeps tr[data-sweep="{sweep_id}"]')
+    expect(row).to_contain_text("done")
+    expect(row.locator(".best-value")).to_have_text("")
+    # It is read again at the next poll.
+    page.unroute(whole)
+    expect(row.locator(".best-value")).to_have_text("loss = 1 (trial 0)")
+
+
+def test_a_malformed_link_shows_no_such_sweep(page: Page, stack: RunningStack) -> None:
+    sign_in(page, stack.token)
+    expect(page.locator("#sweeps")).to_be_visible()
+    page.goto(f"http://{stack.gateway}/ui/#/sweeps/%E0")
+    expect(page.locator("#notice")).to_contain_text("No such sweep")
+    page.click("text=all sweeps")
+    expect(page.locator("#sweeps")).to_be_visible()
+
+
+def test_the_curves_keep_within_the_page_budget(page: Page, stack: RunningStack) -> None:
+    sweep_id = create(stack, {"task": "dashboard: many metrics", "script": QUICK})
+    # Its events, as the stream would bring them: 3 trials of 1,000 steps of 100 metrics each,
+    # 300,000 values, past the page's 200,000.
+    names = [f"m{i:02}" for i in range(100)]
+    blocks: list[dict[str, Any]] = []
+    for step in range(1000):
+        for trial in range(3):
+            values = {"step": step, **dict.fromkeys(names, float(step))}
+            event = {"seq": len(blocks) + 1, "kind": "metric", "trialIndex": trial}
+            blocks.append({**event, "data": {"values": values}})
+    blocks.append({"seq": len(blocks) + 1, "kind": "sweep_finished", "final": True})
+    body = "".join(f"data: {json.dumps(block)}\n\n" for block in blocks)
+    page.route(
+        re.compile(rf"/v1/sweeps/{sweep_id}/events"),
+        lambda route: route.fulfill(body=body, content_type="text/event-stream"),
+    )
+    sign_in(page, stack.token)
+    page.goto(f"http://{stack.gateway}/ui/#/sweeps/{sweep_id}")
+    expect(page.locator("#live")).to_contain_text("stream ended", timeout=60_000)
+    page.evaluate(NEXT_FRAME)
+    lengths = page.evaluate(CURVE_LENGTHS)
+    # Each point holds 100 values: 2,000 points at most, every trial still drawn.
+    assert len(lengths) == 3 and all(lengths) and sum(lengths) <= 2000, lengths
 
 
 def test_the_page_rides_out_an_orchestrator_restart(

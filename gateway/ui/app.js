@@ -20,6 +20,7 @@
   // What the metric curves keep of what trials report (see addMetric).
   const MAX_METRIC_NAMES = 100;
   const MAX_POINTS = 5000;
+  const MAX_PAGE_VALUES = 200000;
   const OUTCOMES = [
     "succeeded", "failed", "timed_out", "oom_killed", "output_limit", "cancelled",
     "sandbox_error", "runner_lost",
@@ -198,8 +199,20 @@
     $("forget").hidden = false;
     notify("");
     const match = /^#\/sweeps\/([^/]+)$/.exec(location.hash);
-    if (match) sweepView(decodeURIComponent(match[1]), current);
-    else listView(current);
+    if (!match) {
+      listView(current);
+      return;
+    }
+    let sweepId;
+    try {
+      sweepId = decodeURIComponent(match[1]);
+    } catch {
+      // A hand-typed or cut link (#/sweeps/%E0): no sweep has such an id.
+      $("view").append(el("p", {}, el("a", { href: "#/" }, "← all sweeps")));
+      notify("No such sweep: the link is not a sweep's id.");
+      return;
+    }
+    sweepView(sweepId, current);
   }
 
   // ---- The sweeps list ----
@@ -218,13 +231,21 @@
     // The list carries no best trial: each sweep is read whole again only when it has changed.
     const best = new Map();
 
+    // A sweep that cannot be read (a 5xx, an answer too large) keeps its best cell as it was
+    // and is read again at the next poll; it never keeps the rest of the list from showing.
     async function refreshBest(sweeps) {
       const changed = sweeps.filter((s) => best.get(s.id)?.key !== bestKey(s));
       await eachAtMost(LIST_READS_AT_ONCE, changed, async (s) => {
-        const whole = s.spec?.objective?.metric
-          ? await apiJson(sweepPath(s.id), { signal: view.signal })
-          : s;
-        best.set(s.id, { key: bestKey(s), text: bestText(whole) });
+        try {
+          const whole = s.spec?.objective?.metric
+            ? await apiJson(sweepPath(s.id), { signal: view.signal })
+            : s;
+          best.set(s.id, { key: bestKey(s), text: bestText(whole) });
+        } catch (error) {
+          if (error.name === "AbortError" || (error instanceof ApiError && error.status === 401)) {
+            throw error;
+          }
+        }
       });
     }
 
@@ -295,8 +316,10 @@
       sort: { key: "index", descending: false },
       filter: "",
       selected: null,
-      // trial index -> [{x, values}] from the metric events, in their order.
+      // trial index -> {count, size, points: [{x, values}]} from the metric events, in their
+      // order; size is the number of values in points, valueCount the page's total.
       metrics: new Map(),
+      valueCount: 0,
       metricNames: new Set(),
       chosenMetric: "",
       charts: [],
@@ -602,6 +625,10 @@
       parallelAxis,
       series: [{
         type: "parallel",
+        // The tooltip lists the trial's value on every axis, named (displayName only: a name
+        // from the data, such as "__proto__", is no key of ECharts' own).
+        dimensions: columns.map((column, i) => ({ name: `d${i}`, displayName: column })),
+        encode: { tooltip: columns.map((_, i) => i) },
         lineStyle: { color: "#3b5bdb", width: 1.5, opacity: 0.6 },
         emphasis: { lineStyle: { width: 3, opacity: 1 } },
         data,
@@ -612,29 +639,58 @@
   /**
    * Keeps a metric event's numbers for the curves. A trial writes these names and how many
    * there are: past MAX_METRIC_NAMES new names are ignored, and past MAX_POINTS a trial's
-   * curve keeps every other point, so no trial can make the page unusable.
+   * curve keeps every other point. The whole page keeps at most MAX_PAGE_VALUES numbers, over
+   * every trial and name (a sweep has up to 1,000 trials): past it, the curve holding the most
+   * keeps every other point, again until the page is within it. So no trial, and no sweep,
+   * can make the page unusable.
    */
   function addMetric(page, event) {
     const values = event.data?.values;
     if (!values || typeof values !== "object") return;
     const index = event.trialIndex ?? 0;
-    const curve = page.metrics.get(index) || { count: 0, points: [] };
+    const curve = page.metrics.get(index) || { count: 0, size: 0, points: [] };
     page.metrics.set(index, curve);
     const x = typeof values.step === "number" ? values.step : curve.count;
     curve.count += 1;
-    const kept = {};
+    // No prototype: a metric named __proto__ is kept like any other.
+    const kept = Object.create(null);
+    let size = 0;
     for (const [name, value] of Object.entries(values)) {
       if (name === "step" || typeof value !== "number") continue;
       if (!page.metricNames.has(name) && page.metricNames.size < MAX_METRIC_NAMES) {
         page.metricNames.add(name);
         page.parts.metricChoice.append(el("option", { value: name }, name));
       }
-      if (page.metricNames.has(name)) kept[name] = value;
+      if (page.metricNames.has(name)) {
+        kept[name] = value;
+        size += 1;
+      }
     }
+    if (!size) return;
     curve.points.push({ x, values: kept });
-    if (curve.points.length > MAX_POINTS) curve.points = curve.points.filter((_, i) => i % 2 === 0);
+    curve.size += size;
+    page.valueCount += size;
+    if (curve.points.length > MAX_POINTS) thin(page, curve);
+    while (page.valueCount > MAX_PAGE_VALUES) {
+      const largest = [...page.metrics.values()].filter((c) => c.points.length > 1)
+        .reduce((a, b) => (!a || b.size > a.size ? b : a), null);
+      if (!largest) {
+        // Nothing left to thin (a point a trial): the newest is dropped.
+        thin(page, curve, []);
+        break;
+      }
+      thin(page, largest);
+    }
     chooseMetric(page);
     scheduleCurves(page);
+  }
+
+  /** Keeps every other point of a curve (or the points given), counting what is left. */
+  function thin(page, curve, points = curve.points.filter((_, i) => i % 2 === 0)) {
+    const size = points.reduce((sum, p) => sum + Object.keys(p.values).length, 0);
+    page.valueCount -= curve.size - size;
+    curve.size = size;
+    curve.points = points;
   }
 
   /** Until the user picks one, the curves show the objective, or else the first name seen. */
@@ -662,6 +718,9 @@
       type: "line",
       name: `trial ${index}`,
       showSymbol: points.length < 50,
+      // The tooltip names the step and the metric (displayName, as in renderPlot).
+      dimensions: [{ name: "x", displayName: "step" }, { name: "y", displayName: name }],
+      encode: { x: 0, y: 1, tooltip: [0, 1] },
       data: points.filter((p) => typeof p.values[name] === "number").map((p) => [p.x, p.values[name]]),
     })).filter((s) => s.data.length);
     page.charts[1].setOption({
@@ -681,6 +740,7 @@
 
   async function showTrial(page, index, signal) {
     page.selected = index;
+    const read = (page.trialReads = (page.trialReads || 0) + 1);
     renderTrials(page);
     const base = trialPath(page.id, index);
     const [trial, logs, listed] = await Promise.all([
@@ -688,6 +748,8 @@
       apiJson(`${base}/logs`, { signal }),
       apiJson(`${base}/artifacts`, { signal }),
     ]);
+    // Another row was clicked (or this one read again) meanwhile: only the last read is shown.
+    if (read !== page.trialReads) return;
     page.selectedKey = trialKey(trial);
     const facts = [
       ["state", trial.state], ["outcome", trial.outcome], ["reason", trial.reason],

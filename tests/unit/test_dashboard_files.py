@@ -8,10 +8,12 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway import dashboard
 from gateway.config import Settings
@@ -52,6 +54,29 @@ def test_every_file_is_routed_with_its_type_and_the_security_headers(tmp_path: P
         assert "unsafe" not in policy
     assert by_path["/ui/"]["direct_response"]["body"]["filename"].endswith("/ui/index.html")
     assert by_path["/ui"]["redirect"] == {"path_redirect": "/ui/"}
+    # The redirect and the 404 carry the same headers as the files.
+    for name in ["ui_redirect", "ui_not_found"]:
+        (route,) = [r for r in routes if r["name"] == name]
+        headers = {
+            h["header"]["key"]: h["header"]["value"] for h in route["response_headers_to_add"]
+        }
+        assert dashboard.SECURITY_HEADERS.items() <= headers.items(), name
+
+
+def test_a_route_open_without_a_token_never_reaches_a_cluster(tmp_path: Path) -> None:
+    config = yaml.safe_load(render(Settings(data_dir=tmp_path)))
+    open_routes = [
+        route
+        for route in _every_route(config)
+        if route.get("metadata", {}).get("filter_metadata", {}).get("envoy.filters.http.lua")
+        == {"auth": "none"}
+    ]
+    assert {"healthz", "ui_redirect", "ui_not_found", "ui:/ui/app.js"} <= {
+        r["name"] for r in open_routes
+    }
+    for route in open_routes:
+        assert "route" not in route, route["name"]
+        assert ("direct_response" in route) != ("redirect" in route), route["name"]
 
 
 def test_no_inline_script_or_handler_in_the_page() -> None:
@@ -70,6 +95,16 @@ def test_an_unknown_kind_of_file_is_refused(tmp_path: Path) -> None:
         dashboard.routes(indent="", ui_dir=tmp_path)
 
 
+def test_hidden_files_and_editor_backups_are_left_out(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    (tmp_path / "app.js").write_text("")
+    for junk in [".app.js.swp", "app.js~", ".git/config", "vendor/.DS_Store", "#app.js#~"]:
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_bytes(b"\0")
+    assert [f.url for f in dashboard.files(tmp_path)] == ["/ui/app.js", "/ui/index.html"]
+    assert "swp" not in dashboard.routes(indent="", ui_dir=tmp_path)
+
+
 def test_the_files_ship_as_package_data() -> None:
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
@@ -77,6 +112,18 @@ def test_the_files_ship_as_package_data() -> None:
     for served in dashboard.files():
         relative = served.path.relative_to(REPO / "gateway")
         assert any(relative.match(p) for p in patterns), f"{relative} is not package data"
+
+
+def _every_route(node: Any) -> Iterator[dict[str, Any]]:
+    """Every route of every virtual host, wherever it is in the configuration."""
+    if isinstance(node, dict):
+        if isinstance(node.get("routes"), list) and "domains" in node:
+            yield from node["routes"]
+        for value in node.values():
+            yield from _every_route(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _every_route(item)
 
 
 def _routes(config: str) -> list[dict[str, Any]]:
