@@ -17,6 +17,7 @@ import difflib
 import json
 import math
 import re
+import sys
 from typing import Any, TypeVar
 
 from google.api import httpbody_pb2
@@ -76,6 +77,10 @@ def _json(data: bytes) -> Any:
         raise InvalidArgument("body", f"is not JSON: {error}") from None
     except RecursionError:
         raise InvalidArgument("body", "is nested too deeply") from None
+    except ValueError:  # Python reads no integer of more digits than its limit
+        raise InvalidArgument(
+            "body", f"holds an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

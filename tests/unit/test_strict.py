@@ -138,6 +138,7 @@ def test_other_content_types_are_refused(content_type: str) -> None:
         (b'{"limits": {"cpus": NaN}}', "NaN is not a JSON number"),
         (b'{"limits": {"cpus": 1e999}}', "too large for a double"),
         (b'{"parameters": {"grid": {"a": [1' + b"0" * 400 + b"]}}}", "cannot be read"),
+        (b'{"task": "t", "maxParallel": ' + b"1" * 5000 + b"}", "more than 4300 digits"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
