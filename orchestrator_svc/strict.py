@@ -6,7 +6,8 @@ the defaults. So the HTTP create reaches the orchestrator as its raw body
 (google.api.HttpBody) and is parsed here: a field the message does not have is an
 INVALID_ARGUMENT naming it with where it is, as is anything else that is not the
 message as JSON (another content type, bytes that are not UTF-8, text that is not JSON
-or not an object, a key given twice, NaN). A field given as null is left out.
+or not an object, a key given twice, NaN, an unpaired surrogate). A field given as null
+is left out.
 
 Pure: no I/O, no state.
 """
@@ -62,17 +63,24 @@ def parse(body: httpbody_pb2.HttpBody, message: M) -> M:
     except (ValueError, TypeError, OverflowError) as error:
         # What json_format lets through, e.g. an integer no double holds in a Struct.
         raise InvalidArgument("body", f"cannot be read as the message: {error}"[:300]) from None
+    except Exception:  # anything else json_format or upb raises: still the body's fault
+        raise InvalidArgument("body", f"cannot be read as a {message.DESCRIPTOR.name}") from None
 
 
 def _json(data: bytes) -> Any:
     if not data.strip():
         raise InvalidArgument("body", "is empty: it must be a JSON object")
     try:
-        return json.loads(
+        value = json.loads(
             data.decode(), object_pairs_hook=_object, parse_constant=_constant, parse_float=_float
         )
+        # "\ud800" is JSON, but no UTF-8: protobuf's strings could not hold it.
+        json.dumps(value, ensure_ascii=False).encode()
     except UnicodeDecodeError:
         raise InvalidArgument("body", "is not UTF-8") from None
+    except UnicodeEncodeError as error:
+        surrogate = json.dumps(error.object[error.start])[1:-1]
+        raise InvalidArgument("body", f"holds an unpaired surrogate ({surrogate})") from None
     except json.JSONDecodeError as error:
         raise InvalidArgument("body", f"is not JSON: {error}") from None
     except RecursionError:
@@ -81,6 +89,7 @@ def _json(data: bytes) -> Any:
         raise InvalidArgument(
             "body", f"holds an integer of more than {sys.get_int_max_str_digits()} digits"
         ) from None
+    return value
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -139,6 +139,12 @@ def test_other_content_types_are_refused(content_type: str) -> None:
         (b'{"limits": {"cpus": 1e999}}', "too large for a double"),
         (b'{"parameters": {"grid": {"a": [1' + b"0" * 400 + b"]}}}", "cannot be read"),
         (b'{"task": "t", "maxParallel": ' + b"1" * 5000 + b"}", "more than 4300 digits"),
+        (b'{"task": "\\ud800"}', "holds an unpaired surrogate (\\ud800)"),
+        (b'{"task": "t", "limits": "\\ud800"}', "unpaired surrogate (\\ud800)"),
+        (b'{"task": "t", "objective": ["\\udc00"]}', "unpaired surrogate (\\udc00)"),
+        (b'{"\\ud800": 1}', "unpaired surrogate"),
+        (b'{"task": "t", "limits": {"\\udfff": 1}}', "unpaired surrogate (\\udfff)"),
+        (b'{"task": "t", "examples": "\\ud800x"}', "unpaired surrogate"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
@@ -153,12 +159,25 @@ def test_a_body_that_is_not_a_json_object_is_named(data: bytes, words: str) -> N
         ({"task": "t", "limits": {"memoryMb": "lots"}}, "limits.memoryMb"),
         ({"task": "t", "limits": {"memoryMb": 1e30}}, "limits.memoryMb"),
         ({"task": "t", "limits": 5}, "limits"),
-        ({"task": "\ud800"}, "task"),
         ({"task": "t", "parameters": {"grid": {"a": [1]}, "list": [{}]}}, "parameters"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_named(spec: dict[str, Any], field: str) -> None:
     assert field in refused(spec)
+
+
+def test_a_surrogate_pair_is_one_character() -> None:
+    assert parsed(b'{"task": "\\ud83d\\ude00"}').task == "\U0001f600"
+
+
+def test_anything_else_the_parser_raises_is_the_body_that_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(*_: Any) -> None:
+        raise SystemError("returned a result with an exception set")
+
+    monkeypatch.setattr(json_format, "ParseDict", fails)
+    assert refused({"task": "t"}) == {"body": "cannot be read as a SweepSpec"}
 
 
 def test_a_path_through_a_oneof_stops_at_it_and_the_rule_names_the_rest() -> None:
