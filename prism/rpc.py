@@ -17,15 +17,23 @@ from prism.errors import Internal, InvalidArgument, PrismError
 log = logs.get("rpc")
 
 
+def _utf8(text: str) -> str:
+    """``text`` as protobuf and gRPC can carry it: an unpaired surrogate (which JSON can
+    hold) shown escaped, as \\ud800."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def status_details(error: PrismError) -> bytes:
     """The google.rpc.Status for an error, serialised for grpc-status-details-bin."""
-    status = status_pb2.Status(code=error.code.value[0], message=str(error))
+    status = status_pb2.Status(code=error.code.value[0], message=_utf8(str(error)))
     if isinstance(error, InvalidArgument):
         detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=field, description=rule)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=_utf8(field), description=_utf8(rule)
+                    )
                     for field, rule in error.violations
                 ]
             )
@@ -35,10 +43,14 @@ def status_details(error: PrismError) -> bytes:
 
 
 async def abort(context: grpc.aio.ServicerContext, error: PrismError) -> None:
+    try:
+        message, details = _utf8(str(error)), status_details(error)
+    except Exception as failure:  # still an answer with an error id, never a class name
+        error_id = logs.unexpected(log, "a status could not be built", failure)
+        error = Internal(logs.internal_error(error_id))
+        message, details = str(error), status_details(error)
     await context.abort(
-        error.code,
-        str(error),
-        trailing_metadata=(("grpc-status-details-bin", status_details(error)),),
+        error.code, message, trailing_metadata=(("grpc-status-details-bin", details),)
     )
 
 
