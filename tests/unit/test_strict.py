@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator_svc import strict
+from prism import rpc
 from prism.errors import InvalidArgument
 from prism.v1 import orchestrator_pb2
 
@@ -185,21 +186,33 @@ def test_a_path_through_a_oneof_stops_at_it_and_the_rule_names_the_rest() -> Non
     assert found["parameters"].startswith("seed: Value out of range")
 
 
+# Any text, unpaired surrogates included (st.text() leaves them out); BIG stands for an
+# integer of more digits than Python reads, which json.dumps cannot write.
+TEXT = st.lists(st.characters(exclude_categories=()) | st.characters(categories=["Cs"])).map(
+    "".join
+)
+BIG = "<an integer of 5000 digits>"
 JSON = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.just(BIG) | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
     max_leaves=20,
 )
-KEYS = st.sampled_from([*SPEC, "limits", "memoryMb", "grid", "random", "bogus"])
+KEYS = st.sampled_from([*SPEC, "limits", "memoryMb", "grid", "random", "bogus"]) | TEXT
 SPECS = st.recursive(JSON, lambda inner: st.dictionaries(KEYS, inner, max_size=6), max_leaves=30)
 
 
+def written(value: Any) -> bytes:
+    return json.dumps(value).encode().replace(json.dumps(BIG).encode(), b"1" * 5000)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(SPECS.map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
+@given(st.one_of(SPECS.map(written), st.binary(max_size=200)))
 def test_no_body_makes_anything_but_a_spec_or_invalid_argument(data: bytes) -> None:
     try:
         spec = strict.parse(body(data), orchestrator_pb2.SweepSpec())
     except InvalidArgument as error:
         assert error.violations and all(field and rule for field, rule in error.violations)
+        rpc.status_details(error)  # the answer's details: protobuf strings, UTF-8
+        str(error).encode()  # the answer's message
     else:
         spec.SerializeToString()
