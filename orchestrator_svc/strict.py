@@ -122,11 +122,14 @@ def _kind(value: Any) -> str:
 def unknown_fields(
     value: dict[str, Any], descriptor: Descriptor, where: str = ""
 ) -> list[tuple[str, str]]:
-    """(path, rule) for every key of ``value``, at any depth, that its message does not
-    have. Free-form values (google.protobuf's Struct and the like) take any key."""
+    """(path, rule) for the keys of ``value``, at any depth, that its message does not
+    have, up to MAX_NAMED (a hint is CPU work; a 1 MiB body holds many thousands of keys).
+    Free-form values (google.protobuf's Struct and the like) take any key."""
     fields = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
     found: list[tuple[str, str]] = []
     for key, item in value.items():
+        if len(found) >= MAX_NAMED:
+            break
         name = key[:MAX_KEY_CHARS] or '""'
         path = f"{where}.{name}" if where else name
         field = fields.get(key)
@@ -140,10 +143,10 @@ def unknown_fields(
             continue  # a map's keys are data
         items = enumerate(item) if field.is_repeated and isinstance(item, list) else [(-1, item)]
         for index, each in items:
-            if isinstance(each, dict):
+            if isinstance(each, dict) and len(found) < MAX_NAMED:
                 here = path if index < 0 else f"{path}[{index}]"
                 found.extend(unknown_fields(each, kind, here))
-    return found
+    return found[:MAX_NAMED]
 
 
 def _unknown(key: str, descriptor: Descriptor) -> str:

@@ -90,6 +90,20 @@ def test_every_unknown_field_is_named_at_once() -> None:
     assert set(found) == {"limit", "limits.cpu", "limits.ram", "x"}
 
 
+def test_hints_are_worked_out_only_for_the_unknown_fields_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hints: list[str] = []
+
+    def hint(key: str, _: Any) -> str:
+        hints.append(key)
+        return "unknown"
+
+    monkeypatch.setattr(strict, "_unknown", hint)
+    found = refused({"task": "t", "limits": {f"k{i}": 1 for i in range(50)}, "x": 1})
+    assert len(found) == len(hints) == strict.MAX_NAMED
+
+
 def test_free_form_values_take_any_key() -> None:
     spec = parsed({"task": "t", "parameters": {"grid": {"limits": [1], "memory": [2]}}})
     assert set(spec.parameters.grid) == {"limits", "memory"}
