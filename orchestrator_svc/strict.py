@@ -123,10 +123,13 @@ def unknown_fields(
     value: dict[str, Any], descriptor: Descriptor, where: str = ""
 ) -> list[tuple[str, str]]:
     """(path, rule) for the keys of ``value``, at any depth, that its message does not
-    have, up to MAX_NAMED (a hint is CPU work; a 1 MiB body holds many thousands of keys).
-    Free-form values (google.protobuf's Struct and the like) take any key."""
+    have, or that name a field another key of their object named (``maxParallel`` and
+    ``max_parallel``: else the last one counts), up to MAX_NAMED (a hint is CPU work; a
+    1 MiB body holds many thousands of keys). Free-form values (google.protobuf's Struct
+    and the like) take any key."""
     fields = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
     found: list[tuple[str, str]] = []
+    given: dict[str, str] = {}  # a field's name: the key that named it
     for key, item in value.items():
         if len(found) >= MAX_NAMED:
             break
@@ -136,6 +139,10 @@ def unknown_fields(
         if field is None:
             found.append((path, _unknown(key, descriptor)))
             continue
+        if field.name in given:
+            found.append((path, f"{_shown(given[field.name])} and {_shown(key)} name one field"))
+            continue
+        given[field.name] = key
         kind = field.message_type
         if kind is None or kind.file.name.startswith("google/protobuf/"):
             continue

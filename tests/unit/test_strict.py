@@ -52,6 +52,20 @@ def test_field_names_as_protobuf_spells_them_are_fields_too() -> None:
     assert parsed({"task": "t", "max_parallel": 3}).max_parallel == 3
 
 
+@pytest.mark.parametrize(
+    ("spec", "field", "keys"),
+    [
+        ({"task": "t", "maxParallel": 1, "max_parallel": 2}, "max_parallel", "maxParallel"),
+        ({"task": "t", "max_parallel": 1, "maxParallel": 2}, "maxParallel", "max_parallel"),
+        ({"task": "t", "limits": {"memory_mb": 1, "memoryMb": 1}}, "limits.memoryMb", "memory_mb"),
+    ],
+)
+def test_a_field_given_by_both_its_names_is_refused(
+    spec: dict[str, Any], field: str, keys: str
+) -> None:
+    assert refused(spec) == {field: f'"{keys}" and "{field.rsplit(".")[-1]}" name one field'}
+
+
 def test_null_is_a_field_left_out() -> None:
     spec = parsed({"task": "t", "limits": {"memoryMb": None}, "objective": {"goal": None}})
     assert not spec.limits.HasField("memory_mb") and not spec.objective.HasField("goal")
