@@ -11,8 +11,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from prism import rpc
 from prism.errors import InvalidArgument, PrismError
-from prism.rpc import rpc
+from prism.rpc import rpc as handler
 
 
 class Context:
@@ -29,7 +30,7 @@ class Context:
 
 def answer(error: Exception) -> Context:
     class Service:
-        @rpc
+        @handler
         async def Call(self, request: Any, context: Any) -> None:
             raise error
 
@@ -58,3 +59,15 @@ def test_a_status_that_cannot_be_built_is_internal_with_an_error_id() -> None:
     assert context.code == grpc.StatusCode.INTERNAL
     assert "error id" in context.message and "RuntimeError" not in context.message
     assert context.status.message == context.message
+
+
+def test_an_answer_stays_small_whatever_its_error_holds() -> None:
+    # Trailers over gRPC's or Envoy's cap reset the call: the gateway answers 502.
+    many = [(f"parameters.grid.{'é' * 500}{i}", "x" * 10_000) for i in range(2000)]
+    context = answer(InvalidArgument(*many[0], *many[1:]))
+    assert len(context.message) <= rpc.MAX_MESSAGE_CHARS
+    assert len(context.status.SerializeToString()) < 16 * 1024
+    request = error_details_pb2.BadRequest()
+    assert context.status.details[0].Unpack(request)
+    assert len(request.field_violations) == rpc.MAX_VIOLATIONS
+    assert request.field_violations[0].field.startswith("parameters.grid.é")
