@@ -17,7 +17,8 @@ Rules and caps (the README's reference lists the same):
 - requirements: see prism.requirements.
 
 Numbers from JSON arrive as doubles; integral ones are turned back into ints,
-so {"layers": [1, 2]} gives the script 1 and 2, not 1.0 and 2.0.
+so {"layers": [1, 2]} gives the script 1 and 2, not 1.0 and 2.0. NaN and the infinities,
+which only a gRPC client can send, are refused where they are.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import math
 import random
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from orchestrator_svc.config import Settings
 from orchestrator_svc.domain import PlannedTrial
@@ -205,9 +207,31 @@ def _list(sets: list[Any], problems: Problems) -> list[dict[str, Any]]:
     return sets
 
 
+def _not_finite(values: struct_pb2.Struct | struct_pb2.ListValue, where: str) -> Iterator[str]:
+    """Where ``values`` holds NaN or an infinity: no JSON, but a gRPC client can send them."""
+    if isinstance(values, struct_pb2.Struct):
+        items = ((f"{where}.{key[:64]}", value) for key, value in values.fields.items())
+    else:
+        items = ((f"{where}[{i}]", value) for i, value in enumerate(values.values))
+    for path, value in items:
+        kind = value.WhichOneof("kind")
+        if kind == "number_value" and not math.isfinite(value.number_value):
+            yield path
+        elif kind in ("struct_value", "list_value"):
+            yield from _not_finite(getattr(value, kind), path)
+
+
 def _parameter_sets(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> list[dict[str, Any]]:
     space = spec.parameters
     kind = space.WhichOneof("space")
+    if kind is not None:
+        values = space.random.parameters if kind == "random" else getattr(space, kind)
+        where = "parameters.random.parameters" if kind == "random" else f"parameters.{kind}"
+        not_finite = list(itertools.islice(_not_finite(values, where), MAX_PARAMETERS))
+        for path in not_finite:
+            problems.add(path, "must be a finite number, not NaN or infinity")
+        if not_finite:
+            return []
     if kind == "grid":
         sets = _grid(plain(json_format.MessageToDict(space.grid)), problems)
     elif kind == "random":

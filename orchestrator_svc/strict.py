@@ -6,7 +6,8 @@ the defaults. So the HTTP create reaches the orchestrator as its raw body
 (google.api.HttpBody) and is parsed here: a field the message does not have is an
 INVALID_ARGUMENT naming it with where it is, as is anything else that is not the
 message as JSON (another content type, bytes that are not UTF-8, text that is not JSON
-or not an object, a key given twice, NaN). A field given as null is left out.
+or not an object, a key given twice, NaN, an unpaired surrogate). A field given as null
+is left out.
 
 Pure: no I/O, no state.
 """
@@ -17,6 +18,7 @@ import difflib
 import json
 import math
 import re
+import sys
 from typing import Any, TypeVar
 
 from google.api import httpbody_pb2
@@ -61,21 +63,33 @@ def parse(body: httpbody_pb2.HttpBody, message: M) -> M:
     except (ValueError, TypeError, OverflowError) as error:
         # What json_format lets through, e.g. an integer no double holds in a Struct.
         raise InvalidArgument("body", f"cannot be read as the message: {error}"[:300]) from None
+    except Exception:  # anything else json_format or upb raises: still the body's fault
+        raise InvalidArgument("body", f"cannot be read as a {message.DESCRIPTOR.name}") from None
 
 
 def _json(data: bytes) -> Any:
     if not data.strip():
         raise InvalidArgument("body", "is empty: it must be a JSON object")
     try:
-        return json.loads(
+        value = json.loads(
             data.decode(), object_pairs_hook=_object, parse_constant=_constant, parse_float=_float
         )
+        # "\ud800" is JSON, but no UTF-8: protobuf's strings could not hold it.
+        json.dumps(value, ensure_ascii=False).encode()
     except UnicodeDecodeError:
         raise InvalidArgument("body", "is not UTF-8") from None
+    except UnicodeEncodeError as error:
+        surrogate = json.dumps(error.object[error.start])[1:-1]
+        raise InvalidArgument("body", f"holds an unpaired surrogate ({surrogate})") from None
     except json.JSONDecodeError as error:
         raise InvalidArgument("body", f"is not JSON: {error}") from None
     except RecursionError:
         raise InvalidArgument("body", "is nested too deeply") from None
+    except ValueError:  # Python reads no integer of more digits than its limit
+        raise InvalidArgument(
+            "body", f"holds an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    return value
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -108,17 +122,27 @@ def _kind(value: Any) -> str:
 def unknown_fields(
     value: dict[str, Any], descriptor: Descriptor, where: str = ""
 ) -> list[tuple[str, str]]:
-    """(path, rule) for every key of ``value``, at any depth, that its message does not
-    have. Free-form values (google.protobuf's Struct and the like) take any key."""
+    """(path, rule) for the keys of ``value``, at any depth, that its message does not
+    have, or that name a field another key of their object named (``maxParallel`` and
+    ``max_parallel``: else the last one counts), up to MAX_NAMED (a hint is CPU work; a
+    1 MiB body holds many thousands of keys). Free-form values (google.protobuf's Struct
+    and the like) take any key."""
     fields = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
     found: list[tuple[str, str]] = []
+    given: dict[str, str] = {}  # a field's name: the key that named it
     for key, item in value.items():
+        if len(found) >= MAX_NAMED:
+            break
         name = key[:MAX_KEY_CHARS] or '""'
         path = f"{where}.{name}" if where else name
         field = fields.get(key)
         if field is None:
             found.append((path, _unknown(key, descriptor)))
             continue
+        if field.name in given:
+            found.append((path, f"{_shown(given[field.name])} and {_shown(key)} name one field"))
+            continue
+        given[field.name] = key
         kind = field.message_type
         if kind is None or kind.file.name.startswith("google/protobuf/"):
             continue
@@ -126,10 +150,10 @@ def unknown_fields(
             continue  # a map's keys are data
         items = enumerate(item) if field.is_repeated and isinstance(item, list) else [(-1, item)]
         for index, each in items:
-            if isinstance(each, dict):
+            if isinstance(each, dict) and len(found) < MAX_NAMED:
                 here = path if index < 0 else f"{path}[{index}]"
                 found.extend(unknown_fields(each, kind, here))
-    return found
+    return found[:MAX_NAMED]
 
 
 def _unknown(key: str, descriptor: Descriptor) -> str:

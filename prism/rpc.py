@@ -17,16 +17,37 @@ from prism.errors import Internal, InvalidArgument, PrismError
 log = logs.get("rpc")
 
 
+# An answer's text travels in its trailers, which gRPC and Envoy cap (an answer over the
+# cap is a reset: a 502): at most this many violations, and characters of each part.
+MAX_VIOLATIONS = 20
+MAX_MESSAGE_CHARS = 1000
+MAX_FIELD_CHARS = 100
+MAX_RULE_CHARS = 300
+
+
+def _text(text: str, most: int) -> str:
+    """``text`` cut to ``most`` characters, as protobuf and gRPC can carry it: an unpaired
+    surrogate (which JSON can hold) shown escaped, as \\ud800."""
+    if len(text) > most:
+        text = text[: most - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def status_details(error: PrismError) -> bytes:
     """The google.rpc.Status for an error, serialised for grpc-status-details-bin."""
-    status = status_pb2.Status(code=error.code.value[0], message=str(error))
+    status = status_pb2.Status(
+        code=error.code.value[0], message=_text(str(error), MAX_MESSAGE_CHARS)
+    )
     if isinstance(error, InvalidArgument):
         detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=field, description=rule)
-                    for field, rule in error.violations
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=_text(field, MAX_FIELD_CHARS),
+                        description=_text(rule, MAX_RULE_CHARS),
+                    )
+                    for field, rule in error.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -35,10 +56,14 @@ def status_details(error: PrismError) -> bytes:
 
 
 async def abort(context: grpc.aio.ServicerContext, error: PrismError) -> None:
+    try:
+        message, details = _text(str(error), MAX_MESSAGE_CHARS), status_details(error)
+    except Exception as failure:  # still an answer with an error id, never a class name
+        error_id = logs.unexpected(log, "a status could not be built", failure)
+        error = Internal(logs.internal_error(error_id))
+        message, details = str(error), status_details(error)
     await context.abort(
-        error.code,
-        str(error),
-        trailing_metadata=(("grpc-status-details-bin", status_details(error)),),
+        error.code, message, trailing_metadata=(("grpc-status-details-bin", details),)
     )
 
 

@@ -237,7 +237,27 @@ def test_every_violation_is_named_at_once(stack: RunningStack) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"null", b"[]", b"not json", b'{"task": 5}', b'{"parameters": {"grid": 1}}']
+    "body",
+    [
+        b"",
+        b"null",
+        b"[]",
+        b"not json",
+        b'{"task": 5}',
+        b'{"parameters": {"grid": 1}}',
+        b'{"task": "t", "maxParallel": ' + b"1" * 5000 + b"}",
+        b'{"task": "t", "limits": "\\ud800"}',
+        b'{"\\ud800": 1}',
+        b'{"task": "t", "maxParallel": 1, "max_parallel": 2}',
+        # 2000 violations: an answer naming them all was over the trailers' cap, a 502
+        json.dumps(
+            {
+                "task": "t",
+                "script": "1",
+                "parameters": {"grid": {f"1{i:064}": [1] for i in range(2000)}},
+            }
+        ).encode(),
+    ],
 )
 def test_malformed_create_bodies_are_400(stack: RunningStack, body: bytes) -> None:
     reply = stack.http("POST", "/v1/sweeps", body)

@@ -263,6 +263,8 @@ def test_the_caps_themselves_are_accepted() -> None:
         ({"limits": {"processes": 4}}, "limits.processes", "8 to 4096"),
         ({"limits": {"outputKb": 16385}}, "limits.outputKb", "1 to 16384"),
         ({"limits": {"workspaceMb": -1}}, "limits.workspaceMb", "1 to 4096"),
+        ({"limits": {"wallSeconds": "NaN"}}, "limits.wallSeconds", "0.1 to 3600"),
+        ({"limits": {"cpus": "-Infinity"}}, "limits.cpus", "0.01 to 8"),
         ({"requirements": ["x @ file:///etc"]}, "requirements", "direct reference"),
     ],
 )
@@ -325,6 +327,31 @@ def test_a_parameter_space_that_breaks_a_rule_is_named(
     space: dict[str, Any], field: str, rule: str
 ) -> None:
     assert rule in refused(script=SCRIPT, parameters=space)[field]
+
+
+@pytest.mark.parametrize(
+    ("space", "field"),
+    [
+        ({"grid": {"lr": [0.1, math.nan]}}, "parameters.grid.lr[1]"),
+        ({"list": [{"a": 1}, {"lr": {"x": [math.inf]}}]}, "parameters.list[1].lr.x[0]"),
+        ({"list": [-math.inf]}, "parameters.list[0]"),
+        (
+            {"random": {"trials": 1, "parameters": {"x": {"choice": [1, math.nan]}}}},
+            "parameters.random.parameters.x.choice[1]",
+        ),
+        (
+            {"random": {"trials": 1, "parameters": {"x": {"uniform": [-math.inf, 1]}}}},
+            "parameters.random.parameters.x.uniform[0]",
+        ),
+    ],
+)
+def test_a_parameter_value_that_is_not_a_finite_number_is_named(
+    space: dict[str, Any], field: str
+) -> None:
+    # No JSON body holds NaN or an infinity, but a gRPC client's Struct can.
+    assert refused(script=SCRIPT, parameters=space) == {
+        field: "must be a finite number, not NaN or infinity"
+    }
 
 
 def test_every_broken_rule_is_named_in_one_answer() -> None:

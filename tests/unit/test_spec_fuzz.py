@@ -1,6 +1,7 @@
 """No spec makes the planner fail other than with InvalidArgument, or plan
 more than the caps allow. In process: this is the code every create goes
-through, fed what the transcoder can hand it."""
+through, fed what the transcoder or a gRPC client can hand it (NaN and infinities
+too: a Struct's numbers and a double can hold them)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(10**6), 10**6),
-    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(),
     st.text(max_size=20),
 )
 json_values = st.recursive(
@@ -78,9 +79,9 @@ specs = st.fixed_dictionaries(
         "limits": st.fixed_dictionaries(
             {},
             optional={
-                "wallSeconds": st.floats(allow_nan=False, allow_infinity=False),
+                "wallSeconds": st.floats(),
                 "memoryMb": st.integers(-(2**31), 2**31 - 1),
-                "cpus": st.floats(allow_nan=False, allow_infinity=False),
+                "cpus": st.floats(),
             },
         ),
         "requirements": st.lists(st.text(max_size=30), max_size=4),

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator_svc import strict
+from prism import rpc
 from prism.errors import InvalidArgument
 from prism.v1 import orchestrator_pb2
 
@@ -49,6 +50,20 @@ def test_a_spec_parses_as_the_typed_request_would_carry_it() -> None:
 
 def test_field_names_as_protobuf_spells_them_are_fields_too() -> None:
     assert parsed({"task": "t", "max_parallel": 3}).max_parallel == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "keys"),
+    [
+        ({"task": "t", "maxParallel": 1, "max_parallel": 2}, "max_parallel", "maxParallel"),
+        ({"task": "t", "max_parallel": 1, "maxParallel": 2}, "maxParallel", "max_parallel"),
+        ({"task": "t", "limits": {"memory_mb": 1, "memoryMb": 1}}, "limits.memoryMb", "memory_mb"),
+    ],
+)
+def test_a_field_given_by_both_its_names_is_refused(
+    spec: dict[str, Any], field: str, keys: str
+) -> None:
+    assert refused(spec) == {field: f'"{keys}" and "{field.rsplit(".")[-1]}" name one field'}
 
 
 def test_null_is_a_field_left_out() -> None:
@@ -87,6 +102,20 @@ def test_an_unknown_field_is_named_with_where_it_is(
 def test_every_unknown_field_is_named_at_once() -> None:
     found = refused({"task": "t", "limit": {}, "limits": {"cpu": 1, "ram": 2}, "x": None})
     assert set(found) == {"limit", "limits.cpu", "limits.ram", "x"}
+
+
+def test_hints_are_worked_out_only_for_the_unknown_fields_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hints: list[str] = []
+
+    def hint(key: str, _: Any) -> str:
+        hints.append(key)
+        return "unknown"
+
+    monkeypatch.setattr(strict, "_unknown", hint)
+    found = refused({"task": "t", "limits": {f"k{i}": 1 for i in range(50)}, "x": 1})
+    assert len(found) == len(hints) == strict.MAX_NAMED
 
 
 def test_free_form_values_take_any_key() -> None:
@@ -138,6 +167,13 @@ def test_other_content_types_are_refused(content_type: str) -> None:
         (b'{"limits": {"cpus": NaN}}', "NaN is not a JSON number"),
         (b'{"limits": {"cpus": 1e999}}', "too large for a double"),
         (b'{"parameters": {"grid": {"a": [1' + b"0" * 400 + b"]}}}", "cannot be read"),
+        (b'{"task": "t", "maxParallel": ' + b"1" * 5000 + b"}", "more than 4300 digits"),
+        (b'{"task": "\\ud800"}', "holds an unpaired surrogate (\\ud800)"),
+        (b'{"task": "t", "limits": "\\ud800"}', "unpaired surrogate (\\ud800)"),
+        (b'{"task": "t", "objective": ["\\udc00"]}', "unpaired surrogate (\\udc00)"),
+        (b'{"\\ud800": 1}', "unpaired surrogate"),
+        (b'{"task": "t", "limits": {"\\udfff": 1}}', "unpaired surrogate (\\udfff)"),
+        (b'{"task": "t", "examples": "\\ud800x"}', "unpaired surrogate"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
@@ -152,7 +188,6 @@ def test_a_body_that_is_not_a_json_object_is_named(data: bytes, words: str) -> N
         ({"task": "t", "limits": {"memoryMb": "lots"}}, "limits.memoryMb"),
         ({"task": "t", "limits": {"memoryMb": 1e30}}, "limits.memoryMb"),
         ({"task": "t", "limits": 5}, "limits"),
-        ({"task": "\ud800"}, "task"),
         ({"task": "t", "parameters": {"grid": {"a": [1]}, "list": [{}]}}, "parameters"),
     ],
 )
@@ -160,26 +195,52 @@ def test_a_value_of_the_wrong_type_is_named(spec: dict[str, Any], field: str) ->
     assert field in refused(spec)
 
 
+def test_a_surrogate_pair_is_one_character() -> None:
+    assert parsed(b'{"task": "\\ud83d\\ude00"}').task == "\U0001f600"
+
+
+def test_anything_else_the_parser_raises_is_the_body_that_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(*_: Any) -> None:
+        raise SystemError("returned a result with an exception set")
+
+    monkeypatch.setattr(json_format, "ParseDict", fails)
+    assert refused({"task": "t"}) == {"body": "cannot be read as a SweepSpec"}
+
+
 def test_a_path_through_a_oneof_stops_at_it_and_the_rule_names_the_rest() -> None:
     found = refused({"task": "t", "parameters": {"random": {"seed": -1}}})
     assert found["parameters"].startswith("seed: Value out of range")
 
 
+# Any text, unpaired surrogates included (st.text() leaves them out); BIG stands for an
+# integer of more digits than Python reads, which json.dumps cannot write.
+TEXT = st.lists(st.characters(exclude_categories=()) | st.characters(categories=["Cs"])).map(
+    "".join
+)
+BIG = "<an integer of 5000 digits>"
 JSON = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.just(BIG) | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
     max_leaves=20,
 )
-KEYS = st.sampled_from([*SPEC, "limits", "memoryMb", "grid", "random", "bogus"])
+KEYS = st.sampled_from([*SPEC, "limits", "memoryMb", "grid", "random", "bogus"]) | TEXT
 SPECS = st.recursive(JSON, lambda inner: st.dictionaries(KEYS, inner, max_size=6), max_leaves=30)
 
 
+def written(value: Any) -> bytes:
+    return json.dumps(value).encode().replace(json.dumps(BIG).encode(), b"1" * 5000)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(SPECS.map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
+@given(st.one_of(SPECS.map(written), st.binary(max_size=200)))
 def test_no_body_makes_anything_but_a_spec_or_invalid_argument(data: bytes) -> None:
     try:
         spec = strict.parse(body(data), orchestrator_pb2.SweepSpec())
     except InvalidArgument as error:
         assert error.violations and all(field and rule for field, rule in error.violations)
+        rpc.status_details(error)  # the answer's details: protobuf strings, UTF-8
+        str(error).encode()  # the answer's message
     else:
         spec.SerializeToString()
