@@ -31,13 +31,26 @@ def parse_runners(spec: str) -> tuple[tuple[str, str], ...]:
     return tuple(runners)
 
 
+def parse_discovery(spec: str) -> tuple[str, int]:
+    """ "host:port" -> (host, port): the DNS name whose addresses are the runners."""
+    host, sep, port = spec.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"PRISM_RUNNERS_DNS: {spec!r} is not host:port, e.g. tasks.runner:50061")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     address: str
     data_dir: Path
     api_token: str | None
     runner_token: str | None
+    # The runners by name and address, fixed (PRISM_RUNNERS); or none, and found instead
+    # at every address of a DNS name (PRISM_RUNNERS_DNS), each named by its Hello.
     runners: tuple[tuple[str, str], ...]
+    discover: tuple[str, int] | None = None
+    # How often that name is resolved again.
+    discovery_seconds: float = 2.0
     # The default sweep: one trial per example runner, in this order, with
     # its script (read once, at start).
     examples: tuple[tuple[str, str], ...]
@@ -63,12 +76,17 @@ class Settings:
         names = [
             n.strip() for n in env("PRISM_EXAMPLE_RUNNERS", "runner-a,runner-b,runner-c").split(",")
         ]
+        dns = env("PRISM_RUNNERS_DNS", "")
+        if dns and env("PRISM_RUNNERS", ""):
+            raise ConfigError("set PRISM_RUNNERS or PRISM_RUNNERS_DNS, not both")
         return cls(
             address=env("PRISM_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
             data_dir=Path(env("PRISM_DATA_DIR", ".prism")),
             api_token=read_secret("PRISM_API_TOKEN"),
             runner_token=read_secret("PRISM_RUNNER_TOKEN"),
-            runners=parse_runners(env("PRISM_RUNNERS", DEFAULT_RUNNERS)),
+            runners=() if dns else parse_runners(env("PRISM_RUNNERS", DEFAULT_RUNNERS)),
+            discover=parse_discovery(dns) if dns else None,
+            discovery_seconds=float(env("PRISM_DISCOVERY_SECONDS", "2")),
             examples=load_examples(
                 [n for n in names if n], Path(env("PRISM_EXAMPLES_DIR", str(EXAMPLES_DIR)))
             ),

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from orchestrator_svc import domain, scheduler, store
+from orchestrator_svc import discovery, domain, scheduler, store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.link import RunnerLink
 from orchestrator_svc.news import SweepNews
@@ -38,46 +38,120 @@ class Dispatcher:
         self.settings = settings
         self._db = db
         self._news = news
-        self.links = [
-            RunnerLink(
-                name,
-                address,
-                token=settings.runner_token,
-                silence_seconds=settings.runner_silence_seconds,
-                reports=self,
-            )
-            for name, address in settings.runners
-        ]
+        # The links: one per configured runner, or one per address discovery found
+        # (see orchestrator_svc.discovery), each run by its task until retired.
+        self.links: list[RunnerLink] = []
+        self._link_tasks: dict[RunnerLink, asyncio.Task[None]] = {}
+        # Runners holding trials that no link goes by, since when (a replica scaled away
+        # or not back yet): like a link down, they lose their trials in time.
+        self._absent: dict[str, float] = {}
+        # The runners holding trials when this process started.
+        self._holders: set[str] = set()
         self.metrics = MetricRecorder(self._record_metrics)
         self._kicked = asyncio.Event()
+        # Set when a runner has answered for its trials (reconcile waits on it).
+        self._answered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         finished = await self._write(store.finish_complete_sweeps)
         if finished:
             log.info("finished sweeps completed before a crash", sweeps=finished)
-        requeued = await self._write(
-            store.release_unknown_runners, [link.name for link in self.links]
-        )
-        if requeued:
-            log.info("trials of runners no longer configured queued again", trials=requeued)
-        holders = await self._db(store.holders)
-        for link in self.links:
-            if link.name not in holders:
-                link.reconciled.set()  # nothing to ask this runner about
-        self._tasks = [asyncio.create_task(link.run()) for link in self.links]
+        if self.settings.discover is None:
+            configured = [name for name, _ in self.settings.runners]
+            requeued = await self._write(store.release_unknown_runners, configured)
+            if requeued:
+                log.info("trials of runners no longer configured queued again", trials=requeued)
+        self._holders = await self._db(store.holders)
+        for name, address in self.settings.runners:
+            self._add_link(name, address)
         self._tasks.append(asyncio.create_task(self.metrics.run()))
         self._tasks.append(asyncio.create_task(self._dispatch_loop()))
         self._tasks.append(asyncio.create_task(self._lease_loop()))
+        if self.settings.discover is not None:
+            self._tasks.append(asyncio.create_task(self._discovery_loop(*self.settings.discover)))
         self.kick()
 
     async def reconcile(self, within: float) -> list[str]:
-        """Wait until every runner answered for the trials it holds; return
-        the names of those that did not `within` seconds."""
+        """Wait until every runner holding trials answered for them; return the names
+        of those that did not `within` seconds (a discovered one may not even be found)."""
+
+        def silent() -> list[str]:
+            answered = {link.name for link in self.links if link.reconciled.is_set()}
+            return sorted(self._holders - answered)
+
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                await asyncio.gather(*(link.reconciled.wait() for link in self.links))
-        return [link.name for link in self.links if not link.reconciled.is_set()]
+                while silent():
+                    self._answered.clear()
+                    await self._answered.wait()
+        return silent()
+
+    # The links.
+
+    def _add_link(self, name: str | None, address: str) -> RunnerLink:
+        link = RunnerLink(
+            name,
+            address,
+            token=self.settings.runner_token,
+            silence_seconds=self.settings.runner_silence_seconds,
+            reports=self,
+        )
+        if name is not None and name not in self._holders:
+            link.reconciled.set()  # nothing to ask this runner about
+        self.links.append(link)
+        self._link_tasks[link] = asyncio.create_task(self._run_link(link))
+        return link
+
+    async def _run_link(self, link: RunnerLink) -> None:
+        try:
+            await link.run()
+        finally:  # retired: its last stream ended
+            self.links.remove(link)
+            self._link_tasks.pop(link, None)
+            if link.name is not None:
+                self._absent.setdefault(link.name, link.down_since or time.monotonic())
+            await link.close()
+            log.info("runner gone", runner=link.name, address=link.address)
+
+    def _retire(self, link: RunnerLink) -> None:
+        """Its address is gone: a stream open now may finish (a draining runner reports
+        on it what it finishes and hands back); without one, it ends at once."""
+        link.retire()
+        if not link.connected:
+            self._link_tasks[link].cancel()
+
+    async def _discovery_loop(self, host: str, port: int) -> None:
+        """Every few seconds: a link for each new address of the name, and each link
+        whose address is gone retired."""
+        unknown = False
+        while True:
+            found = await discovery.resolve(host, port)
+            if found is None:
+                if not unknown:
+                    log.warning("runners' name does not resolve; keeping those known", name=host)
+                unknown = True
+            else:
+                unknown = False
+                known = {link.address for link in self.links if not link.retired}
+                for address in sorted(found - known):
+                    log.info("runner found", address=address)
+                    self._add_link(None, address)
+                for link in [k for k in self.links if not k.retired and k.address not in found]:
+                    self._retire(link)
+            await asyncio.sleep(self.settings.discovery_seconds)
+
+    def claim(self, runner: str, link: RunnerLink) -> bool:
+        """Only one connected link goes by a name; one not connected gives it up."""
+        for other in self.links:
+            if other is not link and other.name == runner:
+                if other.connected:
+                    return False
+                other.name = None
+        if runner not in self._holders:
+            link.reconciled.set()  # else it is, once it answered for them on its stream
+        self._absent.pop(runner, None)
+        return True
 
     def kick(self) -> None:
         self._kicked.set()
@@ -107,7 +181,7 @@ class Dispatcher:
 
     async def _cancel(self, sweep_id: str) -> None:
         status, in_flight = await self._write(store.cancel_sweep, sweep_id)
-        links = {link.name: link for link in self.links}
+        links = {link.name: link for link in self.links if link.name is not None}
         for runner, execution_id in in_flight:
             if runner in links:
                 links[runner].cancel(execution_id)
@@ -147,6 +221,7 @@ class Dispatcher:
         return await self._db(store.held_by, runner)
 
     def runner_up(self, runner: str) -> None:
+        self._answered.set()
         self.kick()
 
     async def trial_started(self, execution_id: str) -> None:
@@ -178,23 +253,40 @@ class Dispatcher:
             await asyncio.sleep(min(1.0, lost_after / 4))
             # Retries whose backoff has passed are dispatchable now.
             self.kick()
-            now = time.monotonic()
-            for link in self.links:
-                if link.down_since is None or now - link.down_since < lost_after:
-                    continue
-                try:
-                    for item in await self._db(store.in_flight, link.name):
+            try:
+                for runner, link in await self._lost(lost_after):
+                    for item in await self._db(store.in_flight, runner):
                         execution_id = item.trial.execution_id
                         await self.record(
                             execution_id,
                             not_run(
                                 Outcome.RUNNER_LOST,
-                                f"runner {link.name} was unreachable for {lost_after:g} s",
+                                f"runner {runner} was unreachable for {lost_after:g} s",
                             ),
                         )
-                        link.give_up(execution_id)
-                except Exception as error:
-                    logs.unexpected(log, "marking the trials of a lost runner failed", error)
+                        if link is not None:
+                            link.give_up(execution_id)
+            except Exception as error:
+                logs.unexpected(log, "marking the trials of a lost runner failed", error)
+
+    async def _lost(self, lost_after: float) -> list[tuple[str, RunnerLink | None]]:
+        """The runners away for `lost_after` seconds: each link down that long, and each
+        name holding trials that no link has gone by for that long."""
+        now = time.monotonic()
+        named = {link.name: link for link in self.links if link.name is not None}
+        lost: list[tuple[str, RunnerLink | None]] = [
+            (name, link)
+            for name, link in named.items()
+            if link.down_since is not None and now - link.down_since >= lost_after
+        ]
+        if self.settings.discover is not None or self._absent:
+            holders = await self._db(store.holders)
+            for name in holders - named.keys():
+                since = self._absent.setdefault(name, now)
+                if now - since >= lost_after:
+                    lost.append((name, None))
+            self._absent = {n: t for n, t in self._absent.items() if n in holders - named.keys()}
+        return lost
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -212,7 +304,7 @@ class Dispatcher:
         for item in await self._db(store.dispatchable, free):
             # Placed one at a time, on the links as they are now: a stream may have
             # closed, or a runner come back with fewer slots, during the last write.
-            links = {link.name: link for link in self.links if link.up}
+            links = {link.name: link for link in self.links if link.up and link.name}
             placed = scheduler.place([item], {name: link.free for name, link in links.items()})
             if not placed:
                 return  # a runner connecting or a trial finishing kicks the loop again
@@ -227,8 +319,7 @@ class Dispatcher:
                 self.kick()
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._link_tasks.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for link in self.links:
-            await link.close()
+        await asyncio.gather(*tasks, return_exceptions=True)

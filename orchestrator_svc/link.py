@@ -58,6 +58,10 @@ class RunnerReports(Protocol):
     def runner_up(self, runner: str) -> None:
         """The runner has answered for everything it holds: it can take trials."""
 
+    def claim(self, runner: str, link: RunnerLink) -> bool:
+        """A discovered link's runner says it is `runner`: may the link go by that name
+        (no other connected link does)?"""
+
     async def trial_started(self, execution_id: str) -> None: ...
 
     async def trial_metrics(self, execution_id: str, values_json: tuple[str, ...]) -> None: ...
@@ -78,16 +82,21 @@ def run_command(item: Dispatchable) -> runner_pb2.RunnerCommand:
 class RunnerLink:
     def __init__(
         self,
-        name: str,
+        name: str | None,
         address: str,
         *,
         token: str | None,
         silence_seconds: float,
         reports: RunnerReports,
     ) -> None:
+        # The runner's name: configured, or for a discovered address (None until then)
+        # what its Hello says, once no other connected link goes by it.
         self.name = name
+        self.discovered = name is None
         self.address = address
         self.connected = False
+        # Its address is gone from discovery: the stream open now is its last.
+        self.retired = False
         # Since when this runner has not been answering (None while it is): its
         # last stream closed, or the stream it reopened has not yet answered for
         # every trial re-sent on it. A runner that connects but turns its trials
@@ -140,9 +149,14 @@ class RunnerLink:
         self.in_flight.discard(execution_id)
         self.cancel(execution_id)
 
+    def retire(self) -> None:
+        """No stream is opened after the current one (a runner draining still reports
+        on it what it finishes or hands back)."""
+        self.retired = True
+
     async def run(self) -> None:
         backoff = MIN_BACKOFF
-        while True:
+        while not self.retired:
             opened = time.monotonic()
             try:
                 await self._session()
@@ -193,7 +207,12 @@ class RunnerLink:
                 if not self._greeted(first):
                     return
                 slots, first = first.slots, None
+            elif self.name is None:
+                log.error("discovered runner sent no Hello: it cannot say who it is",
+                          address=self.address)  # fmt: skip
+                return
             self.slots = slots
+            assert self.name is not None  # configured, or said in the Hello
             held, abandoned = await self._reports.held_by(self.name)
             outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
             self._unanswered = {item.trial.execution_id for item in held}
@@ -283,7 +302,20 @@ class RunnerLink:
         """Take a runner's Hello: its slots and capabilities, if it is the runner
         configured at this address. A runner under another name holds other records:
         sending it this runner's trials could run them twice, so its stream closes
-        (said once per name, not per retry)."""
+        (said once per name, not per retry). A discovered runner is the one it says,
+        unless another connected link goes by that name: then this stream closes, and
+        the next one asks again."""
+        if self.discovered and hello.runner != self.name:
+            if self.connected or not self._reports.claim(hello.runner, self):
+                if hello.runner != self._refused_as:
+                    self._refused_as = hello.runner
+                    log.error(
+                        "runner refused: another connected runner has its name",
+                        address=self.address,
+                        says=hello.runner[:100],
+                    )
+                return False
+            self.name = hello.runner
         if hello.runner != self.name:
             if hello.runner != self._refused_as:
                 self._refused_as = hello.runner
@@ -301,7 +333,7 @@ class RunnerLink:
         """The runner has answered for everything it holds: it is up."""
         self.down_since = None
         self.reconciled.set()
-        self._reports.runner_up(self.name)
+        self._reports.runner_up(self.name or "")
 
     @staticmethod
     async def _write(

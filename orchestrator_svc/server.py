@@ -55,7 +55,7 @@ async def serve(settings: Settings) -> None:
         "serving",
         address=settings.address,
         port=port,
-        runners=[name for name, _ in settings.runners],
+        runners=[name for name, _ in settings.runners] or "found by PRISM_RUNNERS_DNS",
         examples=[name for name, _ in settings.examples],
     )
     try:

@@ -54,6 +54,9 @@ class Reports:
     def runner_up(self, runner: str) -> None:
         self.up.set()
 
+    def claim(self, runner: str, link: RunnerLink) -> bool:
+        return True  # a configured link never asks
+
     async def trial_started(self, execution_id: str) -> None:
         await self.note("started", execution_id)
 
