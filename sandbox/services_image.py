@@ -213,14 +213,15 @@ def ensure_services_image(
     if chosen.path == "normal":
         image_ids.append(client.images.get(chosen.envoy_from).id)
     content = content_hash(files, chosen, image_ids)
+    previous = _image_id(client, tag)
     if _reuse(client, HASH_LABEL, content, tag):
+        _remove_leftovers(client, tag, previous, content=None)
         return tag
     wheels = wheels if wheels is not None else repo / ".prism" / "wheels"
     if chosen.wheels:
         make_wheels(client, chosen.base, files, wheels)
-    previous = _image_id(client, tag)
     _build(client, tag, content, chosen, files, wheels if chosen.wheels else None)
-    _remove_leftovers(client, tag, content, previous)
+    _remove_leftovers(client, tag, previous, content=content)
     return tag
 
 
@@ -332,15 +333,18 @@ def _image_id(client: docker.DockerClient, name: str) -> str | None:
 
 
 def _remove_leftovers(
-    client: docker.DockerClient, tag: str, content: str, previous: str | None
+    client: docker.DockerClient, tag: str, previous: str | None, *, content: str | None
 ) -> None:
-    """What an earlier build of `tag` left: the image the tag named, unless another tag
-    still names it, and the build stage it kept as cache. Never anyone else's."""
-    stale = [
-        image
-        for image in client.images.list(filters={"label": f"{STAGE_TAG_LABEL}={tag}"})
-        if image.labels.get(STAGE_HASH_LABEL) != content
-    ]
+    """What an earlier build of `tag` left: the image the tag named (`previous`) unless
+    a tag still names it, and, once `content` was built, the build stages kept as cache
+    for other contents of this tag. Never anyone else's."""
+    stale = []
+    if content is not None:
+        stale = [
+            image
+            for image in client.images.list(filters={"label": f"{STAGE_TAG_LABEL}={tag}"})
+            if image.labels.get(STAGE_HASH_LABEL) != content
+        ]
     if previous is not None:
         with contextlib.suppress(docker.errors.ImageNotFound):
             old = client.images.get(previous)

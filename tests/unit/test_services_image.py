@@ -165,14 +165,27 @@ def test_the_hash_changes_with_a_file_the_path_and_the_base(tmp_path: Path) -> N
 class FakeImage:
     def __init__(self, image_id: str, labels: dict[str, str], tags: list[str]) -> None:
         self.id, self.labels, self.tags = image_id, labels, tags
+        self.engine: FakeImages | None = None
 
     def tag(self, name: str) -> None:
+        # A tag names one image: it leaves the one it named.
+        assert self.engine is not None
+        for image in self.engine.images:
+            if name in image.tags:
+                image.tags.remove(name)
         self.tags.append(name)
 
 
 class FakeImages:
     def __init__(self, images: list[FakeImage]) -> None:
         self.images = images
+        self.removed: list[str] = []
+        for image in images:
+            image.engine = self
+
+    def remove(self, image_id: str) -> None:
+        self.removed.append(image_id)
+        self.images = [image for image in self.images if image.id != image_id]
 
     def get(self, name: str) -> FakeImage:
         import docker.errors
@@ -224,3 +237,34 @@ def test_an_image_of_the_same_content_is_tagged_not_built(tmp_path: Path) -> Non
     ]
     # No wheels were made for an image that was not built.
     assert not (tmp_path / "wheels").exists()
+
+
+def test_the_image_a_tag_leaves_is_removed_unless_another_tag_names_it(tmp_path: Path) -> None:
+    repo = checkout(tmp_path)
+    base = FakeImage("sha256:base", {}, [LOCAL_BASE])
+    offline = Plan("offline", "", LOCAL_BASE, ENVOY_WHEEL_STAGE)
+    content = content_hash(context_files(repo), offline, [base.id])
+    wanted = FakeImage("sha256:wanted", {HASH_LABEL: content}, [])
+    older = FakeImage("sha256:older", {HASH_LABEL: "old"}, ["prism-services:latest"])
+    kept = FakeImage("sha256:kept", {HASH_LABEL: "kept"}, ["prism-services:x", "other:1"])
+    someone_elses = FakeImage("sha256:theirs", {}, ["prism-services:y"])
+    client = FakeClient([base, wanted, older, kept, someone_elses])
+
+    def ensure(tag: str) -> None:
+        ensure_services_image(
+            client,  # type: ignore[arg-type]
+            tag,
+            mode="offline",
+            repo=repo,
+            wheels=tmp_path / "wheels",
+            announce=lambda _: None,
+        )
+
+    ensure("prism-services:latest")
+    assert wanted.tags == ["prism-services:latest"]
+    assert client.images.removed == ["sha256:older"]
+    ensure("prism-services:x")
+    assert kept.tags == ["other:1"]
+    ensure("prism-services:y")
+    # Neither still tagged elsewhere, nor without the image's own label: not ours to remove.
+    assert client.images.removed == ["sha256:older"]
