@@ -16,6 +16,10 @@ Variables (all optional):
   can drain listeners, change log levels and stop the server, so only the stack's own user may
   open it: there is no TCP admin port. A socket path holds at most 107 bytes, so a data folder
   whose socket path would be longer is refused (a shorter ``PRISM_DATA_DIR`` fixes it).
+- ``PRISM_GATEWAY_METRICS_ADDR`` (empty: none): a second listener, apart from the public one,
+  that answers ``GET /stats/prometheus`` (Envoy's own statistics, for Prometheus) and nothing
+  else, with no token: it reaches the admin socket through a cluster of its own, and every other
+  path or method is 404, so none of the admin API is reachable from it.
 - ``PRISM_GATEWAY_SYNC_TIMEOUT`` (``300``, seconds): the route timeout of the synchronous
   ``POST /`` (RunSweep). The orchestrator gives up waiting at 290 s and answers DEADLINE_EXCEEDED
   with the sweep id, so the gateway's limit sits just above it and fires only when the orchestrator
@@ -83,6 +87,8 @@ class Settings:
     token: str | None = field(default=None, repr=False)
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     sync_timeout_s: float = DEFAULT_SYNC_TIMEOUT_S
+    # The listener of Envoy's statistics for Prometheus; None: no such listener.
+    metrics: Address | None = None
 
     def __post_init__(self) -> None:
         socket_bytes = len(os.fsencode(self.admin_socket))
@@ -128,12 +134,18 @@ class Settings:
             token=_read_token(env),
             data_dir=Path(env.get("PRISM_DATA_DIR") or DEFAULT_DATA_DIR),
             sync_timeout_s=sync_timeout_s,
+            metrics=_optional_address(env, "PRISM_GATEWAY_METRICS_ADDR"),
         )
 
 
 def _address(env: Mapping[str, str], variable: str, default: Address) -> Address:
     text = env.get(variable, "").strip()
     return Address.parse(text, variable=variable) if text else default
+
+
+def _optional_address(env: Mapping[str, str], variable: str) -> Address | None:
+    text = env.get(variable, "").strip()
+    return Address.parse(text, variable=variable) if text else None
 
 
 def _read_token(env: Mapping[str, str]) -> str:

@@ -126,7 +126,91 @@ def render(settings: Settings) -> str:
     substitutions = {name: json.dumps(value) for name, value in values.items()}
     substitutions["local_reply_mappers"] = _local_reply_mappers(indent=" " * 12)
     substitutions["dashboard_routes"] = dashboard.routes(indent=" " * 14)
+    substitutions["metrics_listener"] = _metrics_listener(settings, indent="  ")
+    substitutions["metrics_cluster"] = _metrics_cluster(settings, indent="  ")
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(substitutions)
+
+
+# The one admin path the metrics listener passes on: Envoy's statistics in Prometheus's format.
+STATS_PATH = "/stats/prometheus"
+METRICS_CLUSTER = "admin_stats"
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+
+
+def _metrics_listener(settings: Settings, *, indent: str) -> str:
+    """The listener of PRISM_GATEWAY_METRICS_ADDR, or nothing. Its one route takes exactly
+    ``GET /stats/prometheus`` (the whole :path, so no query either) to the admin socket;
+    any other request is Envoy's 404, so no other admin path (``/quitquitquit``,
+    ``/config_dump``, ...) and no method but GET can reach the admin API from it."""
+    if settings.metrics is None:
+        return ""
+    route = {
+        "name": "stats_prometheus",
+        "match": {
+            "path": STATS_PATH,
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "GET"}},
+                {"name": ":path", "string_match": {"exact": STATS_PATH}},
+            ],
+        },
+        "route": {"cluster": METRICS_CLUSTER, "timeout": "10s"},
+    }
+    manager = {
+        "@type": f"{_HCM}.HttpConnectionManager",
+        "stat_prefix": "metrics",
+        "codec_type": "AUTO",
+        "request_headers_timeout": "10s",
+        "stream_idle_timeout": "30s",
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+        "route_config": {
+            "name": "metrics",
+            "virtual_hosts": [{"name": "metrics", "domains": ["*"], "routes": [route]}],
+        },
+    }
+    listener = {
+        "name": "metrics",
+        "address": {
+            "socket_address": {
+                "address": settings.metrics.host,
+                "port_value": settings.metrics.port,
+            }
+        },
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+    return f"{indent}- {json.dumps(listener)}"
+
+
+def _metrics_cluster(settings: Settings, *, indent: str) -> str:
+    """The admin socket as an upstream, for the metrics listener's one route."""
+    if settings.metrics is None:
+        return ""
+    endpoint = {"endpoint": {"address": {"pipe": {"path": str(settings.admin_socket)}}}}
+    cluster = {
+        "name": METRICS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": METRICS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [endpoint]}],
+        },
+    }
+    return f"{indent}- {json.dumps(cluster)}"
 
 
 def _checks_lua() -> str:

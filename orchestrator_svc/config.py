@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prism.environ import env, read_secret
+from prism.metrics import parse_address
 from prism.trial import MAX_SCRIPT_BYTES
 
 DEFAULT_RUNNERS = "runner-1=127.0.0.1:50061,runner-2=127.0.0.1:50062,runner-3=127.0.0.1:50063"
@@ -66,6 +67,8 @@ class Settings:
     # A stream with no message (runners send a heartbeat every 2 s) for this
     # long is taken for a hung runner and closed.
     runner_silence_seconds: float = 10.0
+    # Where GET /metrics is served (PRISM_METRICS_ADDR); None: nowhere.
+    metrics_address: tuple[str, int] | None = None
 
     @property
     def db_path(self) -> Path:
@@ -95,6 +98,9 @@ class Settings:
             reconcile_seconds=float(env("PRISM_RECONCILE_SECONDS", "10")),
             runner_lost_seconds=float(env("PRISM_RUNNER_LOST_SECONDS", "30")),
             runner_silence_seconds=float(env("PRISM_RUNNER_SILENCE_SECONDS", "10")),
+            metrics_address=parse_address(
+                env("PRISM_METRICS_ADDR", ""), variable="PRISM_METRICS_ADDR"
+            ),
         )
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from orchestrator_svc import discovery, domain, scheduler, store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.link import RunnerLink
+from orchestrator_svc.metrics import OrchestratorMetrics
 from orchestrator_svc.news import SweepNews
 from orchestrator_svc.recorder import MetricBatch, MetricRecorder
 from orchestrator_svc.spec import Plan
@@ -34,8 +35,16 @@ T = TypeVar("T")
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, db: DbThread, news: SweepNews) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: DbThread,
+        news: SweepNews,
+        prometheus: OrchestratorMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        # The service's Prometheus metrics (not the trials' own, which `metrics` records).
+        self.prometheus = prometheus or OrchestratorMetrics()
         self._db = db
         self._news = news
         # The links: one per configured runner, or one per address discovery found
@@ -234,11 +243,18 @@ class Dispatcher:
         await self.metrics.room()
 
     async def trial_finished(self, execution_id: str, result: TrialResult) -> None:
+        self.prometheus.trial_ran(result)
         await self.metrics.recorded(execution_id)
         await self.record(execution_id, result)
 
     async def _record_metrics(self, batch: MetricBatch) -> None:
-        await self._write(store.record_metrics, batch)
+        try:
+            with self.prometheus.metric_batch_write.time():
+                await self._write(store.record_metrics, batch)
+        except Exception:
+            self.prometheus.metrics_dropped.inc(len(batch))
+            raise
+        self.prometheus.metrics_recorded.inc(len(batch))
 
     # The loops.
 
@@ -317,6 +333,8 @@ class Dispatcher:
                 # the trial may safely go to another runner.
                 await self._write(store.unassign, trial.id, runner, "stream closed before send")
                 self.kick()
+            else:
+                self.prometheus.dispatched(item.ready_since)
 
     async def close(self) -> None:
         tasks = [*self._tasks, *self._link_tasks.values()]

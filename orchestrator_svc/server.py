@@ -6,10 +6,12 @@ from __future__ import annotations
 from orchestrator_svc import store
 from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
+from orchestrator_svc.metrics import OrchestratorMetrics
 from orchestrator_svc.news import SweepNews
 from orchestrator_svc.servicer import OrchestratorServicer
 from prism import logs
 from prism.lifecycle import serve_until_signalled
+from prism.metrics import start_endpoint
 from prism.server import listen, new_server, set_serving
 from prism.sqlite import DbThread
 from prism.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -27,7 +29,9 @@ MAX_METADATA_BYTES = 32 * 1024
 async def serve(settings: Settings) -> None:
     db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
     news = SweepNews()
-    dispatcher = Dispatcher(settings, db, news)
+    prometheus = OrchestratorMetrics()
+    dispatcher = Dispatcher(settings, db, news, prometheus)
+    prometheus.watch(db, lambda: dispatcher.links)
     server, health = new_server(
         token=settings.api_token,
         what="API token",
@@ -40,6 +44,9 @@ async def serve(settings: Settings) -> None:
     servicer = OrchestratorServicer(settings, db, news, dispatcher)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(servicer, server)
     port = listen(server, settings.address)
+    endpoint = await start_endpoint(
+        settings.metrics_address, prometheus.registry, before_scrape=prometheus.refresh
+    )
     # While unfinished sweeps are reconciled with the runners, health answers
     # NOT_SERVING and the API answers UNAVAILABLE (retryable): no new work yet.
     await set_serving(health, False)
@@ -61,5 +68,7 @@ async def serve(settings: Settings) -> None:
     try:
         await serve_until_signalled(server, health, grace=GRACE_SECONDS)
     finally:
+        if endpoint is not None:
+            await endpoint.close()
         await dispatcher.close()
         db.close()

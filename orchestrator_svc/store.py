@@ -117,7 +117,9 @@ class Trial(BaseModel):
     artifacts_skipped_json = peewee.TextField(default="[]")
 
     class Meta:
-        indexes = ((("sweep", "position"), True),)
+        # (state, outcome) answers the metrics' count of trials by both from the index
+        # alone (orchestrator_svc.metrics); opening an older file adds it.
+        indexes = ((("sweep", "position"), True), (("state", "outcome"), False))
 
     @property
     def artifacts_skipped(self) -> list[str]:
@@ -179,6 +181,9 @@ class Dispatchable:
     spec: dict[str, Any]
     # The sweep was cancelled: the runner is told to stop the trial instead.
     cancelled: bool = False
+    # Since when the trial could have been dispatched (epoch seconds): its sweep's
+    # creation, or its last requeue or retry backoff. What its dispatch waited from.
+    ready_since: float = 0.0
 
 
 def _append(sweep_id: str, kind: str, trial_index: int | None = None, **data: Any) -> None:
@@ -255,7 +260,8 @@ def _dispatchables(query: Any) -> list[Dispatchable]:
     for trial in rows:
         spec = specs.setdefault(trial.sweep_id, trial.sweep.spec)
         cancelled = trial.sweep.status == SWEEP_CANCELLED
-        found.append(Dispatchable(trial, trial.script.source, spec, cancelled))
+        ready_since = max(trial.sweep.created_at, trial.not_before)
+        found.append(Dispatchable(trial, trial.script.source, spec, cancelled, ready_since))
     return found
 
 
@@ -335,6 +341,8 @@ def _requeue(trial: Trial, kind: str, **data: Any) -> None:
     """Back to pending, off its runner, with the event saying why; call inside
     the transaction. Its next dispatch is a new execution."""
     trial.state, trial.runner, trial.dispatched_at, trial.started_at = PENDING, None, None, None
+    # Queued again now (or when its backoff ends): where its next dispatch waits from.
+    trial.not_before = max(trial.not_before, time.time())
     trial.save()
     _append(trial.sweep_id, kind, trial.position, **data)
 
@@ -637,3 +645,40 @@ def events_after(sweep_id: str, after: int, limit: int) -> list[Event]:
         .limit(limit)
     )
     return list(query)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the metrics show of the store at one instant (orchestrator_svc.metrics)."""
+
+    sweeps: dict[str, int]  # by state
+    trials: dict[tuple[str, str | None], int]  # by (state, outcome)
+    # Pending trials that may be dispatched now: waiting for a slot, not for a backoff.
+    ready: int
+
+
+def counts() -> Counts:
+    """Sweeps by state, trials by state and outcome and the trials ready to dispatch,
+    read in one transaction. Grouped on the indexes of those columns, so it reads no
+    table row but those of pending trials."""
+    with db.atomic():
+        sweeps: Any = (
+            Sweep.select(Sweep.status, peewee.fn.COUNT(peewee.SQL("*")))
+            .group_by(Sweep.status)
+            .tuples()
+        )
+        trials: Any = (
+            Trial.select(Trial.state, Trial.outcome, peewee.fn.COUNT(peewee.SQL("*")))
+            .group_by(Trial.state, Trial.outcome)
+            .tuples()
+        )
+        ready = (
+            Trial.select()
+            .where((Trial.state == PENDING) & (Trial.not_before <= time.time()))
+            .count()
+        )
+        return Counts(
+            sweeps=dict(sweeps),
+            trials={(state, outcome): n for state, outcome, n in trials},
+            ready=ready,
+        )

@@ -51,17 +51,38 @@ class Layout:
     runner_prefix: str = "runner"
     image: str = "prism-sandbox:latest"
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Each service's /metrics (the gateway's: Envoy's statistics) on `host`; None, or no
+    # runner ports: none. `make up` has them (from_env); a Layout made in code opts in.
+    orchestrator_metrics_port: int | None = None
+    gateway_metrics_port: int | None = None
+    runner_metrics_ports: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.runner_metrics_ports and len(self.runner_metrics_ports) != len(self.runner_ports):
+            raise StackError(
+                f"PRISM_RUNNER_METRICS_PORTS: {len(self.runner_metrics_ports)} ports for "
+                f"{len(self.runner_ports)} runners: give one per runner, in the same order"
+            )
 
     @classmethod
     def from_env(cls) -> Layout:
         ports = env("PRISM_RUNNER_PORTS", "50061,50062,50063")
+        runner_ports = tuple(int(p) for p in ports.split(",") if p.strip())
+        # 9111, 9112, ... in the order of the runners, unless given.
+        metrics = env(
+            "PRISM_RUNNER_METRICS_PORTS",
+            ",".join(str(9111 + i) for i in range(len(runner_ports))),
+        )
         return cls(
             data_dir=Path(env("PRISM_DATA_DIR", ".prism")).resolve(),
             gateway_port=int(env("PRISM_GATEWAY_PORT", "8080")),
             orchestrator_port=int(env("PRISM_ORCHESTRATOR_PORT", "50051")),
-            runner_ports=tuple(int(p) for p in ports.split(",") if p.strip()),
+            runner_ports=runner_ports,
             runner_prefix=env("PRISM_RUNNER_PREFIX", "runner"),
             image=env("PRISM_SANDBOX_IMAGE", "prism-sandbox:latest"),
+            orchestrator_metrics_port=int(env("PRISM_ORCHESTRATOR_METRICS_PORT", "9101")),
+            gateway_metrics_port=int(env("PRISM_GATEWAY_METRICS_PORT", "9102")),
+            runner_metrics_ports=tuple(int(p) for p in metrics.split(",") if p.strip()),
         )
 
     @property
@@ -84,6 +105,18 @@ class Layout:
     def address(self, service: str) -> str:
         port = {GATEWAY: self.gateway_port, ORCHESTRATOR: self.orchestrator_port}.get(service)
         return f"{self.host}:{port if port is not None else self.runners[service]}"
+
+    def metrics_address(self, service: str) -> str | None:
+        """Where the service serves its metrics (the gateway: /stats/prometheus, else
+        /metrics); None when it serves none."""
+        if service == GATEWAY:
+            port = self.gateway_metrics_port
+        elif service == ORCHESTRATOR:
+            port = self.orchestrator_metrics_port
+        else:
+            ports = dict(zip(self.runners, self.runner_metrics_ports, strict=False))
+            port = ports.get(service)
+        return None if port is None else f"{self.host}:{port}"
 
     def pid_file(self, service: str) -> Path:
         return self.data_dir / "run" / f"{service}.pid"
@@ -110,6 +143,9 @@ class Layout:
         ):
             if not secret_set(name):
                 env[f"{name}_FILE"] = str(path)
+        # Set either way: an address inherited from this process would be every service's.
+        metrics = self.metrics_address(service) or ""
+        env["PRISM_GATEWAY_METRICS_ADDR" if service == GATEWAY else "PRISM_METRICS_ADDR"] = metrics
         if service == GATEWAY:
             env["PRISM_GATEWAY_ADDR"] = self.address(GATEWAY)
             unused = "PRISM_RUNNER_TOKEN"
@@ -367,9 +403,9 @@ def main() -> None:
     parser.add_argument("command", choices=["up", "down", "logs", "demo"])
     parser.add_argument("--follow", action="store_true", help="with logs: keep following")
     args = parser.parse_args()
-    stack = Stack(Layout.from_env())
-    layout = stack.layout
     try:
+        stack = Stack(Layout.from_env())
+        layout = stack.layout
         if args.command == "up":
             already = all(stack.pid(service) is not None for service in layout.services)
             created = stack.prepare()
@@ -390,6 +426,13 @@ def main() -> None:
                 f"http://{layout.address(GATEWAY)}/"
             )
             print(f"dashboard: http://{layout.address(GATEWAY)}/ui/ (paste the token)")
+            scraped = [
+                f"http://{address}{'/stats/prometheus' if service == GATEWAY else '/metrics'}"
+                for service in (ORCHESTRATOR, GATEWAY, *layout.runners)
+                if (address := layout.metrics_address(service)) is not None
+            ]
+            if scraped:
+                print(f"metrics (Prometheus): {', '.join(scraped)}")
             print(f"logs in {shown(layout.data_dir / 'logs')}; stop with `make down`")
         elif args.command == "down":
             stack.down()

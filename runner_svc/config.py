@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prism.environ import env, read_secret
+from prism.metrics import parse_address
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -26,6 +27,8 @@ class Settings:
     pip_index_url: str | None = None
     pip_no_index: bool = False
     pip_cert: Path | None = None
+    # Where GET /metrics is served (PRISM_METRICS_ADDR); None: nowhere.
+    metrics_address: tuple[str, int] | None = None
 
     @property
     def db_path(self) -> Path:
@@ -50,6 +53,9 @@ class Settings:
             # The runner's pip ignores this host's pip settings, but the CA bundle
             # this host's pip trusts (a proxy's, say) is the one it needs too.
             pip_cert=_cert(),
+            metrics_address=parse_address(
+                env("PRISM_METRICS_ADDR", ""), variable="PRISM_METRICS_ADDR"
+            ),
         )
 
 

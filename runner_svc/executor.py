@@ -21,6 +21,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ from prism.trial import Outcome, TrialResult, not_run, to_json
 from prism.v1 import runner_pb2
 from runner_svc import store
 from runner_svc.images import ImageUnavailable
+from runner_svc.metrics import RunnerMetrics
 from sandbox import MAX_SCRIPT_BYTES, Limits, MetricCallback
 
 log = logs.get("runner.executor")
@@ -169,8 +171,18 @@ class _RunningTrial:
 
 
 class TrialExecutor:
-    def __init__(self, db: DbThread, sandbox: Sandbox, images: Images, *, slots: int) -> None:
+    def __init__(
+        self,
+        db: DbThread,
+        sandbox: Sandbox,
+        images: Images,
+        *,
+        slots: int,
+        metrics: RunnerMetrics | None = None,
+    ) -> None:
         self.slots = slots
+        self.metrics = metrics or RunnerMetrics()
+        self.metrics.slots.set(slots)
         self._db = db
         self._sandbox = sandbox
         self._images = images
@@ -302,6 +314,7 @@ class TrialExecutor:
                 # sent again after the restart.
                 return
             recorded = await self._record(trial_id, result)
+            self.metrics.trials_finished.labels(outcome=recorded.outcome.value).inc()
             log.info(
                 "trial finished",
                 execution=trial_id,
@@ -320,12 +333,20 @@ class TrialExecutor:
         image = None
         if run.requirements:
             trial.preparing = True
+            asked = time.monotonic()
+            outcome = None  # a shutdown cancelling the wait is no result
             try:
                 image = await self._images.image_for(run.requirements)
+                outcome = "ready"
             except ImageUnavailable as error:
+                outcome = "refused" if error.outcome == Outcome.FAILED else "error"
                 return not_run(error.outcome, error.reason)
             finally:
                 trial.preparing = False
+                if outcome is not None:
+                    self.metrics.requirements_image.labels(result=outcome).observe(
+                        time.monotonic() - asked
+                    )
 
         metrics = _MetricBatches(trial_id, loop, trial.publish)
 
@@ -339,6 +360,7 @@ class TrialExecutor:
                 return not_run(Outcome.CANCELLED, "cancelled before it started")
             trial.publish(protocol.started(trial_id))
             trial.in_sandbox = True
+            self.metrics.trials_running.inc()
             try:
                 result = await loop.run_in_executor(
                     self._pool,
@@ -353,6 +375,7 @@ class TrialExecutor:
                 )
             finally:
                 trial.in_sandbox = False
+                self.metrics.trials_running.dec()
             metrics.flush()  # what the last wake-up had no time to take
         if self._closing and result.outcome == Outcome.CANCELLED:
             # Stopped by our own shutdown, not by a user: infrastructure.

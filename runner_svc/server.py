@@ -9,6 +9,7 @@ import docker
 
 from prism import logs
 from prism.lifecycle import serve_until_signalled
+from prism.metrics import start_endpoint
 from prism.runner_protocol import MAX_RESULT_MESSAGE_BYTES
 from prism.server import listen, new_server, set_serving
 from prism.sqlite import DbThread
@@ -17,6 +18,7 @@ from runner_svc import store
 from runner_svc.config import Settings
 from runner_svc.executor import TrialExecutor
 from runner_svc.images import TrialImages
+from runner_svc.metrics import RunnerMetrics
 from runner_svc.servicer import RunnerServicer
 from sandbox import Sandbox
 from sandbox.images import ensure_requirements_image
@@ -39,7 +41,13 @@ async def serve(settings: Settings) -> None:
     client = docker.from_env(max_pool_size=max(8, 2 * settings.slots))
     # Fail fast, with the engine's own message, when the image is missing.
     await asyncio.to_thread(client.images.get, settings.image)
-    sandbox = Sandbox(client, image=settings.image, owner=settings.name)
+    metrics = RunnerMetrics()
+    sandbox = Sandbox(
+        client,
+        image=settings.image,
+        owner=settings.name,
+        on_container_started=metrics.container_started,
+    )
     db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
     # Nothing runs here yet, so every container with our label is an orphan of
     # an earlier process, and every trial marked running was interrupted.
@@ -63,8 +71,9 @@ async def serve(settings: Settings) -> None:
             cert=settings.pip_cert,
         )
     )
-    executor = TrialExecutor(db, sandbox, images, slots=settings.slots)
+    executor = TrialExecutor(db, sandbox, images, slots=settings.slots, metrics=metrics)
     runner_pb2_grpc.add_RunnerServicer_to_server(RunnerServicer(settings.name, executor), server)
+    endpoint = await start_endpoint(settings.metrics_address, metrics.registry)
     await server.start()
     await set_serving(health, True)
     log.info(
@@ -78,5 +87,7 @@ async def serve(settings: Settings) -> None:
     try:
         await serve_until_signalled(server, health, grace=GRACE_SECONDS, on_stop=executor.close)
     finally:
+        if endpoint is not None:
+            await endpoint.close()
         db.close()
         client.close()

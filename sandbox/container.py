@@ -337,9 +337,19 @@ class _Trial:
 class Sandbox:
     """Runs trials in fresh containers labelled with ``owner``, one container per run."""
 
-    def __init__(self, client: docker.DockerClient, *, image: str, owner: str) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        image: str,
+        owner: str,
+        on_container_started: Callable[[float], None] | None = None,
+    ) -> None:
+        """``on_container_started`` is told, from the run's thread, the seconds each
+        container took from its creation until it was running (the runner's metrics)."""
         if not owner:
             raise ValueError("owner must not be empty: it tells our containers apart")
+        self._on_container_started = on_container_started
         self._api = client.api
         self._image = image
         self._owner = owner
@@ -438,6 +448,7 @@ class Sandbox:
         if trial.stop_reason is not None:
             return not_run(Outcome.CANCELLED, "cancelled before it started")
 
+        creating = time.monotonic()
         container_id: str = self._api.create_container(
             image,
             name=_container_name(self._owner, trial_id),
@@ -457,6 +468,8 @@ class Sandbox:
             reader.start()
             started = time.monotonic()
             self._api.start(container_id)
+            if self._on_container_started is not None:
+                self._on_container_started(time.monotonic() - creating)
             status = self._supervise(container_id, trial, started + limits.wall_seconds)
             duration = time.monotonic() - started
             reader.join(_GRACE_SECONDS)

@@ -237,15 +237,19 @@ def start_stack(
     env: Mapping[str, str] | None = None,
     gateway: bool = True,
 ) -> RunningStack:
-    ports = free_ports(2 + runners)
+    ports = free_ports(2 * (2 + runners))
     layout = Layout(
         data_dir=root,
         gateway_port=ports[0],
         orchestrator_port=ports[1],
-        runner_ports=tuple(ports[2:]),
+        runner_ports=tuple(ports[2 : 2 + runners]),
         runner_prefix=f"t{secrets.token_hex(4)}",
         image=image,
         extra_env=dict(env or {}),
+        # Every service serves its metrics, as under `make up`, on ports of its own.
+        gateway_metrics_port=ports[2 + runners],
+        orchestrator_metrics_port=ports[3 + runners],
+        runner_metrics_ports=tuple(ports[4 + runners :]),
     )
     stack = Stack(layout)
     stack.prepare()

@@ -30,7 +30,10 @@ def stack_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 
 def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
-    gateway, orchestrator, *runners = free_ports(5)
+    ports = free_ports(10)
+    gateway, orchestrator, runners = ports[0], ports[1], ports[2:5]
+    # Never `make up`'s own metrics ports, which a stack of this machine may hold.
+    gateway_metrics, orchestrator_metrics, runner_metrics = ports[5], ports[6], ports[7:]
     four = (
         "import json, os\n"
         "print(json.dumps({'task': json.loads(os.environ['PRISM_PARAMS'])['task']}))\n"
@@ -42,6 +45,9 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
         "PRISM_ORCHESTRATOR_PORT": str(orchestrator),
         "PRISM_RUNNER_PORTS": ",".join(map(str, runners)),
         "PRISM_RUNNER_PREFIX": f"cli{secrets.token_hex(3)}",
+        "PRISM_GATEWAY_METRICS_PORT": str(gateway_metrics),
+        "PRISM_ORCHESTRATOR_METRICS_PORT": str(orchestrator_metrics),
+        "PRISM_RUNNER_METRICS_PORTS": ",".join(map(str, runner_metrics)),
         # Settings pass through `up` to the services.
         "PRISM_EXAMPLES_DIR": str(examples),
         "PRISM_EXAMPLE_RUNNERS": "runner-a,runner-b,runner-c,runner-d",
@@ -64,6 +70,11 @@ def test_up_demo_down(tmp_path: Path, sandbox_image: str) -> None:
         )
         assert f"generated an API token in {data / 'api_token'}" in up.stdout
         assert f"dashboard: http://127.0.0.1:{gateway}/ui/" in up.stdout
+        assert (
+            f"metrics (Prometheus): http://127.0.0.1:{orchestrator_metrics}/metrics, "
+            f"http://127.0.0.1:{gateway_metrics}/stats/prometheus, "
+            + ", ".join(f"http://127.0.0.1:{port}/metrics" for port in runner_metrics)
+        ) in up.stdout
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         assert stat.S_IMODE((data / "api_token").stat().st_mode) == 0o600
         assert stat.S_IMODE((data / "runner_token").stat().st_mode) == 0o600

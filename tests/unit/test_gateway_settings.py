@@ -88,3 +88,52 @@ def test_a_data_folder_too_deep_for_the_admin_socket_is_refused(tmp_path: Path) 
     with pytest.raises(ConfigError, match="PRISM_DATA_DIR") as refused:
         Settings(data_dir=too_long)
     assert "108 bytes" in str(refused.value) and "107" in str(refused.value)
+
+
+def test_the_metrics_listener_passes_on_one_admin_path_alone(tmp_path: Path) -> None:
+    import yaml
+
+    assert Settings.from_env({}).metrics is None
+    settings = Settings.from_env(
+        {"PRISM_GATEWAY_METRICS_ADDR": "127.0.0.1:9102", "PRISM_DATA_DIR": str(tmp_path)}
+    )
+    assert settings.metrics == Address("127.0.0.1", 9102)
+    with pytest.raises(ConfigError, match="PRISM_GATEWAY_METRICS_ADDR"):
+        Settings.from_env({"PRISM_GATEWAY_METRICS_ADDR": "9102"})
+
+    resources = yaml.safe_load(render(settings))["static_resources"]
+    listeners = {listener["name"]: listener for listener in resources["listeners"]}
+    assert set(listeners) == {"public", "metrics"}
+    [chain] = listeners["metrics"]["filter_chains"]
+    [manager] = chain["filters"]
+    config = manager["typed_config"]
+    # No Lua (no token), nothing but the router; one virtual host with one route.
+    assert [f["name"] for f in config["http_filters"]] == ["envoy.filters.http.router"]
+    [host] = config["route_config"]["virtual_hosts"]
+    [route] = host["routes"]
+    assert route["match"]["headers"] == [
+        {"name": ":method", "string_match": {"exact": "GET"}},
+        {"name": ":path", "string_match": {"exact": "/stats/prometheus"}},
+    ]
+    assert route["route"]["cluster"] == "admin_stats"
+    # That cluster is the admin socket; no other route anywhere reaches it.
+    clusters = {cluster["name"]: cluster for cluster in resources["clusters"]}
+    [endpoints] = clusters["admin_stats"]["load_assignment"]["endpoints"]
+    assert endpoints["lb_endpoints"][0]["endpoint"]["address"] == {
+        "pipe": {"path": str(settings.admin_socket)}
+    }
+    public_routes = listeners["public"]["filter_chains"][0]["filters"][0]["typed_config"]
+    clusters_routed = {
+        r.get("route", {}).get("cluster")
+        for vh in public_routes["route_config"]["virtual_hosts"]
+        for r in vh["routes"]
+    }
+    assert "admin_stats" not in clusters_routed
+
+
+def test_without_a_metrics_address_there_is_no_metrics_listener(tmp_path: Path) -> None:
+    import yaml
+
+    resources = yaml.safe_load(render(Settings(data_dir=tmp_path)))["static_resources"]
+    assert [listener["name"] for listener in resources["listeners"]] == ["public"]
+    assert [cluster["name"] for cluster in resources["clusters"]] == ["orchestrator"]

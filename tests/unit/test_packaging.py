@@ -22,6 +22,7 @@ SERVER_MODULES = [
     "grpc_reflection",
     "grpc_tools",
     "envoy",
+    "prometheus_client",
 ]
 
 
