@@ -245,7 +245,9 @@ def start_stack(
         runner_ports=tuple(ports[2:]),
         runner_prefix=f"t{secrets.token_hex(4)}",
         image=image,
-        extra_env=dict(env or {}),
+        # A runner stopped with trials running drains before it exits: short here, so
+        # that a test's stack stops soon after it ends, whatever it left running.
+        extra_env={"PRISM_RUNNER_DRAIN_SECONDS": "2", **(env or {})},
     )
     stack = Stack(layout)
     stack.prepare()
