@@ -247,6 +247,16 @@ class Dispatcher:
         await self.metrics.recorded(execution_id)
         await self.record(execution_id, result)
 
+    async def trial_returned(self, execution_id: str, reason: str) -> None:
+        # Its metrics are real: written while it is still the current execution.
+        await self.metrics.recorded(execution_id)
+        status = await self._write(store.hand_back, execution_id, reason)
+        log.info("trial handed back", execution=execution_id, reason=reason)
+        self.kick()  # it is pending again, and a slot is free
+        if status is not None:
+            trial_id, _ = domain.split_execution_id(execution_id)
+            self._finished(domain.sweep_of(trial_id), status)
+
     async def _record_metrics(self, batch: MetricBatch) -> None:
         try:
             with self.prometheus.metric_batch_write.time():

@@ -68,6 +68,10 @@ class RunnerReports(Protocol):
 
     async def trial_finished(self, execution_id: str, result: TrialResult) -> None: ...
 
+    async def trial_returned(self, execution_id: str, reason: str) -> None:
+        """The runner gave the execution back unfinished (it is stopping): it reports
+        no result for it, and the trial may run elsewhere."""
+
 
 def run_command(item: Dispatchable) -> runner_pb2.RunnerCommand:
     return protocol.run_trial(
@@ -107,6 +111,9 @@ class RunnerLink:
         self.capabilities: frozenset[str] = frozenset()
         # Execution ids sent on the current stream and not yet finished.
         self.in_flight: set[str] = set()
+        # The runner said it is stopping (Draining): it takes nothing more on this
+        # stream. A new stream (the runner restarted) starts without.
+        self.draining = False
         # Set once the first stream has answered for every trial re-sent on it.
         self.reconciled = asyncio.Event()
         self._silence = silence_seconds
@@ -125,7 +132,7 @@ class RunnerLink:
 
     @property
     def free(self) -> int:
-        return self.slots - len(self.in_flight)
+        return 0 if self.draining else self.slots - len(self.in_flight)
 
     def dispatch(self, item: Dispatchable) -> bool:
         """Send a trial on the open stream; False when there is none, so the trial
@@ -203,6 +210,7 @@ class RunnerLink:
                 if first is None:
                     return
             self.capabilities = frozenset()
+            self.draining = False
             if isinstance(first, protocol.Hello):
                 if not self._greeted(first):
                     return
@@ -296,6 +304,19 @@ class RunnerLink:
         elif isinstance(event, protocol.Finished):
             self.in_flight.discard(event.execution_id)
             await self._reports.trial_finished(event.execution_id, event.result)
+        elif isinstance(event, protocol.Draining):
+            if not self.draining:
+                log.info("runner draining", runner=self.name, in_flight=len(self.in_flight))
+            self.draining = True
+        elif isinstance(event, protocol.Returned):
+            # The runner's answer for it, as an Accepted is (one re-sent to a draining
+            # runner that never recorded it is returned instead of accepted).
+            if self._unanswered:
+                self._unanswered.discard(event.execution_id)
+                if not self._unanswered:
+                    self._answered()
+            self.in_flight.discard(event.execution_id)
+            await self._reports.trial_returned(event.execution_id, event.reason)
         return True
 
     def _greeted(self, hello: protocol.Hello) -> bool:

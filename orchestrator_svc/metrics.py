@@ -48,7 +48,7 @@ class RunnerState(Protocol):
     """What the metrics read of a runner's link (orchestrator_svc.link.RunnerLink)."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str | None: ...  # None: a discovered runner not yet named
 
     @property
     def up(self) -> bool: ...
@@ -175,6 +175,8 @@ class _StateCollector(Collector):
             labels=["runner"],
         )
         for runner in self.runners():
+            if runner.name is None:
+                continue
             up.add_metric([runner.name], 1 if runner.up else 0)
             in_flight.add_metric([runner.name], len(runner.in_flight))
         yield up

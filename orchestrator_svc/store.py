@@ -467,6 +467,40 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
         return _finish_sweep_if_done(trial.sweep_id)
 
 
+def hand_back(execution_id: str, reason: str) -> str | None:
+    """A runner gave an execution back unfinished (it was stopping): if that is still
+    the trial's current execution, the trial goes back to pending, due at once, and its
+    next dispatch is a new execution on any runner. That execution counts among the
+    trial's attempts as any other (so it leaves one retry fewer for a later
+    sandbox_error or runner_lost), but it is requeued whatever `retries` says: it
+    failed no one. In a cancelled sweep it ends cancelled instead. A return of an
+    earlier execution changes nothing. Returns the sweep's new status when this
+    finished it."""
+    with db.atomic("IMMEDIATE"):
+        Abandoned.delete().where(Abandoned.execution_id == execution_id).execute()
+        trial = _current(execution_id)
+        if trial is None:
+            return None
+        runner = trial.runner
+        if Sweep.get_by_id(trial.sweep_id).status == SWEEP_RUNNING:
+            trial.not_before = 0.0
+            _requeue(trial, "trial_requeued", runner=runner, reason=reason)
+            return None
+        ended = TrialResult(outcome=Outcome.CANCELLED, reason=f"the sweep was cancelled; {reason}")
+        for name, value in ended.columns().items():
+            setattr(trial, name, value)
+        trial.state, trial.finished_at = FINISHED, time.time()
+        trial.save()
+        _append(
+            trial.sweep_id,
+            "trial_finished",
+            trial.position,
+            outcome=ended.outcome.value,
+            reason=ended.reason,
+        )
+        return _finish_sweep_if_done(trial.sweep_id)
+
+
 def _finish_sweep_if_done(sweep_id: str) -> str | None:
     """Once every trial has finished: the sweep's final state (a cancelled
     sweep stays cancelled) and its last event."""

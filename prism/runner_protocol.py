@@ -28,10 +28,11 @@ MAX_RESULT_MESSAGE_BYTES = 64 * 2**20
 # Initial metadata of the stream saying how many trials the runner executes at once,
 # for orchestrators older than the Hello message.
 SLOTS_KEY = "prism-slots"
-# 1: no Hello; 2: Hello first.
-PROTOCOL_VERSION = 2
-# What this runner supports beyond version 1's messages.
-CAPABILITIES = ("metric_batches",)
+# 1: no Hello; 2: Hello first; 3: Draining and TrialReturned.
+PROTOCOL_VERSION = 3
+# What this runner supports beyond version 1's messages. "drain": it may say it is
+# stopping (Draining) and hand executions back (TrialReturned).
+CAPABILITIES = ("metric_batches", "drain")
 # A runner that says nothing of its slots gets this many trials at once.
 DEFAULT_SLOTS = 4
 MAX_SLOTS = 1024
@@ -42,6 +43,8 @@ MAX_EXECUTION_ID = 200
 MAX_RUNNER_NAME = 1024
 MAX_CAPABILITY = 100
 MAX_CAPABILITIES = 32
+# What is kept of a TrialReturned's reason.
+MAX_RETURN_REASON = 500
 
 
 class Previous(enum.Enum):
@@ -124,7 +127,14 @@ def finished(execution_id: str, result: TrialResult) -> runner_pb2.RunnerEvent:
     )
 
 
+def returned(execution_id: str, reason: str) -> runner_pb2.RunnerEvent:
+    return runner_pb2.RunnerEvent(
+        returned=runner_pb2.TrialReturned(trial_id=execution_id, reason=reason)
+    )
+
+
 HEARTBEAT = runner_pb2.RunnerEvent(heartbeat=runner_pb2.Heartbeat())
+DRAINING = runner_pb2.RunnerEvent(draining=runner_pb2.Draining())
 
 
 # Events as the orchestrator reads them.
@@ -163,11 +173,24 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Returned:
+    """The runner gave the execution back unfinished: it will report no result for it."""
+
+    execution_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     pass
 
 
-Event = Hello | Accepted | Started | Metrics | Finished | Heartbeat
+@dataclass(frozen=True)
+class Draining:
+    """The runner takes no new trial from now on (it is stopping)."""
+
+
+Event = Hello | Accepted | Started | Metrics | Finished | Returned | Heartbeat | Draining
 
 
 def read_event(event: runner_pb2.RunnerEvent) -> Event | None:
@@ -185,7 +208,9 @@ def read_event(event: runner_pb2.RunnerEvent) -> Event | None:
         )
     if kind == "heartbeat":
         return Heartbeat()
-    if kind not in ("accepted", "started", "metric", "finished"):
+    if kind == "draining":
+        return Draining()
+    if kind not in ("accepted", "started", "metric", "finished", "returned"):
         return None
     execution_id = getattr(event, kind).trial_id
     if len(execution_id) > MAX_EXECUTION_ID:
@@ -199,6 +224,8 @@ def read_event(event: runner_pb2.RunnerEvent) -> Event | None:
             execution_id,
             tuple(text for text in event.metric.values_json if _looks_like_an_object(text)),
         )
+    if kind == "returned":
+        return Returned(execution_id, event.returned.reason[:MAX_RETURN_REASON])
     return Finished(execution_id, TrialResult.from_proto(event.finished.result))
 
 

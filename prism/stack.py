@@ -33,6 +33,9 @@ from prism.steps import shown
 GATEWAY, ORCHESTRATOR = "gateway", "orchestrator"
 MODULES = {GATEWAY: "gateway", ORCHESTRATOR: "orchestrator_svc"}
 RUNNER_MODULE = "runner_svc"
+# How long a service may take to stop on SIGTERM before `down` kills it (a runner's
+# drain comes on top).
+STOP_SECONDS = 15.0
 
 
 class StackError(RuntimeError):
@@ -117,6 +120,20 @@ class Layout:
             ports = dict(zip(self.runners, self.runner_metrics_ports, strict=False))
             port = ports.get(service)
         return None if port is None else f"{self.host}:{port}"
+
+    def stop_seconds(self, service: str) -> float:
+        """How long `service` may take to stop on SIGTERM before it is killed: a runner
+        first drains (PRISM_RUNNER_DRAIN_SECONDS, default 20), then stops its trials."""
+        if service not in self.runners:
+            return STOP_SECONDS
+        given = self.extra_env.get("PRISM_RUNNER_DRAIN_SECONDS") or env(
+            "PRISM_RUNNER_DRAIN_SECONDS", "20"
+        )
+        try:
+            drain = float(given)
+        except ValueError:
+            drain = 0.0  # the runner refuses it and exits at once
+        return STOP_SECONDS + min(max(drain, 0.0), 3600.0)
 
     def pid_file(self, service: str) -> Path:
         return self.data_dir / "run" / f"{service}.pid"
@@ -294,11 +311,13 @@ class Stack:
         if pid is not None:
             os.kill(pid, sig)
 
-    def stop(self, service: str, timeout: float = 15.0) -> None:
+    def stop(self, service: str, timeout: float | None = None) -> None:
         pid = self.pid(service)
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + (
+                self.layout.stop_seconds(service) if timeout is None else timeout
+            )
             while _ours(pid, service, self.layout.data_dir) and time.monotonic() < deadline:
                 if (proc := self.procs.get(service)) is not None:
                     proc.poll()

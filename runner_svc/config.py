@@ -20,6 +20,10 @@ class Settings:
     token: str | None
     image: str
     slots: int
+    # How long a stopping runner (SIGTERM) lets its running trials finish before it
+    # hands the rest back. What stops the process must wait longer than this (compose's
+    # stop_grace_period; see the README).
+    drain_seconds: float = 20.0
     # All the runner's pip is told when it downloads a trial's requirements (as wheels,
     # for the image derived for them): a folder of distributions, an index in place of
     # PyPI, whether to use no index at all, and a CA bundle to trust.
@@ -39,6 +43,11 @@ class Settings:
         slots = int(env("PRISM_RUNNER_SLOTS", "4"))
         if slots < 1:
             raise ValueError(f"PRISM_RUNNER_SLOTS must be at least 1, got {slots}")
+        drain_seconds = float(env("PRISM_RUNNER_DRAIN_SECONDS", "20"))
+        if not 0 <= drain_seconds <= 3600:
+            raise ValueError(
+                f"PRISM_RUNNER_DRAIN_SECONDS must be between 0 and 3600, got {drain_seconds:g}"
+            )
         find_links = env("PRISM_PIP_FIND_LINKS", "")
         return cls(
             name=env("PRISM_RUNNER_NAME", "runner-1"),
@@ -47,6 +56,7 @@ class Settings:
             token=read_secret("PRISM_RUNNER_TOKEN"),
             image=env("PRISM_SANDBOX_IMAGE", "prism-sandbox:latest"),
             slots=slots,
+            drain_seconds=drain_seconds,
             pip_find_links=Path(find_links) if find_links else None,
             pip_index_url=env("PRISM_PIP_INDEX_URL", "") or None,
             pip_no_index=_flag("PRISM_PIP_NO_INDEX"),

@@ -9,6 +9,11 @@ TrialFinished.
 An image for a trial's requirements is made before the trial takes a slot (see
 runner_svc.images): a long build holds no slot.
 
+Stopping (SIGTERM) drains: every stream is told (Draining) and no new trial is
+taken; trials running get until the drain's deadline to finish and report as
+usual; what is left then is stopped, recorded as ended, and handed back
+(TrialReturned) for the orchestrator to run elsewhere. Then the streams end.
+
 The executor depends on two narrow protocols, `Sandbox` and `Images`: the real
 sandbox.Sandbox and runner_svc.images.TrialImages satisfy them (mypy checks the
 wiring in runner_svc.server), and the fast tests pass fakes (tests/fakes.py).
@@ -40,6 +45,15 @@ log = logs.get("runner.executor")
 
 # How often a cancel is tried again while a run is being handed to the sandbox.
 CANCEL_RETRY_SECONDS = 0.05
+# How often a shutdown stops again what has not yet ended (a trial between its slot
+# and its container is unknown to the sandbox on one pass, and known on the next).
+STOP_RETRY_SECONDS = 0.2
+# Why a new trial sent during a drain is handed back at once (it was never recorded:
+# an orchestrator that ignores the return and sends it again later has it run then).
+DRAINING_REASON = "runner draining"
+# What an execution handed back is recorded as having ended with, and why it was
+# handed back: sent again after a restart, it is answered with this, never run again.
+HANDED_BACK = "handed back: runner stopping"
 
 Outbox = asyncio.Queue  # of runner_pb2.RunnerEvent (or None / an error for the stream itself)
 
@@ -154,6 +168,9 @@ class _RunningTrial:
     cancelled: bool = False
     # Handed to the sandbox and not yet returned from it.
     in_sandbox: bool = False
+    # To be handed back (the runner drains): unless it ends on its own or is
+    # cancelled first, it ends with TrialReturned, not TrialFinished.
+    returning: bool = False
 
     @property
     def trial_id(self) -> str:
@@ -189,7 +206,27 @@ class TrialExecutor:
         self._slots = asyncio.Semaphore(slots)
         self._pool = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="sandbox")
         self._closing = False
+        # Set by a drain: no new trial is taken from then on.
+        self._draining = False
+        # Set once stopped: every stream ends, and a new one is refused.
+        self._stopped = False
         self._running: dict[str, _RunningTrial] = {}
+        # Every open stream's outbox, for what concerns them all (Draining).
+        self._streams: set[Outbox] = set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def open(self, outbox: Outbox) -> None:
+        """A stream opened: it hears what concerns every stream (`forget` it when it
+        closes). One opened during a drain is told at once; one opened after the stop
+        is ended."""
+        self._streams.add(outbox)
+        if self._stopped:
+            outbox.put_nowait(Unavailable("the runner is stopping"))
+        elif self._draining:
+            outbox.put_nowait(protocol.DRAINING)
 
     async def cancel(self, trial_id: str, outbox: Outbox) -> None:
         """Answer a CancelTrial on `outbox`: accepted at once, finished when it is.
@@ -231,6 +268,12 @@ class TrialExecutor:
             # the same way every time it is sent.
             outbox.put_nowait(accepted_event(run.trial_id, None))
             outbox.put_nowait(protocol.finished(run.trial_id, not_run(Outcome.FAILED, problem)))
+            return
+        if self._draining and await self._db(store.state, run.trial_id) is None:
+            # New here: not taken, and not recorded either. (One admitted as the
+            # drain began is handed back when it would take a slot.) A known one is
+            # answered as always, so it still runs at most once.
+            outbox.put_nowait(protocol.returned(run.trial_id, DRAINING_REASON))
             return
         # The stream may be cut at any await here (the orchestrator crashed or
         # gave up on it). Recording a new trial and starting it happen in a task
@@ -295,6 +338,7 @@ class TrialExecutor:
         return fallback
 
     def forget(self, outbox: Outbox) -> None:
+        self._streams.discard(outbox)
         for trial in self._running.values():
             trial.unsubscribe(outbox)
 
@@ -303,12 +347,25 @@ class TrialExecutor:
         try:
             try:
                 result = await self._attempt(trial)
+            except asyncio.CancelledError:
+                if not trial.returning:
+                    raise
+                # The drain stopped its wait for an image: it is handed back below.
+                if (task := asyncio.current_task()) is not None:
+                    task.uncancel()
+                result = None
             except Exception as error:  # the sandbox reports the trial's misbehaviour; this is ours
                 error_id = logs.unexpected(log, "trial execution failed", error, execution=trial_id)
                 result = not_run(
                     Outcome.SANDBOX_ERROR,
                     f"the runner could not execute the trial (error id {error_id})",
                 )
+            if trial.returning and not trial.cancelled:
+                # A run the drain stopped ends cancelled; one that ended on its own
+                # meanwhile reports as usual. (A user's cancel reports as usual too.)
+                if result is None or result.outcome == Outcome.CANCELLED:
+                    await self._hand_back(trial)
+                    return
             if result is None:
                 # Never started: the row stays queued and the trial runs when it is
                 # sent again after the restart.
@@ -351,13 +408,17 @@ class TrialExecutor:
         metrics = _MetricBatches(trial_id, loop, trial.publish)
 
         async with self._slots:
-            if self._closing:
+            if self._draining and not trial.cancelled:
+                trial.returning = True  # it would start now: handed back instead
+            if self._closing or trial.returning:
                 return None
             if trial.cancelled:
                 return not_run(Outcome.CANCELLED, "cancelled before it started")
             await self._db(store.mark_started, trial_id)
             if trial.cancelled:  # while it was marked started
                 return not_run(Outcome.CANCELLED, "cancelled before it started")
+            if trial.returning:  # the drain's deadline came while it was marked started
+                return None
             trial.publish(protocol.started(trial_id))
             trial.in_sandbox = True
             self.metrics.trials_running.inc()
@@ -386,19 +447,68 @@ class TrialExecutor:
             )
         return result
 
+    async def _hand_back(self, trial: _RunningTrial) -> None:
+        """Give an execution back unfinished. It is recorded as ended first, so that
+        sent again (after a restart, by an orchestrator that ignored the return) it is
+        answered from that record and never runs here a second time."""
+        await self._record(trial.trial_id, not_run(Outcome.SANDBOX_ERROR, HANDED_BACK))
+        log.info("trial handed back", execution=trial.trial_id)
+        trial.publish(protocol.returned(trial.trial_id, HANDED_BACK))
+
+    async def stop(self, drain_seconds: float) -> None:
+        """The runner's stop (SIGTERM): drain, then close, then end every stream,
+        each after what was queued on it."""
+        await self.drain(drain_seconds)
+        await self.close()
+        self._stopped = True
+        for outbox in self._streams:
+            outbox.put_nowait(Unavailable("the runner is stopping"))
+
+    async def drain(self, seconds: float) -> None:
+        """Take no new trial; let those running finish for up to `seconds`; then stop
+        what is left and hand it back. A trial still waiting for its image is handed
+        back at once (it has not started, and a build may take longer than the
+        drain); one waiting for a slot when a slot frees."""
+        self._draining = True
+        log.info("draining", trials=len(self._running), seconds=seconds)
+        for outbox in self._streams:
+            outbox.put_nowait(protocol.DRAINING)
+        for trial in self._running.values():
+            if trial.preparing:
+                trial.returning = True
+                trial.task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        # A trial admitted just as the drain began may join meanwhile: looked at again
+        # after each end.
+        while self._running and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(
+                [trial.task for trial in self._running.values()],
+                timeout=left,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        if self._running:
+            log.info("drain deadline passed; handing back", trials=len(self._running))
+        await self._stop_all(returning=True)
+
     async def close(self) -> None:
-        """Stop what runs (the sandbox kills the containers) and record it.
-        Cancel again until all are done: a trial between its slot and its
-        container is not yet known to the sandbox on the first pass. A trial
+        """Stop what runs (the sandbox kills the containers) and record it. A trial
         still waiting for its image is dropped: it never started."""
         self._closing = True
+        await self._stop_all(returning=False)
+        self._pool.shutdown(wait=False)
+
+    async def _stop_all(self, *, returning: bool) -> None:
+        """Stop every trial, to be handed back or not, until none is left. Cancel again
+        until all are done: a trial between its slot and its container is not yet known
+        to the sandbox on the first pass."""
         while self._running:
             # Waited on as taken: any of them may end while the sandbox stops another.
             stopping = list(self._running.values())
             for trial in stopping:
+                trial.returning = trial.returning or returning
                 if trial.preparing:
                     trial.task.cancel()
                 else:
                     await asyncio.to_thread(self._sandbox.cancel, trial.trial_id)
-            await asyncio.wait([trial.task for trial in stopping], timeout=0.2)
-        self._pool.shutdown(wait=False)
+            await asyncio.wait([trial.task for trial in stopping], timeout=STOP_RETRY_SECONDS)

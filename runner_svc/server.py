@@ -25,6 +25,8 @@ from sandbox.images import ensure_requirements_image
 
 log = logs.get("runner")
 
+# What the server gives its streams to end once the executor has stopped (they end
+# as soon as they have sent what they held), beyond the drain itself.
 GRACE_SECONDS = 10.0
 
 
@@ -83,9 +85,15 @@ async def serve(settings: Settings) -> None:
         port=port,
         slots=settings.slots,
         image=settings.image,
+        drain_seconds=settings.drain_seconds,
     )
     try:
-        await serve_until_signalled(server, health, grace=GRACE_SECONDS, on_stop=executor.close)
+        await serve_until_signalled(
+            server,
+            health,
+            grace=settings.drain_seconds + GRACE_SECONDS,
+            on_stop=functools.partial(executor.stop, settings.drain_seconds),
+        )
     finally:
         if endpoint is not None:
             await endpoint.close()

@@ -41,13 +41,16 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[runner_pb2.RunnerEvent]:
         """Events for every trial sent on this stream. When the orchestrator
-        half-closes, the stream ends once those trials have all finished."""
+        half-closes, the stream ends once those trials have all finished (or been
+        handed back); when the runner stops, once it has said all it had to."""
         # Headers go out at once, so the orchestrator knows the stream is open (and
         # the token accepted) before any trial event exists; they carry our slots for
         # orchestrators older than the Hello that follows.
         await context.send_initial_metadata(((SLOTS_KEY, str(self._executor.slots)),))
         yield protocol.hello(self._name, self._executor.slots)
         outbox: Outbox = asyncio.Queue()
+        # Before any command is read, so a drain under way is told right after the Hello.
+        self._executor.open(outbox)  # type: ignore[arg-type]
 
         async def read_commands() -> None:
             try:
@@ -82,6 +85,8 @@ class RunnerServicer(runner_pb2_grpc.RunnerServicer):
                     outstanding.add(event.accepted.trial_id)
                 elif kind == "finished":
                     outstanding.discard(event.finished.trial_id)
+                elif kind == "returned":
+                    outstanding.discard(event.returned.trial_id)
                 yield event
         finally:
             reader.cancel()

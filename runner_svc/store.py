@@ -85,6 +85,12 @@ def admit(trial_id: str, params_json: str, *, ended: TrialResult | None = None) 
         return None
 
 
+def state(trial_id: str) -> str | None:
+    """The trial's state here; None for one never recorded."""
+    row = Trial.get_or_none(Trial.id == trial_id)
+    return None if row is None else str(row.state)
+
+
 def mark_started(trial_id: str) -> None:
     now = time.time()
     with db.atomic("IMMEDIATE"):

@@ -245,11 +245,13 @@ def start_stack(
         runner_ports=tuple(ports[2 : 2 + runners]),
         runner_prefix=f"t{secrets.token_hex(4)}",
         image=image,
-        extra_env=dict(env or {}),
         # Every service serves its metrics, as under `make up`, on ports of its own.
         gateway_metrics_port=ports[2 + runners],
         orchestrator_metrics_port=ports[3 + runners],
         runner_metrics_ports=tuple(ports[4 + runners :]),
+        # A runner stopped with trials running drains before it exits: short here, so
+        # that a test's stack stops soon after it ends, whatever it left running.
+        extra_env={"PRISM_RUNNER_DRAIN_SECONDS": "2", **(env or {})},
     )
     stack = Stack(layout)
     stack.prepare()

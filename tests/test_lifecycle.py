@@ -1,5 +1,6 @@
 """Graceful SIGTERM: each service drains and exits 0; a runner stopping mid-trial
-records the trial as an infrastructure failure and leaves no container."""
+hands the trial back past its drain, records it as an infrastructure failure (so it
+never runs there again) and leaves no container."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_every_service_exits_cleanly_on_sigterm(make_stack: StackFactory) -> Non
 def test_runner_sigterm_mid_trial_records_it_and_removes_the_container(
     make_stack: StackFactory,
 ) -> None:
-    stack = make_stack(runners=1, gateway=False)
+    stack = make_stack(runners=1, gateway=False, env={"PRISM_RUNNER_DRAIN_SECONDS": "1"})
     [runner] = stack.layout.runners
     script = "import time\ntime.sleep(300)"
     with running(stack, runner, run("term/0", script)) as client:
@@ -49,5 +50,5 @@ def test_runner_sigterm_mid_trial_records_it_and_removes_the_container(
     ]
     result = finished(again)["term/0"]
     assert result.outcome == trial_pb2.OUTCOME_SANDBOX_ERROR
-    assert result.reason == "the runner shut down during the trial"
+    assert result.reason == "handed back: runner stopping"
     assert stack.executions() == {"term/0": 1}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from prism.v1 import trial_pb2 as prism_dot_v1_dot_trial__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15prism/v1/runner.proto\x12\x08prism.v1\x1a\x14prism/v1/trial.proto\"r\n\rRunnerCommand\x12\'\n\trun_trial\x18\x01 \x01(\x0b\x32\x12.prism.v1.RunTrialH\x00\x12-\n\x0c\x63\x61ncel_trial\x18\x02 \x01(\x0b\x32\x15.prism.v1.CancelTrialH\x00\x42\t\n\x07\x63ommand\"\x1f\n\x0b\x43\x61ncelTrial\x12\x10\n\x08trial_id\x18\x01 \x01(\t\"~\n\x08RunTrial\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x0e\n\x06script\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12%\n\x06limits\x18\x04 \x01(\x0b\x32\x15.prism.v1.TrialLimits\x12\x14\n\x0crequirements\x18\x05 \x03(\t\"\x90\x02\n\x0bRunnerEvent\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.prism.v1.TrialAcceptedH\x00\x12)\n\x07started\x18\x02 \x01(\x0b\x32\x16.prism.v1.TrialStartedH\x00\x12+\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x17.prism.v1.TrialFinishedH\x00\x12\'\n\x06metric\x18\x04 \x01(\x0b\x32\x15.prism.v1.TrialMetricH\x00\x12(\n\theartbeat\x18\x05 \x01(\x0b\x32\x13.prism.v1.HeartbeatH\x00\x12 \n\x05hello\x18\x06 \x01(\x0b\x32\x0f.prism.v1.HelloH\x00\x42\x07\n\x05\x65vent\"N\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0e\n\x06runner\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\"\x0b\n\tHeartbeat\"\xbb\x01\n\rTrialAccepted\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x32\n\x08previous\x18\x02 \x01(\x0e\x32 .prism.v1.TrialAccepted.Previous\"d\n\x08Previous\x12\x18\n\x14PREVIOUS_UNSPECIFIED\x10\x00\x12\x11\n\rPREVIOUS_NONE\x10\x01\x12\x14\n\x10PREVIOUS_RUNNING\x10\x02\x12\x15\n\x11PREVIOUS_FINISHED\x10\x03\" \n\x0cTrialStarted\x12\x10\n\x08trial_id\x18\x01 \x01(\t\"4\n\x0bTrialMetric\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x13\n\x0bvalues_json\x18\x02 \x03(\t\"H\n\rTrialFinished\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12%\n\x06result\x18\x02 \x01(\x0b\x32\x15.prism.v1.TrialResult2G\n\x06Runner\x12=\n\x07\x43onnect\x12\x17.prism.v1.RunnerCommand\x1a\x15.prism.v1.RunnerEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15prism/v1/runner.proto\x12\x08prism.v1\x1a\x14prism/v1/trial.proto\"r\n\rRunnerCommand\x12\'\n\trun_trial\x18\x01 \x01(\x0b\x32\x12.prism.v1.RunTrialH\x00\x12-\n\x0c\x63\x61ncel_trial\x18\x02 \x01(\x0b\x32\x15.prism.v1.CancelTrialH\x00\x42\t\n\x07\x63ommand\"\x1f\n\x0b\x43\x61ncelTrial\x12\x10\n\x08trial_id\x18\x01 \x01(\t\"~\n\x08RunTrial\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x0e\n\x06script\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\x12%\n\x06limits\x18\x04 \x01(\x0b\x32\x15.prism.v1.TrialLimits\x12\x14\n\x0crequirements\x18\x05 \x03(\t\"\xe5\x02\n\x0bRunnerEvent\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.prism.v1.TrialAcceptedH\x00\x12)\n\x07started\x18\x02 \x01(\x0b\x32\x16.prism.v1.TrialStartedH\x00\x12+\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x17.prism.v1.TrialFinishedH\x00\x12\'\n\x06metric\x18\x04 \x01(\x0b\x32\x15.prism.v1.TrialMetricH\x00\x12(\n\theartbeat\x18\x05 \x01(\x0b\x32\x13.prism.v1.HeartbeatH\x00\x12 \n\x05hello\x18\x06 \x01(\x0b\x32\x0f.prism.v1.HelloH\x00\x12+\n\x08returned\x18\x07 \x01(\x0b\x32\x17.prism.v1.TrialReturnedH\x00\x12&\n\x08\x64raining\x18\x08 \x01(\x0b\x32\x12.prism.v1.DrainingH\x00\x42\x07\n\x05\x65vent\"N\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0e\n\x06runner\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\"\x0b\n\tHeartbeat\"\xbb\x01\n\rTrialAccepted\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x32\n\x08previous\x18\x02 \x01(\x0e\x32 .prism.v1.TrialAccepted.Previous\"d\n\x08Previous\x12\x18\n\x14PREVIOUS_UNSPECIFIED\x10\x00\x12\x11\n\rPREVIOUS_NONE\x10\x01\x12\x14\n\x10PREVIOUS_RUNNING\x10\x02\x12\x15\n\x11PREVIOUS_FINISHED\x10\x03\" \n\x0cTrialStarted\x12\x10\n\x08trial_id\x18\x01 \x01(\t\"4\n\x0bTrialMetric\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x13\n\x0bvalues_json\x18\x02 \x03(\t\"H\n\rTrialFinished\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12%\n\x06result\x18\x02 \x01(\x0b\x32\x15.prism.v1.TrialResult\"\n\n\x08\x44raining\"1\n\rTrialReturned\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2G\n\x06Runner\x12=\n\x07\x43onnect\x12\x17.prism.v1.RunnerCommand\x1a\x15.prism.v1.RunnerEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNTRIAL']._serialized_start=206
   _globals['_RUNTRIAL']._serialized_end=332
   _globals['_RUNNEREVENT']._serialized_start=335
-  _globals['_RUNNEREVENT']._serialized_end=607
-  _globals['_HELLO']._serialized_start=609
-  _globals['_HELLO']._serialized_end=687
-  _globals['_HEARTBEAT']._serialized_start=689
-  _globals['_HEARTBEAT']._serialized_end=700
-  _globals['_TRIALACCEPTED']._serialized_start=703
-  _globals['_TRIALACCEPTED']._serialized_end=890
-  _globals['_TRIALACCEPTED_PREVIOUS']._serialized_start=790
-  _globals['_TRIALACCEPTED_PREVIOUS']._serialized_end=890
-  _globals['_TRIALSTARTED']._serialized_start=892
-  _globals['_TRIALSTARTED']._serialized_end=924
-  _globals['_TRIALMETRIC']._serialized_start=926
-  _globals['_TRIALMETRIC']._serialized_end=978
-  _globals['_TRIALFINISHED']._serialized_start=980
-  _globals['_TRIALFINISHED']._serialized_end=1052
-  _globals['_RUNNER']._serialized_start=1054
-  _globals['_RUNNER']._serialized_end=1125
+  _globals['_RUNNEREVENT']._serialized_end=692
+  _globals['_HELLO']._serialized_start=694
+  _globals['_HELLO']._serialized_end=772
+  _globals['_HEARTBEAT']._serialized_start=774
+  _globals['_HEARTBEAT']._serialized_end=785
+  _globals['_TRIALACCEPTED']._serialized_start=788
+  _globals['_TRIALACCEPTED']._serialized_end=975
+  _globals['_TRIALACCEPTED_PREVIOUS']._serialized_start=875
+  _globals['_TRIALACCEPTED_PREVIOUS']._serialized_end=975
+  _globals['_TRIALSTARTED']._serialized_start=977
+  _globals['_TRIALSTARTED']._serialized_end=1009
+  _globals['_TRIALMETRIC']._serialized_start=1011
+  _globals['_TRIALMETRIC']._serialized_end=1063
+  _globals['_TRIALFINISHED']._serialized_start=1065
+  _globals['_TRIALFINISHED']._serialized_end=1137
+  _globals['_DRAINING']._serialized_start=1139
+  _globals['_DRAINING']._serialized_end=1149
+  _globals['_TRIALRETURNED']._serialized_start=1151
+  _globals['_TRIALRETURNED']._serialized_end=1200
+  _globals['_RUNNER']._serialized_start=1202
+  _globals['_RUNNER']._serialized_end=1273
 # @@protoc_insertion_point(module_scope)

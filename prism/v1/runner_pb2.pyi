@@ -37,20 +37,24 @@ class RunTrial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., script: _Optional[str] = ..., params_json: _Optional[str] = ..., limits: _Optional[_Union[_trial_pb2.TrialLimits, _Mapping]] = ..., requirements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunnerEvent(_message.Message):
-    __slots__ = ("accepted", "started", "finished", "metric", "heartbeat", "hello")
+    __slots__ = ("accepted", "started", "finished", "metric", "heartbeat", "hello", "returned", "draining")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     accepted: TrialAccepted
     started: TrialStarted
     finished: TrialFinished
     metric: TrialMetric
     heartbeat: Heartbeat
     hello: Hello
-    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ..., metric: _Optional[_Union[TrialMetric, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ...) -> None: ...
+    returned: TrialReturned
+    draining: Draining
+    def __init__(self, accepted: _Optional[_Union[TrialAccepted, _Mapping]] = ..., started: _Optional[_Union[TrialStarted, _Mapping]] = ..., finished: _Optional[_Union[TrialFinished, _Mapping]] = ..., metric: _Optional[_Union[TrialMetric, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., returned: _Optional[_Union[TrialReturned, _Mapping]] = ..., draining: _Optional[_Union[Draining, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol", "runner", "slots", "capabilities")
@@ -107,3 +111,15 @@ class TrialFinished(_message.Message):
     trial_id: str
     result: _trial_pb2.TrialResult
     def __init__(self, trial_id: _Optional[str] = ..., result: _Optional[_Union[_trial_pb2.TrialResult, _Mapping]] = ...) -> None: ...
+
+class Draining(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrialReturned(_message.Message):
+    __slots__ = ("trial_id", "reason")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    reason: str
+    def __init__(self, trial_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

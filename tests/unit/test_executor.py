@@ -580,3 +580,170 @@ def test_a_cancel_while_the_run_is_handed_to_the_sandbox_still_stops_it(db: DbTh
 
     events = run_async(scenario())
     assert result(events).outcome == trial_pb2.OUTCOME_CANCELLED
+
+
+# --- the drain (SIGTERM) ----------------------------------------------------------------
+
+
+async def until_returned(outbox: Queue) -> list[Event]:
+    """The events on `outbox` up to its first TrialReturned."""
+    events = [await outbox.get()]
+    while not events[-1].HasField("returned"):
+        events.append(await outbox.get())
+    return events
+
+
+def test_a_drain_hands_back_what_is_still_running_at_its_deadline(db: DbThread) -> None:
+    """Past the deadline (0 s here: the trial is never released) the run is stopped,
+    recorded as ended, and handed back: TrialReturned, never TrialFinished."""
+
+    async def scenario() -> tuple[list[Event], list[Event], Any, dict[str, int]]:
+        async with runner(db) as r:
+            stream: Queue = asyncio.Queue()
+            r.executor.open(stream)
+            sent = await r.send("held/0", "block")
+            await r.running("held/0")
+            await r.executor.drain(0)
+            assert r.executor.draining and r.sandbox.cancels == ["held/0"]
+            return (
+                await until_returned(sent),
+                waiting(stream),
+                await db(store.finished, "held/0"),
+                await db(executions),
+            )
+
+    events, stream, stored, ran = run_async(scenario())
+    assert kinds(events) == ["accepted", "started", "returned"]
+    assert events[-1].returned.trial_id == "held/0"
+    assert events[-1].returned.reason == "handed back: runner stopping"
+    assert kinds(stream) == ["draining"]
+    assert stored.outcome == Outcome.SANDBOX_ERROR
+    assert stored.reason == "handed back: runner stopping"
+    assert ran == {"held/0": 1}
+
+
+def test_a_trial_that_ends_before_the_drains_deadline_finishes_as_usual(db: DbThread) -> None:
+    async def scenario() -> tuple[list[Event], list[Event]]:
+        async with runner(db) as r:
+            sent = await r.send("quick/0", "block\nexit 0")
+            await r.running("quick/0")
+            # A deadline the test never reaches: the drain ends when the trial does.
+            draining = asyncio.create_task(r.executor.drain(3600))
+            while not r.executor.draining:  # noqa: ASYNC110 - the executor's state
+                await asyncio.sleep(0.01)
+            r.sandbox.release("quick/0")
+            await draining
+            assert r.sandbox.cancels == []
+            return await until_finished(sent), waiting(sent)
+
+    events, after = run_async(scenario())
+    assert kinds(events) == ["accepted", "started", "finished"]
+    assert result(events).outcome == trial_pb2.OUTCOME_SUCCEEDED
+    assert after == []  # no TrialReturned as well
+
+
+def test_a_new_trial_sent_during_a_drain_is_handed_back_at_once_and_a_known_one_answered(
+    db: DbThread,
+) -> None:
+    """A new trial is not taken (nor recorded: sent again after the restart, it runs);
+    one the runner knows is answered from its record, as always."""
+
+    async def scenario() -> tuple[list[Event], list[Event], str | None, list[str]]:
+        async with runner(db) as r:
+            await until_finished(await r.send("done/0"))
+            await r.executor.drain(0)
+            new = await r.send("new/0")
+            known = await until_finished(await r.send("done/0"))
+            return (
+                waiting(new),
+                known,
+                await db(store.state, "new/0"),
+                [call.trial_id for call in r.sandbox.calls],
+            )
+
+    new, known, stored, ran = run_async(scenario())
+    assert kinds(new) == ["returned"]
+    assert (new[0].returned.trial_id, new[0].returned.reason) == ("new/0", "runner draining")
+    assert stored is None
+    assert previous(known) == PREVIOUS.PREVIOUS_FINISHED
+    assert result(known).outcome == trial_pb2.OUTCOME_SUCCEEDED
+    assert ran == ["done/0"]
+
+
+def test_a_trial_waiting_for_its_image_or_a_slot_is_handed_back_without_starting(
+    db: DbThread,
+) -> None:
+    async def scenario() -> tuple[list[Event], list[Event], list[Event], list[str]]:
+        async with runner(db, slots=1) as r:
+            r.images.hold()
+            image = await r.send("image/0", requirements=["numpy"])
+            running = await r.send("run/0", "block")
+            slot = await r.send("slot/0")
+            await r.running("run/0")
+            await r.executor.drain(0)
+            return (
+                await until_returned(image),
+                await until_returned(running),
+                await until_returned(slot),
+                [call.trial_id for call in r.sandbox.calls],
+            )
+
+    image, running, slot, ran = run_async(scenario())
+    assert kinds(image) == kinds(slot) == ["accepted", "returned"]
+    assert kinds(running) == ["accepted", "started", "returned"]
+    assert ran == ["run/0"]
+
+
+def test_a_returned_trial_sent_again_after_a_restart_is_answered_not_run(db: DbThread) -> None:
+    """What an orchestrator that ignores TrialReturned does: it sends the execution
+    again once the runner is back. The runner's record answers; nothing runs again."""
+
+    async def scenario() -> tuple[list[Event], list[str]]:
+        async with runner(db) as r:
+            await r.send("held/0", "block")
+            await r.running("held/0")
+            await r.executor.stop(0)
+        await db(store.recover)
+        async with runner(db) as restarted:
+            again = await until_finished(await restarted.send("held/0", "block"))
+            return again, [call.trial_id for call in restarted.sandbox.calls]
+
+    again, ran = run_async(scenario())
+    assert previous(again) == PREVIOUS.PREVIOUS_FINISHED
+    assert result(again).outcome == trial_pb2.OUTCOME_SANDBOX_ERROR
+    assert result(again).reason == "handed back: runner stopping"
+    assert ran == []
+
+
+def test_a_stop_ends_every_stream_after_what_it_had_to_say(db: DbThread) -> None:
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        async with runner(db) as r:
+            stream: Queue = asyncio.Queue()
+            r.executor.open(stream)
+            await r.send("held/0", "block")
+            await r.running("held/0")
+            await r.executor.stop(0)
+            late: Queue = asyncio.Queue()
+            r.executor.open(late)  # a stream opened after the stop
+            return waiting(stream), waiting(late)
+
+    stream, late = run_async(scenario())
+    assert [type(item) for item in stream] == [Event, Unavailable]
+    assert stream[0].HasField("draining")
+    assert [type(item) for item in late] == [Unavailable]
+
+
+def test_a_cancel_during_the_drain_ends_the_trial_cancelled_not_returned(db: DbThread) -> None:
+    async def scenario() -> list[Event]:
+        async with runner(db) as r:
+            await r.send("held/0", "block")
+            await r.running("held/0")
+            draining = asyncio.create_task(r.executor.drain(3600))
+            while not r.executor.draining:  # noqa: ASYNC110 - the executor's state
+                await asyncio.sleep(0.01)
+            events = await until_finished(await r.cancel("held/0"))
+            await draining
+            return events
+
+    events = run_async(scenario())
+    assert result(events).outcome == trial_pb2.OUTCOME_CANCELLED

@@ -1,11 +1,14 @@
 """The orchestrator's side of the runner stream, in-process: a real RunnerLink over a
-real gRPC stream on a loopback port to a scripted runner, reporting to a recorder."""
+real gRPC stream on a loopback port to a scripted runner, reporting to a recorder (or
+to a real Dispatcher on a throwaway store)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -13,14 +16,21 @@ import pytest
 
 from orchestrator_svc import link as link_module
 from orchestrator_svc import store
+from orchestrator_svc.config import Settings
+from orchestrator_svc.dispatch import Dispatcher
+from orchestrator_svc.domain import PlannedTrial
 from orchestrator_svc.link import RunnerLink
+from orchestrator_svc.news import SweepNews
+from orchestrator_svc.spec import Plan
 from prism import runner_protocol as protocol
+from prism.sqlite import DbThread
 from prism.trial import MAX_JSON_BYTES, Outcome, TrialResult
 from prism.v1 import runner_pb2, runner_pb2_grpc
 
 T = TypeVar("T")
 RESULT = TrialResult(outcome=Outcome.SUCCEEDED, reason="exit code 0", exit_code=0)
 STOPPED = TrialResult(outcome=Outcome.CANCELLED, reason="cancelled")
+RETURNED = "handed back: runner stopping"
 
 
 def held(trial_id: str, attempts: int = 1, *, cancelled: bool = False) -> store.Dispatchable:
@@ -66,6 +76,9 @@ class Reports:
     async def trial_finished(self, execution_id: str, result: TrialResult) -> None:
         await self.note("finished", execution_id, result.outcome.value)
 
+    async def trial_returned(self, execution_id: str, reason: str) -> None:
+        await self.note("returned", execution_id, reason)
+
 
 class ScriptedRunner(runner_pb2_grpc.RunnerServicer):
     """Says hello as told (or not at all, as a runner older than Hello), then answers
@@ -78,8 +91,12 @@ class ScriptedRunner(runner_pb2_grpc.RunnerServicer):
         metadata_slots: str = "",
         metrics: tuple[str, ...] = (),
         hello_after: float = 0.0,
+        draining_streams: int = 0,
     ) -> None:
         self.hello = hello
+        # Its first this many streams drain: each RunTrial gets Draining, then its
+        # return; a CancelTrial ends the stream (the test's way to stop the runner).
+        self.draining_streams = draining_streams
         self.hello_after = hello_after
         self.metadata_slots = metadata_slots
         self.metrics = metrics
@@ -92,6 +109,7 @@ class ScriptedRunner(runner_pb2_grpc.RunnerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[runner_pb2.RunnerEvent]:
         self.streams += 1
+        draining = self.streams <= self.draining_streams
         if self.metadata_slots:
             await context.send_initial_metadata(((protocol.SLOTS_KEY, self.metadata_slots),))
         if self.hello is not None:
@@ -99,10 +117,18 @@ class ScriptedRunner(runner_pb2_grpc.RunnerServicer):
             yield self.hello
         async for command in request_iterator:
             self.commands.append(command)
+            if draining and command.HasField("cancel_trial"):
+                return
             if command.HasField("cancel_trial"):
                 execution_id = command.cancel_trial.trial_id
                 yield protocol.accepted(execution_id, protocol.Previous.NONE)
                 yield protocol.finished(execution_id, STOPPED)
+            elif draining:
+                execution_id = command.run_trial.trial_id
+                yield protocol.accepted(execution_id, protocol.Previous.NONE)
+                yield protocol.started(execution_id)
+                yield protocol.DRAINING
+                yield protocol.returned(execution_id, RETURNED)
             else:
                 execution_id = command.run_trial.trial_id
                 yield protocol.accepted(execution_id, protocol.Previous.NONE)
@@ -226,6 +252,27 @@ def test_a_runner_older_than_hello_is_still_served(monkeypatch: pytest.MonkeyPat
     run(scenario, runner)
 
 
+def test_a_draining_runner_takes_no_slot_and_its_returns_are_reported() -> None:
+    runner = ScriptedRunner(protocol.hello("runner-1", 3), draining_streams=1)
+
+    async def scenario(link: RunnerLink, reports: Reports) -> None:
+        await reports.up.wait()
+        assert link.dispatch(held("s/0"))
+        await reports.until(lambda seen: ("returned", "s/0", RETURNED) in seen)
+        # Still up (its stream answers, so its trials are not lost), but full.
+        assert link.up and link.draining and link.free == 0
+        assert link.in_flight == set()
+        # The runner restarts: its new stream starts without draining.
+        link.cancel("stop")
+        while not (runner.streams == 2 and link.up):  # noqa: ASYNC110 - the link's own state
+            await asyncio.sleep(0.02)
+        assert not link.draining and link.free == 3
+
+        assert reports.seen == [("started", "s/0"), ("returned", "s/0", RETURNED)]
+
+    run(scenario, runner)
+
+
 def test_read_event_bounds_what_a_broken_runner_could_send() -> None:
     assert protocol.read_event(runner_pb2.RunnerEvent()) is None  # an unknown kind
     huge = "{" + " " * MAX_JSON_BYTES + "}"
@@ -291,3 +338,100 @@ def test_events_with_ids_no_orchestrator_makes_are_ignored() -> None:
     name = "r" * (protocol.MAX_RUNNER_NAME + 1)
     hello = protocol.read_event(protocol.hello(name, 1))
     assert isinstance(hello, protocol.Hello) and hello.runner != name
+
+
+def test_the_drain_events_read_back_as_typed_values() -> None:
+    hello = protocol.read_event(protocol.hello("runner-1", 2))
+    assert isinstance(hello, protocol.Hello)
+    assert hello.protocol == 3 and "drain" in hello.capabilities
+    assert protocol.read_event(protocol.DRAINING) == protocol.Draining()
+    assert protocol.read_event(protocol.returned("s/0@2", "runner draining")) == (
+        protocol.Returned("s/0@2", "runner draining")
+    )
+    # Bounded as every other event: a reason is cut, an id no orchestrator makes dropped.
+    long_reason = protocol.read_event(protocol.returned("s/0", "x" * 10_000))
+    assert long_reason == protocol.Returned("s/0", "x" * protocol.MAX_RETURN_REASON)
+    long_id = "s/" + "0" * protocol.MAX_EXECUTION_ID
+    assert protocol.read_event(protocol.returned(long_id, "")) is None
+    # The wire form survives a round trip.
+    raw = protocol.returned("s/1", "handed back").SerializeToString()
+    assert protocol.read_event(runner_pb2.RunnerEvent.FromString(raw)) == protocol.Returned(
+        "s/1", "handed back"
+    )
+
+
+def test_an_event_kind_from_a_newer_runner_is_ignored() -> None:
+    # What an orchestrator older than Draining and TrialReturned sees of them: an event
+    # whose kind its stubs do not know (here field 15, known to none), which it skips.
+    future = runner_pb2.RunnerEvent.FromString(b"\x7a\x00")
+    assert future.WhichOneof("event") is None
+    assert protocol.read_event(future) is None
+
+
+async def serve(runner: ScriptedRunner) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    runner_pb2_grpc.add_RunnerServicer_to_server(runner, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_the_dispatcher_sends_a_draining_runner_nothing_and_runs_its_returns_elsewhere(
+    tmp_path: Path,
+) -> None:
+    # runner-1 has the most free slots, so the first trials go to it; it drains and
+    # hands each back. runner-2 runs everything after.
+    draining = ScriptedRunner(protocol.hello("runner-1", 4), draining_streams=100)
+    steady = ScriptedRunner(protocol.hello("runner-2", 1))
+    trials = 4
+
+    async def main() -> tuple[list[store.Trial], list[tuple[str, int | None, dict[str, Any]]]]:
+        servers = [await serve(draining), await serve(steady)]
+        settings = Settings(
+            address="127.0.0.1:0",
+            data_dir=tmp_path,
+            api_token="api",
+            runner_token="runner",
+            runners=(("runner-1", servers[0][1]), ("runner-2", servers[1][1])),
+            examples=(),
+            example_wall_seconds=1.0,
+            sync_wait_seconds=1.0,
+            reconcile_seconds=1.0,
+        )
+        db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
+        dispatcher = Dispatcher(settings, db, SweepNews())
+        try:
+            await dispatcher.start()
+            async with asyncio.timeout(20):
+                while not all(link.up for link in dispatcher.links):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                planned = [PlannedTrial(f"t{i}", "print(1)", {"i": i}) for i in range(trials)]
+                sweep_id = await dispatcher.submit(Plan("task", {"task": "task"}, planned))
+                while not await db(store.sweep_finished, sweep_id):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            found = await db(store.sweep_with_trials, sweep_id)
+            assert found is not None
+            events = await db(store.events_after, sweep_id, 0, 1000)
+            return found[1], [(e.kind, e.trial_index, json.loads(e.data)) for e in events]
+        finally:
+            await dispatcher.close()
+            db.close()
+            for server, _ in servers:
+                await server.stop(0)
+
+    rows, events = asyncio.run(main())
+    returned = [c.run_trial.trial_id for c in draining.commands if c.HasField("run_trial")]
+    # Once it said it drains, it got nothing more: only what was sent before it could.
+    assert 1 <= len(returned) <= 4
+    assert all("@" not in execution_id for execution_id in returned)
+    assert [(row.state, row.outcome) for row in rows] == [("finished", "succeeded")] * trials
+    for row in rows:
+        handed_back = row.id in returned
+        assert (row.runner, row.attempts) == ("runner-2", 2 if handed_back else 1)
+    requeued = [(index, data) for kind, index, data in events if kind == "trial_requeued"]
+    assert sorted(f"{rows[0].sweep_id}/{index}" for index, _ in requeued) == sorted(returned)
+    assert {json.dumps(data) for _, data in requeued} == {
+        json.dumps({"runner": "runner-1", "reason": RETURNED})
+    }
+    sent_to_steady = [c.run_trial.trial_id for c in steady.commands if c.HasField("run_trial")]
+    assert len(sent_to_steady) == trials  # each trial's one final execution

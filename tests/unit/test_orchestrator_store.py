@@ -459,6 +459,95 @@ def test_the_last_trial_to_finish_ends_the_sweep(
     assert kinds("s").count("sweep_finished") == 1
 
 
+# --- hand_back ---------------------------------------------------------------------------
+
+
+def test_a_handed_back_execution_goes_back_to_pending_as_a_new_execution(
+    orchestrator_db: Path,
+) -> None:
+    create("s", 2, retries=0)
+    execution = run("s/0", "r1")
+    store.record_metrics([(execution, '{"step":0}')])
+
+    assert store.hand_back(execution, "handed back: runner stopping") is None
+
+    row = trial("s/0")
+    assert (row.state, row.runner, row.attempts, row.outcome) == ("pending", None, 1, None)
+    assert (row.dispatched_at, row.started_at) == (None, None)
+    assert events("s")[-1] == (
+        "trial_requeued",
+        0,
+        {"runner": "r1", "reason": "handed back: runner stopping"},
+    )
+    # Its metrics were real: they stay.
+    assert ("metric", 0, {"values": {"step": 0}}) in events("s")
+    # Due at once, with retries 0: a hand-back failed no one.
+    assert picked(5) == ["s/0", "s/1"]
+    again = run("s/0", "r2")
+    assert again == "s/0@2"
+    assert store.finish_trial(again, ended(Outcome.SUCCEEDED, exit_code=0)) is None
+    assert (trial("s/0").state, trial("s/0").outcome) == ("finished", "succeeded")
+
+
+def test_a_hand_back_counts_among_the_attempts_that_retries_allow(
+    orchestrator_db: Path,
+) -> None:
+    create("s", 1, retries=1)
+    store.hand_back(run("s/0", "r1"), "handed back")
+    # The second execution, as a retry would be: a sandbox_error after it is kept.
+    assert store.finish_trial(run("s/0", "r2"), ended(Outcome.SANDBOX_ERROR)) == "error"
+    assert (trial("s/0").outcome, trial("s/0").attempts) == ("sandbox_error", 2)
+
+
+def test_a_stale_or_repeated_hand_back_changes_nothing(orchestrator_db: Path) -> None:
+    create("s", 1, retries=2)
+    first = run("s/0", "r1")
+    store.hand_back(first, "handed back")
+    second = run("s/0", "r2")
+    recorded = events("s")
+
+    assert store.hand_back(first, "handed back") is None  # repeated: now stale
+    assert store.hand_back("s/0@7", "no such execution") is None
+    assert store.hand_back("other/0", "no such trial") is None
+
+    row = trial("s/0")
+    assert (row.state, row.runner, row.attempts) == ("running", "r2", 2)
+    assert row.execution_id == second
+    assert events("s") == recorded
+    store.finish_trial(second, ended(Outcome.SUCCEEDED, exit_code=0))
+    assert store.hand_back(second, "too late") is None
+    assert trial("s/0").outcome == "succeeded"
+
+
+def test_an_abandoned_execution_handed_back_is_no_longer_to_be_stopped(
+    orchestrator_db: Path,
+) -> None:
+    create("s", 1, retries=1)
+    lost = run("s/0", "r1")
+    store.finish_trial(lost, ended(Outcome.RUNNER_LOST))
+    assert store.held_by("r1") == ([], ["s/0"])
+
+    store.hand_back(lost, "handed back")
+
+    assert store.held_by("r1") == ([], [])
+    assert trial("s/0").state == "pending"  # the retry it was given, untouched
+
+
+def test_a_trial_handed_back_in_a_cancelled_sweep_ends_cancelled(orchestrator_db: Path) -> None:
+    create("s", 2)
+    store.finish_trial(run("s/1"), ended(Outcome.SUCCEEDED, exit_code=0))
+    execution = run("s/0")
+    store.cancel_sweep("s")
+
+    assert store.hand_back(execution, "handed back") == "cancelled"
+
+    row = trial("s/0")
+    assert (row.state, row.outcome) == ("finished", "cancelled")
+    assert row.reason == "the sweep was cancelled; handed back"
+    assert picked(5) == []
+    assert kinds("s")[-2:] == ["trial_finished", "sweep_finished"]
+
+
 # --- cancel_sweep ------------------------------------------------------------------------
 
 
