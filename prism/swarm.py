@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism.environ import env
@@ -59,6 +59,8 @@ class Deployment:
     stack: str
     data_dir: Path
     port: int
+    # More of compose.yaml's variables (PRISM_RUNNER_SLOTS, PRISM_SERVICES_IMAGE, ...).
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def created_marker(self) -> Path:
@@ -77,6 +79,7 @@ class Deployment:
             "PRISM_DATA_DIR": str(self.data_dir),
             "PRISM_GATEWAY_PORT": str(self.port),
             "PRISM_RUNNER_REPLICAS": str(runners),
+            **self.settings,
         }
 
 

@@ -34,6 +34,7 @@ from sandbox import Sandbox
 from sandbox.container import OWNER_LABEL
 from sandbox.engine import ensure_engine, stop_engine
 from sandbox.images import ensure_sandbox_image
+from sandbox.services_image import ensure_services_image
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "orchestrator_svc" / "examples"
@@ -42,6 +43,7 @@ UNIT = REPO / "tests" / "unit"
 # This checkout's own tag: test runs of two checkouts that share one engine never
 # swap each other's sandbox image under a running test.
 SANDBOX_TAG = f"prism-sandbox:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
+SERVICES_TAG = f"prism-services:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 
 
 T = TypeVar("T")
@@ -180,6 +182,21 @@ def sandbox_image() -> str:
     ensure_engine(REPO / ".prism" / "test-run")
     with closing(docker.from_env()) as client:
         return ensure_sandbox_image(client, SANDBOX_TAG)
+
+
+@pytest.fixture(scope="session")
+def services_image(sandbox_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The services' image as `make services-image` builds it (by the path this machine
+    allows), under this checkout's own tag: kept after the run, so an unchanged checkout
+    only finds it next time (by its content's hash)."""
+    lines: list[str] = []
+    started = time.monotonic()
+    with closing(docker.from_env()) as client:
+        tag = ensure_services_image(
+            client, SERVICES_TAG, wheels=tmp_path_factory.mktemp("wheels"), announce=lines.append
+        )
+    print(f"\n{lines[0]}\n{tag} ready in {time.monotonic() - started:.0f} s")
+    return tag
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ answering one sweep through the gateway's port on the host's loopback."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,29 +22,12 @@ from docker.models.containers import Container
 
 from sandbox.container import OWNER_LABEL
 from sandbox.images import LOCAL_BASE, SLIM_BASE
-from sandbox.services_image import HASH_LABEL, ensure_services_image, envoy_version
+from sandbox.services_image import envoy_version
 from tests.conftest import REPO, wait_until
 
-# This checkout's own tag, as for the sandbox image: left in place after the tests, so
-# that the next run of an unchanged checkout only finds it (by its content's hash).
-TAG = f"prism-services:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 # Labels what these tests start, so that their finalizers remove exactly that.
 TEST_LABEL = "prism.test.services-image"
 SERVICE_UID = 10001
-
-
-@pytest.fixture(scope="module")
-def services_image(
-    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
-) -> str:
-    lines: list[str] = []
-    started = time.monotonic()
-    tag = ensure_services_image(
-        docker_client, TAG, wheels=tmp_path_factory.mktemp("wheels"), announce=lines.append
-    )
-    print(f"\n{lines[0]}\n{tag} ready in {time.monotonic() - started:.0f} s")
-    assert docker_client.images.get(tag).labels.get(HASH_LABEL)
-    return tag
 
 
 def run(client: docker.DockerClient, image: str, *command: str, **options: Any) -> str:
