@@ -10,7 +10,7 @@ TEST_RUN := .prism/test-run
 # .prism/; the step runner needs python3 alone, since its first step makes the venv.
 STEPS := python3 -m prism.steps --venv $(VENV) --stamp $(STAMP)
 
-.PHONY: demo test test-fast up down logs install engine images services-image chromium protos check lint clean
+.PHONY: demo test test-fast up down logs install engine images services-image swarm-up swarm-scale swarm-down chromium protos check lint clean
 
 demo:
 	@$(STEPS) demo
@@ -72,6 +72,18 @@ images: $(STAMP)
 # It says which and why. MODE=normal or MODE=offline insists on one.
 services-image: $(STAMP)
 	$(PY) -m sandbox.services_image $(if $(MODE),--mode $(MODE))
+
+# The stack on Docker Swarm (compose.yaml), on this engine's swarm or a single-node one made
+# for it (which swarm-down leaves again); the gateway on PRISM_GATEWAY_PORT (8080).
+RUNNERS ?= 3
+swarm-up: engine images services-image
+	$(PY) -m prism.swarm up --runners $(RUNNERS)
+
+swarm-scale: $(STAMP)
+	$(PY) -m prism.swarm scale $(RUNNERS)
+
+swarm-down: $(STAMP)
+	$(PY) -m prism.swarm down $(if $(VOLUMES),--volumes)
 
 protos: $(STAMP)
 	$(PY) protos/generate.py
