@@ -35,9 +35,14 @@ def parse_runners(spec: str) -> tuple[tuple[str, str], ...]:
 def parse_discovery(spec: str) -> tuple[str, int]:
     """ "host:port" -> (host, port): the DNS name whose addresses are the runners."""
     host, sep, port = spec.strip().rpartition(":")
+    host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"PRISM_RUNNERS_DNS: {spec!r} is not host:port, e.g. tasks.runner:50061")
-    return host.strip("[]"), int(port)
+    try:
+        host.encode("idna")  # what resolving it will do: labels of 1 to 63 characters
+    except UnicodeError:
+        raise ConfigError(f"PRISM_RUNNERS_DNS: {host!r} is not a host name") from None
+    return host, int(port)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +94,7 @@ class Settings:
             runner_token=read_secret("PRISM_RUNNER_TOKEN"),
             runners=() if dns else parse_runners(env("PRISM_RUNNERS", DEFAULT_RUNNERS)),
             discover=parse_discovery(dns) if dns else None,
-            discovery_seconds=float(env("PRISM_DISCOVERY_SECONDS", "2")),
+            discovery_seconds=_seconds("PRISM_DISCOVERY_SECONDS", "2"),
             examples=load_examples(
                 [n for n in names if n], Path(env("PRISM_EXAMPLES_DIR", str(EXAMPLES_DIR)))
             ),
@@ -102,6 +107,13 @@ class Settings:
                 env("PRISM_METRICS_ADDR", ""), variable="PRISM_METRICS_ADDR"
             ),
         )
+
+
+def _seconds(name: str, default: str) -> float:
+    value = float(env(name, default))
+    if not 0.1 <= value <= 3600:
+        raise ConfigError(f"{name}: expected 0.1 to 3600 seconds, got {value:g}")
+    return value
 
 
 def load_examples(names: list[str], folder: Path) -> tuple[tuple[str, str], ...]:

@@ -135,7 +135,11 @@ class Dispatcher:
         whose address is gone retired."""
         unknown = False
         while True:
-            found = await discovery.resolve(host, port)
+            try:
+                found = await discovery.resolve(host, port)
+            except Exception as error:  # a bug must not end discovery for good
+                logs.unexpected(log, "resolving the runners' name failed", error, name=host)
+                found = None
             if found is None:
                 if not unknown:
                     log.warning("runners' name does not resolve; keeping those known", name=host)
@@ -151,15 +155,22 @@ class Dispatcher:
             await asyncio.sleep(self.settings.discovery_seconds)
 
     def claim(self, runner: str, link: RunnerLink) -> bool:
-        """Only one connected link goes by a name; one not connected gives it up."""
+        """Only one link's stream goes by a name at a time; a link not holding it now
+        gives it up (and asks again on its next stream). The name keeps its clock: down
+        since the earliest its runner was last heard of, by any link."""
+        since = [self._absent.pop(runner, None), link.down_since]
         for other in self.links:
             if other is not link and other.name == runner:
-                if other.connected:
+                if other.holding:
+                    if since[0] is not None:
+                        self._absent[runner] = since[0]
                     return False
                 other.name = None
+                since.append(other.down_since)
+        known = [t for t in since if t is not None]
+        link.down_since = min(known) if known else time.monotonic()
         if runner not in self._holders:
             link.reconciled.set()  # else it is, once it answered for them on its stream
-        self._absent.pop(runner, None)
         return True
 
     def kick(self) -> None:
@@ -280,8 +291,12 @@ class Dispatcher:
             # Retries whose backoff has passed are dispatchable now.
             self.kick()
             try:
-                for runner, link in await self._lost(lost_after):
+                for runner in await self._lost(lost_after):
                     for item in await self._db(store.in_flight, runner):
+                        # Checked again before each: the runner may be back (a link
+                        # claimed its name and re-sent its trials) during the last write.
+                        if not self._away(runner, lost_after):
+                            break
                         execution_id = item.trial.execution_id
                         await self.record(
                             execution_id,
@@ -290,29 +305,35 @@ class Dispatcher:
                                 f"runner {runner} was unreachable for {lost_after:g} s",
                             ),
                         )
-                        if link is not None:
-                            link.give_up(execution_id)
+                        # Told to stop it, by whichever link goes by the name now.
+                        holder = self._named().get(runner)
+                        if holder is not None:
+                            holder.give_up(execution_id)
             except Exception as error:
                 logs.unexpected(log, "marking the trials of a lost runner failed", error)
 
-    async def _lost(self, lost_after: float) -> list[tuple[str, RunnerLink | None]]:
+    def _named(self) -> dict[str, RunnerLink]:
+        return {link.name: link for link in self.links if link.name is not None}
+
+    def _away(self, runner: str, lost_after: float) -> bool:
+        """Has nobody answered for `runner` these `lost_after` seconds: its link down that
+        long, or no link going by its name for that long?"""
+        link = self._named().get(runner)
+        since = self._absent.get(runner) if link is None else link.down_since
+        return since is not None and time.monotonic() - since >= lost_after
+
+    async def _lost(self, lost_after: float) -> list[str]:
         """The runners away for `lost_after` seconds: each link down that long, and each
         name holding trials that no link has gone by for that long."""
         now = time.monotonic()
-        named = {link.name: link for link in self.links if link.name is not None}
-        lost: list[tuple[str, RunnerLink | None]] = [
-            (name, link)
-            for name, link in named.items()
-            if link.down_since is not None and now - link.down_since >= lost_after
-        ]
+        named = self._named()
         if self.settings.discover is not None or self._absent:
             holders = await self._db(store.holders)
-            for name in holders - named.keys():
-                since = self._absent.setdefault(name, now)
-                if now - since >= lost_after:
-                    lost.append((name, None))
-            self._absent = {n: t for n, t in self._absent.items() if n in holders - named.keys()}
-        return lost
+            absent = holders - self._named().keys()
+            for name in absent:
+                self._absent.setdefault(name, now)
+            self._absent = {n: t for n, t in self._absent.items() if n in absent}
+        return [name for name in [*named, *self._absent] if self._away(name, lost_after)]
 
     async def _dispatch_loop(self) -> None:
         while True:

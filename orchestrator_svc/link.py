@@ -101,6 +101,9 @@ class RunnerLink:
         self.connected = False
         # Its address is gone from discovery: the stream open now is its last.
         self.retired = False
+        # The current stream goes by self.name, from the Hello that named it to the
+        # stream's end: no other link may take the name meanwhile (Dispatcher.claim).
+        self.holding = False
         # Since when this runner has not been answering (None while it is): its
         # last stream closed, or the stream it reopened has not yet answered for
         # every trial re-sent on it. A runner that connects but turns its trials
@@ -132,7 +135,11 @@ class RunnerLink:
 
     @property
     def free(self) -> int:
-        return 0 if self.draining else self.slots - len(self.in_flight)
+        """Trials it may be sent now: none while it drains, or once its address is gone
+        (its stream may end any time, and no other opens)."""
+        if self.draining or self.retired:
+            return 0
+        return self.slots - len(self.in_flight)
 
     def dispatch(self, item: Dispatchable) -> bool:
         """Send a trial on the open stream; False when there is none, so the trial
@@ -182,7 +189,7 @@ class RunnerLink:
             finally:
                 if self.down_since is None:
                     self.down_since = time.monotonic()
-                self.connected = False
+                self.connected = self.holding = False
                 self._outbox = None
             # Back off from the first failure on; only a stream that lived a
             # while starts over fast, so a stream that fails at once cannot spin.
@@ -196,8 +203,15 @@ class RunnerLink:
         writer: asyncio.Task[None] | None = None
         reading: asyncio.Future[protocol.Event | None] | None = None
         try:
-            await call.wait_for_connection()
-            slots = protocol.slots_from_metadata(await call.initial_metadata())
+            try:
+                # A runner that takes the connection but never answers is a hung one.
+                async with asyncio.timeout(self._silence):
+                    await call.wait_for_connection()
+                    slots = protocol.slots_from_metadata(await call.initial_metadata())
+            except TimeoutError:
+                log.info("runner silent; closing its stream", runner=self.name,
+                         address=self.address, seconds=self._silence)  # fmt: skip
+                return
             # A runner speaks first, with its Hello. One older than Hello says nothing
             # until its first heartbeat (or, quiet, at all): the link goes on without,
             # and its first event is then handled like any other. (The read is waited
@@ -215,13 +229,18 @@ class RunnerLink:
                 if not self._greeted(first):
                     return
                 slots, first = first.slots, None
-            elif self.name is None:
+            elif self.discovered:
+                # Whoever answers at a found address now must say who it is, every time:
+                # the address may be another task's since the last stream.
                 log.error("discovered runner sent no Hello: it cannot say who it is",
                           address=self.address)  # fmt: skip
                 return
             self.slots = slots
-            assert self.name is not None  # configured, or said in the Hello
-            held, abandoned = await self._reports.held_by(self.name)
+            name = self.name
+            assert name is not None  # configured, or said in the Hello
+            held, abandoned = await self._reports.held_by(name)
+            if self.name != name:
+                return  # not while holding it; a guard, should the rules ever change
             outbox: asyncio.Queue[runner_pb2.RunnerCommand] = asyncio.Queue()
             self._unanswered = {item.trial.execution_id for item in held}
             self.in_flight = set(self._unanswered)
@@ -326,17 +345,25 @@ class RunnerLink:
         (said once per name, not per retry). A discovered runner is the one it says,
         unless another connected link goes by that name: then this stream closes, and
         the next one asks again."""
-        if self.discovered and hello.runner != self.name:
-            if self.connected or not self._reports.claim(hello.runner, self):
+        if self.discovered and self.holding and hello.runner != self.name:
+            log.error(
+                "runner refused: a late Hello names another runner than its stream's",
+                runner=self.name,
+                address=self.address,
+                says=hello.runner[:100],
+            )
+            return False
+        if self.discovered and not self.holding:
+            if not self._reports.claim(hello.runner, self):
                 if hello.runner != self._refused_as:
                     self._refused_as = hello.runner
                     log.error(
-                        "runner refused: another connected runner has its name",
+                        "runner refused: another runner's stream goes by its name",
                         address=self.address,
                         says=hello.runner[:100],
                     )
                 return False
-            self.name = hello.runner
+            self.name, self.holding = hello.runner, True
         if hello.runner != self.name:
             if hello.runner != self._refused_as:
                 self._refused_as = hello.runner

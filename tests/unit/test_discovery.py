@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from orchestrator_svc import discovery, domain, store
+from orchestrator_svc import link as link_module
 from orchestrator_svc.config import ConfigError, Settings, parse_discovery
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.news import SweepNews
@@ -241,5 +242,69 @@ def test_trials_of_a_runner_that_never_comes_back_are_lost_in_time(
         while await outcome() is None:  # noqa: ASYNC110 - the store, polled
             await asyncio.sleep(0.05)
         assert await outcome() == "runner_lost"
+
+    run(tmp_path, monkeypatch, scenario)
+
+
+def test_a_found_address_that_answers_without_a_hello_gets_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(link_module, "HELLO_SECONDS", 0.2)
+
+    async def scenario(dispatcher: Dispatcher, cluster: Cluster, db: DbThread) -> None:
+        a = await cluster.start(HOSTS[0], "runner-1")
+        await dispatcher.start()
+        await until(lambda: "runner-1" in up(dispatcher))
+        # runner-1 holds a trial (recorded as sent to it; the scripted runner never saw
+        # it); then its address answers as someone who says nothing.
+        planned = [domain.PlannedTrial("t0", "print(1)", {})]
+        sweep_id = await db(
+            store.create_sweep, "s", "task", {"task": "task", "maxParallel": 1}, planned
+        )
+        assert await db(store.assign, f"{sweep_id}/0", "runner-1") is not None
+        await cluster.stop(a)
+        silent = ScriptedRunner(None, metadata_slots="2")  # as a runner older than Hello
+        server = grpc.aio.server()
+        runner_pb2_grpc.add_RunnerServicer_to_server(silent, server)
+        assert server.add_insecure_port(a) == cluster.port
+        await server.start()
+        try:
+            await until(lambda: silent.streams >= 2)
+            assert silent.commands == [], "another runner's trial went to whoever answered"
+        finally:
+            await server.stop(0)
+
+    run(tmp_path, monkeypatch, scenario)
+
+
+def test_a_name_is_not_taken_from_a_stream_that_is_still_being_set_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(dispatcher: Dispatcher, cluster: Cluster, db: DbThread) -> None:
+        planned = [domain.PlannedTrial("t0", "print(1)", {})]
+        sweep_id = await db(store.create_sweep, "s", "task", {"task": "task"}, planned)
+        assert await db(store.assign, f"{sweep_id}/0", "runner-1") is not None
+        # The first stream to say runner-1 waits in the middle of its set-up (reading
+        # what the runner holds) while a second address says the same name.
+        release, asked = asyncio.Event(), asyncio.Event()
+        real = dispatcher.held_by
+
+        async def slow(runner: str) -> tuple[list[store.Dispatchable], list[str]]:
+            if not asked.is_set():
+                asked.set()
+                await release.wait()
+            return await real(runner)
+
+        monkeypatch.setattr(dispatcher, "held_by", slow)
+        first = await cluster.start(HOSTS[0], "runner-1")
+        await dispatcher.start()
+        await asked.wait()
+        second = await cluster.start(HOSTS[1], "runner-1")
+        await until(lambda: cluster.runners[second].streams >= 2)
+        release.set()
+        await until(lambda: up(dispatcher) == {"runner-1": first})
+        await until(lambda: len(cluster.runners[first].commands) == 1)
+        assert cluster.runners[second].commands == []
+        assert [link.name for link in dispatcher.links if link.connected] == ["runner-1"]
 
     run(tmp_path, monkeypatch, scenario)
