@@ -30,9 +30,15 @@ from prism.server import ListenError
 log = logs.get("metrics")
 
 PATH = "/metrics"
-# A scrape's request line and headers, at most; and how long they may take to arrive.
+# A scrape's request line and headers, at most; how long a whole exchange may take.
 MAX_REQUEST_BYTES = 8 * 1024
 READ_SECONDS = 10.0
+# Connections served at once; beyond, a new one is closed at once. Prometheus scrapes
+# one at a time; this bounds what anyone who can reach the port can make it hold.
+MAX_CONNECTIONS = 16
+# Scrapes this close together share what was read before them (the orchestrator's
+# counts come from its one database thread, which dispatch needs too).
+FRESH_SECONDS = 1.0
 
 BeforeScrape = Callable[[], Awaitable[None]]
 
@@ -68,6 +74,9 @@ class MetricsEndpoint:
         self._registry = registry
         self._before_scrape = before_scrape
         self._server: asyncio.Server | None = None
+        self._open = 0
+        self._refresh: asyncio.Task[None] | None = None
+        self._refreshed_at = float("-inf")
 
     async def start(self, host: str, port: int) -> int:
         """Listen; the port bound (for port 0). Raises ListenError."""
@@ -87,11 +96,23 @@ class MetricsEndpoint:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.transport.abort()
+            return
+        self._open += 1
+        try:
+            async with asyncio.timeout(READ_SECONDS):
+                await self._exchange(reader, writer)
+        except TimeoutError:
+            writer.transport.abort()  # too slow a client, either way
+        finally:
+            self._open -= 1
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                async with asyncio.timeout(READ_SECONDS):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 return  # not a request we answer: the connection just closes
             method, path, accept = _request(head)
             if path != PATH:
@@ -115,10 +136,25 @@ class MetricsEndpoint:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    async def _refreshed(self) -> None:
+        """What the registry reads, brought up to date once for the scrapes that come
+        together (they share one refresh in flight, or one done moments ago)."""
+        if self._before_scrape is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._refresh is None and loop.time() - self._refreshed_at > FRESH_SECONDS:
+            self._refresh = asyncio.ensure_future(self._before_scrape())
+        if self._refresh is not None:
+            refresh = self._refresh
+            try:
+                await asyncio.shield(refresh)  # a client leaving does not cancel it
+            finally:
+                if refresh.done() and self._refresh is refresh:
+                    self._refresh, self._refreshed_at = None, loop.time()
+
     async def _scrape(self, accept: str) -> tuple[int, dict[str, str], bytes]:
         try:
-            if self._before_scrape is not None:
-                await self._before_scrape()
+            await self._refreshed()
             encoder, content_type = choose_encoder(accept)
             return 200, {"Content-Type": content_type}, encoder(self._registry)
         except Exception as error:

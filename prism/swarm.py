@@ -87,13 +87,18 @@ def swarm_state() -> str:
     return docker("info", "--format", "{{.Swarm.LocalNodeState}}").strip()
 
 
+def cluster_id() -> str:
+    return docker("info", "--format", "{{.Swarm.Cluster.ID}}").strip()
+
+
 def ensure_swarm(deployment: Deployment) -> bool:
-    """A swarm to deploy on; True if this made it."""
+    """A swarm to deploy on; True if this made it (noted with the swarm's id, so that
+    `down` leaves that swarm only, and only when nothing else runs on it)."""
     if swarm_state() == "active":
         return False
     docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     deployment.created_marker.parent.mkdir(parents=True, exist_ok=True)
-    deployment.created_marker.write_text("docker swarm init by prism.swarm\n")
+    deployment.created_marker.write_text(cluster_id() + "\n")
     return True
 
 
@@ -169,15 +174,23 @@ def down(deployment: Deployment, *, volumes: bool) -> None:
         if not left:
             break
         time.sleep(1)
+    else:
+        print(f"prism.swarm: stack {deployment.stack}: not all gone after {GONE_SECONDS:g} s")
     if volumes:
         for volume in docker("volume", "ls", "-q", "--filter", f"label={label}").split():
             docker("volume", "rm", volume, check=False)
-    if deployment.created_marker.exists():
-        docker("swarm", "leave", "--force", check=False)
-        deployment.created_marker.unlink()
-        print(f"stack {deployment.stack} removed, and the swarm prism.swarm had made")
+    print(f"stack {deployment.stack} removed")
+    if not deployment.created_marker.exists():
+        return
+    made = deployment.created_marker.read_text().strip()
+    if swarm_state() != "active" or cluster_id() != made:
+        deployment.created_marker.unlink()  # that swarm is gone already
+    elif docker("service", "ls", "-q").split():
+        print("the swarm swarm-up made is kept: other services run on it")
     else:
-        print(f"stack {deployment.stack} removed")
+        docker("swarm", "leave", "--force")
+        deployment.created_marker.unlink()
+        print("and the swarm swarm-up had made")
 
 
 def main(argv: list[str] | None = None) -> None:

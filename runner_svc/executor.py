@@ -211,6 +211,9 @@ class TrialExecutor:
         # Set once stopped: every stream ends, and a new one is refused.
         self._stopped = False
         self._running: dict[str, _RunningTrial] = {}
+        # Admissions under way (recording a new trial): a drain waits for them, since
+        # each ends with a trial running that it must finish or hand back.
+        self._admitting: set[asyncio.Task[str | None]] = set()
         # Every open stream's outbox, for what concerns them all (Draining).
         self._streams: set[Outbox] = set()
 
@@ -278,7 +281,10 @@ class TrialExecutor:
         # The stream may be cut at any await here (the orchestrator crashed or
         # gave up on it). Recording a new trial and starting it happen in a task
         # of their own, so a cut can never leave it recorded but not running.
-        previous = await asyncio.shield(asyncio.create_task(self._admit(run, outbox)))
+        admission = asyncio.create_task(self._admit(run, outbox))
+        self._admitting.add(admission)
+        admission.add_done_callback(self._admitting.discard)
+        previous = await asyncio.shield(admission)
         if previous is None:
             return  # new: accepted, subscribed and started by the admission
         trial = self._running.get(run.trial_id)
@@ -473,6 +479,8 @@ class TrialExecutor:
         log.info("draining", trials=len(self._running), seconds=seconds)
         for outbox in self._streams:
             outbox.put_nowait(protocol.DRAINING)
+        if self._admitting:
+            await asyncio.wait(set(self._admitting))
         for trial in self._running.values():
             if trial.preparing:
                 trial.returning = True

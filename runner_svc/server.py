@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
+import os
+from pathlib import Path
 
 import docker
 
@@ -30,6 +33,22 @@ log = logs.get("runner")
 GRACE_SECONDS = 10.0
 
 
+_held_locks: list[int] = []
+
+
+def hold_name_lock(path: Path, name: str) -> None:
+    """Take the runner's lock, waiting (and saying so) while another process has it; it
+    is held until this process exits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.warning("another process runs this runner; waiting for it to exit", runner=name)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    _held_locks.append(fd)
+
+
 async def serve(settings: Settings) -> None:
     server, health = new_server(
         token=settings.token,
@@ -50,6 +69,12 @@ async def serve(settings: Settings) -> None:
         owner=settings.name,
         on_container_started=metrics.container_started,
     )
+    # One process per runner name: a second one (Swarm starts a task's replacement while
+    # the old one still drains; a second `python -m runner_svc` by mistake) waits here
+    # until the first has exited, before its recovery could remove the first one's
+    # containers. The lock is the kernel's, on a file beside the runner's records, so it
+    # ends with the process however it ends.
+    await asyncio.to_thread(hold_name_lock, settings.db_path.with_suffix(".lock"), settings.name)
     db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
     # Nothing runs here yet, so every container with our label is an orphan of
     # an earlier process, and every trial marked running was interrupted.

@@ -8,6 +8,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -747,3 +748,33 @@ def test_a_cancel_during_the_drain_ends_the_trial_cancelled_not_returned(db: DbT
 
     events = run_async(scenario())
     assert result(events).outcome == trial_pb2.OUTCOME_CANCELLED
+
+
+def test_a_drain_waits_for_a_trial_being_admitted_and_hands_it_back(
+    db: DbThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a new trial is being recorded: the drain does not end before the
+    admission does, so that trial is handed back too, never left unanswered."""
+    recording = threading.Event()
+    admit = store.admit
+
+    def slow_admit(*args: Any) -> Any:
+        recording.set()
+        time.sleep(0.3)
+        return admit(*args)
+
+    monkeypatch.setattr(store, "admit", slow_admit)
+
+    async def scenario() -> list[Any]:
+        async with runner(db) as r:
+            sending = asyncio.create_task(r.send("late/0", "block"))
+            await asyncio.to_thread(recording.wait)
+            await r.executor.stop(0)
+            outbox = await sending
+            return [outbox.get_nowait() for _ in range(outbox.qsize())]
+
+    sent = run_async(scenario())
+    # Accepted and handed back before anything that ends the stream, nothing after.
+    events = [e for e in sent if isinstance(e, runner_pb2.RunnerEvent)]
+    assert kinds(events) == ["accepted", "returned"], sent
+    assert sent[: len(events)] == events

@@ -26,6 +26,7 @@ from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.domain import PlannedTrial
 from orchestrator_svc.metrics import OrchestratorMetrics
 from orchestrator_svc.news import SweepNews
+from prism import metrics as prism_metrics
 from prism import runner_protocol as protocol
 from prism.metrics import MetricsEndpoint, parse_address
 from prism.sqlite import DbThread
@@ -101,6 +102,57 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float:
 
 
 # --- the endpoint -------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def every_scrape_reads_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scrapes moments apart share one read in service; the tests here look at each."""
+    monkeypatch.setattr(prism_metrics, "FRESH_SECONDS", 0.0)
+
+
+def test_scrapes_together_share_one_read_and_connections_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(prism_metrics, "FRESH_SECONDS", 60.0)
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def before() -> None:
+        reads.append(1)
+        await release.wait()
+
+    async def scenario() -> tuple[list[int], bool]:
+        endpoint = MetricsEndpoint(CollectorRegistry(), before_scrape=before)
+        port = await endpoint.start("127.0.0.1", 0)
+        try:
+            request = b"GET /metrics HTTP/1.1\r\n\r\n"
+            scrapes = [asyncio.create_task(http_get(port, request)) for _ in range(5)]
+            while not reads:  # noqa: ASYNC110 - the endpoint's own state
+                await asyncio.sleep(0.01)
+            # Idle connections fill the endpoint; one more is closed at once.
+            idle = [
+                await asyncio.open_connection("127.0.0.1", port)
+                for _ in range(prism_metrics.MAX_CONNECTIONS)
+            ]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            try:
+                refused = await reader.read() == b""
+            except ConnectionResetError:
+                refused = True
+            writer.close()
+            for _, idle_writer in idle:
+                idle_writer.close()
+            release.set()
+            statuses = [(await scrape)[0] for scrape in scrapes]
+            await http_get(port, request)  # moments later: the same read serves
+            return statuses, refused
+        finally:
+            await endpoint.close()
+
+    statuses, refused = run_async(scenario)
+    assert statuses == [200] * 5 and reads == [1]
+    assert refused
 
 
 def test_the_endpoint_serves_its_registry_at_metrics_alone() -> None:
