@@ -31,9 +31,12 @@ def test_a_second_process_waits_until_the_first_exits(tmp_path: Path) -> None:
     assert first.stdout is not None and first.stdin is not None
     assert first.stdout.readline() == "held\n"
     taken = threading.Event()
-    waiter = threading.Thread(
-        target=lambda: (hold_name_lock(lock, "runner-1"), taken.set()), daemon=True
-    )
+
+    def wait_for_it() -> None:
+        hold_name_lock(lock, "runner-1")
+        taken.set()
+
+    waiter = threading.Thread(target=wait_for_it, daemon=True)
     waiter.start()
     assert not taken.wait(0.5), "took the lock while the first process held it"
     first.stdin.close()  # the first one exits, and the kernel frees its lock
