@@ -15,6 +15,7 @@ are never resolved against one (`--resolve-image never`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import stat
@@ -31,6 +32,10 @@ from prism.stack import ensure_secret
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "compose.yaml"
+PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus.yml"
+SERVICES_IMAGE = "prism-services:latest"
+# The label `make services-image` puts on the image: a hash of what it was built from.
+HASH_LABEL = "prism.services.hash"
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 READY_SECONDS = 180.0
 GONE_SECONDS = 120.0
@@ -67,6 +72,11 @@ class Deployment:
         return self.data_dir / "swarm" / "created-by-prism"
 
     @property
+    def image_record(self) -> Path:
+        """The image tag `up` made for the stack, which `down` removes."""
+        return self.data_dir / "swarm" / f"{self.stack}.image"
+
+    @property
     def api_token(self) -> str:
         return (self.data_dir / "api_token").read_text().strip()
 
@@ -74,13 +84,36 @@ class Deployment:
         return f"{self.stack}_{name}"
 
     def environment(self, runners: int) -> dict[str, str]:
-        return {
+        environment = {
             "PRISM_DOCKER_GID": str(DOCKER_SOCKET.stat().st_gid),
             "PRISM_DATA_DIR": str(self.data_dir),
             "PRISM_GATEWAY_PORT": str(self.port),
             "PRISM_RUNNER_REPLICAS": str(runners),
+            "PRISM_PROMETHEUS_CONFIG": content_name(PROMETHEUS_CONFIG),
             **self.settings,
         }
+        environment["PRISM_SERVICES_IMAGE"] = versioned(
+            environment.get("PRISM_SERVICES_IMAGE", SERVICES_IMAGE)
+        )
+        return environment
+
+
+def content_name(path: Path) -> str:
+    """A name that changes with the file: Swarm's configs cannot change in place."""
+    return f"prism_prometheus_{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+def versioned(image: str) -> str:
+    """The image under a tag of its content (the hash `make services-image` labels it
+    with): a service's spec changes when the image does, so Swarm rolls the new one out
+    (with no registry, a tag that stays the same would never be looked at again)."""
+    labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", image)
+    digest = (json.loads(labels) or {}).get(HASH_LABEL)
+    if not digest:
+        return image
+    tagged = f"{image.rpartition(':')[0] or image}:h-{digest[:12]}"
+    docker("tag", image, tagged)
+    return tagged
 
 
 def swarm_state() -> str:
@@ -111,10 +144,13 @@ def up(deployment: Deployment, runners: int) -> None:
         # secrets owned by their own uid.
         os.chmod(deployment.data_dir / name, stat.S_IRUSR | stat.S_IWUSR)
     made = ensure_swarm(deployment)
+    environment = deployment.environment(runners)
+    deployment.image_record.parent.mkdir(parents=True, exist_ok=True)
+    deployment.image_record.write_text(environment["PRISM_SERVICES_IMAGE"] + "\n")
     docker(
         "stack", "deploy", "--resolve-image", "never", "--prune",
         "-c", str(COMPOSE_FILE), deployment.stack,
-        env_extra=deployment.environment(runners),
+        env_extra=environment,
     )  # fmt: skip
     wait_ready(deployment)
     swarm = "a single-node swarm made now" if made else "the engine's swarm"
@@ -179,6 +215,11 @@ def down(deployment: Deployment, *, volumes: bool) -> None:
     if volumes:
         for volume in docker("volume", "ls", "-q", "--filter", f"label={label}").split():
             docker("volume", "rm", volume, check=False)
+    if deployment.image_record.exists():
+        image = deployment.image_record.read_text().strip()
+        if ":h-" in image:  # the tag up made (the image stays under its other tags)
+            docker("image", "rm", image, check=False)
+        deployment.image_record.unlink()
     print(f"stack {deployment.stack} removed")
     if not deployment.created_marker.exists():
         return
