@@ -312,10 +312,7 @@ class RunnerLink:
             # Late (after HELLO_SECONDS, a loaded runner): still checked and applied.
             return self._greeted(event)
         if isinstance(event, protocol.Accepted):
-            if self._unanswered:
-                self._unanswered.discard(event.execution_id)
-                if not self._unanswered:
-                    self._answered()
+            self._answered_for(event.execution_id)
         elif isinstance(event, protocol.Started):
             await self._reports.trial_started(event.execution_id)
         elif isinstance(event, protocol.Metrics):
@@ -330,10 +327,7 @@ class RunnerLink:
         elif isinstance(event, protocol.Returned):
             # The runner's answer for it, as an Accepted is (one re-sent to a draining
             # runner that never recorded it is returned instead of accepted).
-            if self._unanswered:
-                self._unanswered.discard(event.execution_id)
-                if not self._unanswered:
-                    self._answered()
+            self._answered_for(event.execution_id)
             self.in_flight.discard(event.execution_id)
             await self._reports.trial_returned(event.execution_id, event.reason)
         return True
@@ -376,6 +370,13 @@ class RunnerLink:
             return False
         self.slots, self.capabilities = hello.slots, hello.capabilities
         return True
+
+    def _answered_for(self, execution_id: str) -> None:
+        """The runner answered for one re-sent execution; for the last, it is up."""
+        if self._unanswered:
+            self._unanswered.discard(execution_id)
+            if not self._unanswered:
+                self._answered()
 
     def _answered(self) -> None:
         """The runner has answered for everything it holds: it is up."""
