@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from gateway import dashboard
 from prism.stack import ORCHESTRATOR
@@ -149,24 +150,33 @@ TOOLTIP_TEXT = """(id) => echarts.getInstanceByDom(document.getElementById(id)).
 
 def hover_chart(page: Page, element_id: str) -> str:
     """Moves the mouse onto the middle of the parallel coordinates' first line, or of the
-    chart (the curves' tooltip follows the axis); the tooltip's text."""
+    chart (the curves' tooltip follows the axis); the tooltip's text. Tried again from
+    off the chart a few times: the page redraws a live chart, which hides its tooltip."""
     chart = page.locator(f"#{element_id}")
     chart.scroll_into_view_if_needed()
-    box = chart.bounding_box()
-    assert box is not None
-    points = page.evaluate(
-        """(id) => echarts.getInstanceByDom(document.getElementById(id)).getZr().storage
-          .getDisplayList().find((e) => e.type === "polyline")?.shape.points ?? null""",
-        element_id,
-    )
-    if points:
-        (x0, y0), (x1, y1) = points[0], points[1]
-        page.mouse.move(box["x"] + (x0 + x1) / 2, box["y"] + (y0 + y1) / 2)
-    else:
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_function(f"(id) => ({TOOLTIP_TEXT})(id).length > 0", arg=element_id)
-    text: str = page.evaluate(TOOLTIP_TEXT, element_id)
-    return text
+    for _ in range(10):
+        box = chart.bounding_box()
+        assert box is not None
+        points = page.evaluate(
+            """(id) => echarts.getInstanceByDom(document.getElementById(id)).getZr().storage
+              .getDisplayList().find((e) => e.type === "polyline")?.shape.points ?? null""",
+            element_id,
+        )
+        page.mouse.move(0, 0)
+        if points:
+            (x0, y0), (x1, y1) = points[0], points[1]
+            page.mouse.move(box["x"] + (x0 + x1) / 2, box["y"] + (y0 + y1) / 2, steps=4)
+        else:
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=4)
+        try:
+            page.wait_for_function(
+                f"(id) => ({TOOLTIP_TEXT})(id).length > 0", arg=element_id, timeout=3000
+            )
+        except PlaywrightTimeoutError:
+            continue
+        text: str = page.evaluate(TOOLTIP_TEXT, element_id)
+        return text
+    raise AssertionError(f"no tooltip on #{element_id} after 10 tries")
 
 
 def chart_option(page: Page, element_id: str) -> dict[str, Any]:
