@@ -421,6 +421,16 @@ def check(trials: int, steps: Steps, *, engine_only: bool = False) -> None:
     missing = {feature for feature, ok, _ in probes if not ok}
     if "network namespaces" in missing or "veth pairs" in missing:
         raise CheckFailed("a second host here needs network namespaces and veth pairs")
+    if any(feature.startswith("IPVS") for feature in missing):
+        say(
+            "  without IPVS a service's virtual IP and the routing mesh do not work: "
+            "compose.yaml uses DNS round robin and host-mode publishing, which do not need it"
+        )
+    if any(feature.startswith("vxlan") for feature in missing):
+        say(
+            "  without vxlan the stack's overlay networks cannot span two nodes: "
+            "expect the overlay step to fail"
+        )
     say()
 
     with steps.step("the main engine is in no swarm"):
@@ -451,6 +461,11 @@ def check(trials: int, steps: Steps, *, engine_only: bool = False) -> None:
         f"  pid {host.dockerd.pid}, name {info['Name']}, data root {info['DockerRootDir']}, "
         f"socket {host.socket}, cgroup parent {host.cgroup_parent}"
     )
+    # compose.yaml gives every runner one PRISM_DOCKER_GID: the sockets' groups must agree.
+    gids = (host.socket.stat().st_gid, Path("/var/run/docker.sock").stat().st_gid)
+    say(f"  socket group {gids[0]} (the main engine's: {gids[1]})")
+    if gids[0] != gids[1]:
+        raise CheckFailed("the engines' sockets have different groups: runners need one gid")
 
     with steps.step("the images on both engines (no registry: docker save | docker load)"):
         for image in (SERVICES_IMAGE, SANDBOX_IMAGE):
@@ -470,11 +485,11 @@ def check(trials: int, steps: Steps, *, engine_only: bool = False) -> None:
         return
 
     with steps.step("a swarm: the main engine as manager"):
-        steps.undo("the main engine leaves the swarm", lambda: leave_main(networks_before))
         docker(
             "swarm", "init", "--advertise-addr", str(host_addr.ip),
             "--listen-addr", f"{host_addr.ip}:2377",
         )  # fmt: skip
+        steps.undo("the main engine leaves the swarm", lambda: leave_main(networks_before))
     with steps.step("the namespace's engine joins as a worker"):
         token = docker("swarm", "join-token", "-q", "worker").strip()
         steps.undo("the worker leaves the swarm", lambda: host.docker("swarm", "leave", "--force"))
@@ -549,8 +564,13 @@ def check(trials: int, steps: Steps, *, engine_only: bool = False) -> None:
 
     with steps.step("the orchestrator reaches both runners across the overlay"):
         reached = reach_runners(deployment)
-    for line in reached:
-        say(f"  {line}")
+        for line in reached:
+            say(f"  {line}")
+        up_now = wait_for(
+            "both runners up for the orchestrator", lambda: runners_up(deployment), 60
+        )
+    for name in up_now:
+        say(f"  prism_runner_up{{runner={name!r}}} 1 (the orchestrator's metrics)")
 
     watches = [
         EventWatch("main", ["docker"]),
@@ -615,6 +635,22 @@ def reach_runners(deployment: Deployment) -> list[str]:
             "nodes carries its traffic in VXLAN over UDP 4789 between the nodes' addresses)"
         )
     return lines
+
+
+def runners_up(deployment: Deployment) -> list[str] | None:
+    """The runners the orchestrator has connected, by name, once there are two."""
+    container = docker(
+        "ps", "-q", "--filter",
+        f"label=com.docker.swarm.service.name={deployment.service('orchestrator')}",
+    ).split()[0]  # fmt: skip
+    code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9101/metrics').read().decode())"
+    body = docker("exec", container, "python3", "-c", code, check=False)
+    names = sorted(
+        line.split('"')[1]
+        for line in body.splitlines()
+        if line.startswith("prism_runner_up{") and float(line.split()[-1]) == 1
+    )
+    return names if len(names) == 2 else None
 
 
 def report(sweep: dict[str, Any], watches: list[EventWatch], stack: str, trials: int) -> None:
