@@ -573,7 +573,7 @@ def check(trials: int, steps: Steps, *, engine_only: bool = False) -> None:
         say(f"  prism_runner_up{{runner={name!r}}} 1 (the orchestrator's metrics)")
 
     watches = [
-        EventWatch("main", ["docker"]),
+        EventWatch(docker("info", "--format", "{{.Name}}").strip(), ["docker"]),
         EventWatch(host.hostname, ["docker", "-H", f"unix://{host.socket}"]),
     ]
     api = Api(deployment)
@@ -600,7 +600,7 @@ def check(trials: int, steps: Steps, *, engine_only: bool = False) -> None:
             watch.stop()
         if sweep["state"] != "done":
             raise CheckFailed(f"the sweep ended {sweep['state']}")
-    report(sweep, watches, deployment.stack, trials)
+    report(sweep, watches, trials)
 
 
 def docker_tasks(service: str) -> list[dict[str, str]]:
@@ -653,45 +653,49 @@ def runners_up(deployment: Deployment) -> list[str] | None:
     return names if len(names) == 2 else None
 
 
-def report(sweep: dict[str, Any], watches: list[EventWatch], stack: str, trials: int) -> None:
-    # Which engine created each runner's sandbox containers, from the engines' events.
-    engine_of: dict[str, set[str]] = {}
-    per_engine: Counter[str] = Counter()
+def report(sweep: dict[str, Any], watches: list[EventWatch], trials: int) -> None:
+    """Each trial's runner (the orchestrator's record) beside the engine that created its
+    sandbox container: the container's labels, `prism.trial` (the execution id,
+    `<sweep>/<index>`, `@<attempt>` after the first) and `prism.owner` (the runner)."""
+    seen: dict[int, list[tuple[str, str]]] = {}
     for watch in watches:
         for created in watch.created:
-            owner = created.get(OWNER_LABEL, "")
-            if owner.startswith(f"{stack}_"):
-                engine_of.setdefault(owner, set()).add(watch.engine)
-                per_engine[watch.engine] += 1
-    say("\ntrials (runner from the orchestrator; engine from the engines' own events):")
-    by_runner: Counter[str] = Counter()
+            execution = created.get(TRIAL_LABEL, "")
+            trial_id = execution.partition("@")[0]
+            sweep_id, _, index = trial_id.partition("/")
+            if sweep_id == sweep["id"] and index.isdigit():
+                seen.setdefault(int(index), []).append((watch.engine, created[OWNER_LABEL]))
+    say(
+        "\ntrials: runner from the orchestrator; the engine (by its node's name) and the "
+        "container's owner from each engine's own events"
+    )
+    problems: list[str] = []
+    per_engine: Counter[str] = Counter()
     for trial in sweep["trials"]:
-        runner = trial.get("runner", "")
-        by_runner[runner] += trial.get("attempts", 1)
-        engines = ",".join(sorted(engine_of.get(runner, {"none seen"})))
+        index, runner = trial["index"], trial.get("runner", "")
+        containers = seen.get(index, [])
+        per_engine.update(engine for engine, _ in containers)
+        where = "; ".join(f"{engine} (owner {owner})" for engine, owner in containers)
         say(
-            f"  trial {trial['index']:2}  {trial['outcome']:9}  loss {trial['metrics']['loss']}"
-            f"  runner {runner:34}  engine {engines}"
+            f"  trial {index:2}  {trial['outcome']:9}  loss {trial['metrics']['loss']}  "
+            f"runner {runner:34}  container on {where or 'no engine seen'}"
         )
-    say("sandbox containers created, per engine and runner:")
-    for watch in watches:
-        owners = Counter(c[OWNER_LABEL] for c in watch.created if c[OWNER_LABEL] in by_runner)
-        trial_ids = sorted({c.get(TRIAL_LABEL, "")[:8] for c in watch.created})
-        say(f"  {watch.engine}: {dict(owners)} (trials {', '.join(trial_ids)})")
-    outcomes = Counter(t["outcome"] for t in sweep["trials"])
-    if outcomes != Counter({"succeeded": trials}):
-        raise CheckFailed(f"outcomes {dict(outcomes)}")
-    engines_used = {e for engines in engine_of.values() for e in engines}
-    if len(engines_used) != 2:
-        raise CheckFailed(f"trials ran on {sorted(engines_used)} only")
-    if any(len(engines) != 1 for engines in engine_of.values()):
-        raise CheckFailed(f"a runner's containers on two engines: {engine_of}")
-    if sum(per_engine.values()) != sum(by_runner.values()):
-        raise CheckFailed(
-            f"{sum(per_engine.values())} sandbox containers seen, "
-            f"{sum(by_runner.values())} executions recorded"
-        )
-    say(f"both engines ran trials: {dict(per_engine)}")
+        if trial["outcome"] != "succeeded":
+            problems.append(f"trial {index} {trial['outcome']}: {trial.get('reason', '')}")
+        if len(containers) != trial.get("attempts", 1):
+            problems.append(f"trial {index}: {len(containers)} containers seen")
+        elif containers[-1][1] != runner:
+            problems.append(f"trial {index}: its container's owner is not its runner")
+        elif not runner.endswith(f"-{containers[-1][0]}"):
+            problems.append(f"trial {index}: its runner's node is not the engine that ran it")
+    say(f"sandbox containers per engine: {dict(per_engine)}")
+    if len(sweep["trials"]) != trials:
+        problems.append(f"{len(sweep['trials'])} trials recorded")
+    if len(per_engine) != 2:
+        problems.append(f"trials ran on {sorted(per_engine)} only")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    say("both engines ran trials, each trial on the engine of the node its runner is on")
 
 
 def remove_stack(deployment: Deployment, host: SecondHost) -> None:
