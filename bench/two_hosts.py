@@ -2,7 +2,10 @@
 second Docker engine in a network namespace this script makes, and a sweep whose trials
 run on both engines. Run as root, with the main engine in no swarm:
 
-    .venv/bin/python bench/two_hosts.py [--trials 8]
+    .venv/bin/python bench/two_hosts.py [--trials 8] [--engine-only]
+
+(--engine-only stops once the second engine has run a container: no swarm is made, so
+the main engine's swarm state is never touched.)
 
 It probes the kernel features a swarm of several hosts needs and prints what works;
 makes a network namespace with a veth pair to it (addresses in 198.18.0.0/15, the
