@@ -217,7 +217,10 @@ def down(deployment: Deployment, *, volumes: bool) -> None:
             docker("volume", "rm", volume, check=False)
     if deployment.image_record.exists():
         image = deployment.image_record.read_text().strip()
-        if ":h-" in image:  # the tag up made (the image stays under its other tags)
+        # The tag up made (the image stays under its other tags), unless another stack's
+        # services still run from it.
+        others = docker("service", "ls", "--format", "{{.Image}}", check=False).split()
+        if ":h-" in image and image not in others:
             docker("image", "rm", image, check=False)
         deployment.image_record.unlink()
     print(f"stack {deployment.stack} removed")
