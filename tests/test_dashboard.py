@@ -133,6 +133,8 @@ def create(stack: RunningStack, spec: dict[str, Any]) -> str:
 
 
 # The number of points of each metric curve drawn so far (none before the first is drawn).
+# In page.wait_for_function always inside a function ("() => ..."): Playwright evaluates a
+# bare expression with eval() once it has to poll, which the page's CSP refuses.
 CURVE_LENGTHS = (
     "(echarts.getInstanceByDom(document.getElementById('curves'))?.getOption()?.series ?? [])"
     ".map((s) => s.data.length)"
@@ -303,7 +305,7 @@ def test_a_sweep_live_with_its_plot_curves_logs_and_artifacts(
     lines = plot["series"][0]["data"]
     assert len(lines) == 6
     assert [line["name"] for line in lines].count(f"trial {best} (best)") == 1
-    page.wait_for_function(f"({CURVE_LENGTHS}).length === 6")
+    page.wait_for_function(f"() => ({CURVE_LENGTHS}).length === 6")
     curves = chart_option(page, "curves")
     assert all(len(series["data"]) == 4 for series in curves["series"])
     assert page.locator("#metric-choice").input_value() == "loss"
@@ -405,7 +407,7 @@ def test_what_a_trial_writes_is_shown_as_text_and_never_runs(
     # The charts' tooltips show what the trial wrote (a parameter's value on the parallel
     # coordinates, the metric's name on the curves), painted as text (renderMode richText).
     images = page.evaluate("document.images.length")
-    page.wait_for_function(f"({CURVE_LENGTHS}).length === 1")
+    page.wait_for_function(f"() => ({CURVE_LENGTHS}).length === 1")
     assert HOSTILE in hover_chart(page, "plot")
     assert HOSTILE in hover_chart(page, "curves")
     page.screenshot(path=screenshots / "7-hostile.png", full_page=True)
@@ -474,7 +476,7 @@ def test_the_page_rides_out_an_orchestrator_restart(
     with dashboard_tab(browser, stack.gateway) as page:
         sign_in(page, stack.token)
         page.goto(f"http://{stack.gateway}/ui/#/sweeps/{sweep_id}")
-        page.wait_for_function(f"({CURVE_LENGTHS}).length === 1")
+        page.wait_for_function(f"() => ({CURVE_LENGTHS}).length === 1")
         # The table drawn from a read before the kill (a busy machine may draw the curve,
         # from the event stream, first).
         expect(page.locator('#trials tr[data-index="0"]')).to_be_visible()
