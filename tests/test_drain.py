@@ -18,7 +18,7 @@ from tests.conftest import StackFactory, wait_until
 # still running at the drain's deadline.
 SLEEPY = (
     "import json, os, time\n"
-    "time.sleep(10)\n"
+    "time.sleep(6)\n"
     "print(json.dumps({'i': json.loads(os.environ['PRISM_PARAMS'])['i']}))"
 )
 TRIALS = 8
