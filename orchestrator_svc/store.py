@@ -449,21 +449,7 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
                 attempt=trial.attempts,
             )
             return None
-        for name, value in result.columns().items():
-            setattr(trial, name, value)
-        trial.state, trial.finished_at = FINISHED, time.time()
-        trial.save()
-        for artifact in result.artifacts:
-            Artifact.create(
-                trial=trial.id, name=artifact.name, size=len(artifact.data), data=artifact.data
-            )
-        _append(
-            trial.sweep_id,
-            "trial_finished",
-            trial.position,
-            outcome=result.outcome.value,
-            reason=result.reason,
-        )
+        _end(trial, result)
         return _finish_sweep_if_done(trial.sweep_id)
 
 
@@ -486,19 +472,31 @@ def hand_back(execution_id: str, reason: str) -> str | None:
             trial.not_before = 0.0
             _requeue(trial, "trial_requeued", runner=runner, reason=reason)
             return None
-        ended = TrialResult(outcome=Outcome.CANCELLED, reason=f"the sweep was cancelled; {reason}")
-        for name, value in ended.columns().items():
-            setattr(trial, name, value)
-        trial.state, trial.finished_at = FINISHED, time.time()
-        trial.save()
-        _append(
-            trial.sweep_id,
-            "trial_finished",
-            trial.position,
-            outcome=ended.outcome.value,
-            reason=ended.reason,
+        _end(
+            trial,
+            TrialResult(outcome=Outcome.CANCELLED, reason=f"the sweep was cancelled; {reason}"),
         )
         return _finish_sweep_if_done(trial.sweep_id)
+
+
+def _end(trial: Trial, result: TrialResult, now: float | None = None) -> None:
+    """The trial finished with `result` (its columns and artifacts) and its
+    `trial_finished` event; call inside the transaction."""
+    for name, value in result.columns().items():
+        setattr(trial, name, value)
+    trial.state, trial.finished_at = FINISHED, time.time() if now is None else now
+    trial.save()
+    for artifact in result.artifacts:
+        Artifact.create(
+            trial=trial.id, name=artifact.name, size=len(artifact.data), data=artifact.data
+        )
+    _append(
+        trial.sweep_id,
+        "trial_finished",
+        trial.position,
+        outcome=result.outcome.value,
+        reason=result.reason,
+    )
 
 
 def _finish_sweep_if_done(sweep_id: str) -> str | None:
@@ -533,17 +531,7 @@ def cancel_sweep(sweep_id: str) -> tuple[str | None, list[tuple[str, str]]]:
             ended = TrialResult(
                 outcome=Outcome.CANCELLED, reason="the sweep was cancelled before the trial started"
             )
-            for name, value in ended.columns().items():
-                setattr(trial, name, value)
-            trial.state, trial.finished_at = FINISHED, now
-            trial.save()
-            _append(
-                sweep_id,
-                "trial_finished",
-                trial.position,
-                outcome=ended.outcome.value,
-                reason=ended.reason,
-            )
+            _end(trial, ended, now)
         in_flight = [
             (str(t.runner), t.execution_id)
             for t in Trial.select().where((Trial.sweep == sweep_id) & Trial.state.in_(IN_FLIGHT))
