@@ -177,11 +177,18 @@ class Dispatcher:
         self._kicked.set()
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """A store call that may append events; watchers hear of it."""
+        """A store call that may append events; watchers hear of it, and the runners of
+        the trials it stopped (pruned, or of a sweep that stopped) are told to stop them."""
         try:
             return await self._db(fn, *args)
         finally:
             self._news.published()
+            stops = store.take_stops()
+            if stops:
+                links = self._named()
+                for runner, execution_id in stops:
+                    if runner in links:
+                        links[runner].cancel(execution_id)
 
     async def submit(self, plan: Plan, request_id: str = "") -> str:
         """Record a planned sweep and start it; a used request id returns the
@@ -291,6 +298,13 @@ class Dispatcher:
             # Retries whose backoff has passed are dispatchable now.
             self.kick()
             try:
+                for sweep_id, status in await self._write(store.stop_overdue):
+                    log.info("sweep deadline reached", sweep=sweep_id)
+                    if status is not None:
+                        self._finished(sweep_id, status)
+            except Exception as error:
+                logs.unexpected(log, "stopping sweeps past their deadline failed", error)
+            try:
                 for runner in await self._lost(lost_after):
                     for item in await self._db(store.in_flight, runner):
                         # Checked again before each: the runner may be back (a link
@@ -348,6 +362,9 @@ class Dispatcher:
 
     async def _dispatch_pending(self) -> None:
         free = sum(max(0, link.free) for link in self.links if link.up)
+        # Adaptive sweeps ask their samplers for trials now, as late as can be, so each
+        # is asked knowing every result told so far.
+        await self._write(store.ask_trials, free)
         for item in await self._db(store.dispatchable, free):
             # Placed one at a time, on the links as they are now: a stream may have
             # closed, or a runner come back with fewer slots, during the last write.

@@ -27,7 +27,13 @@ MAX_METADATA_BYTES = 32 * 1024
 
 
 async def serve(settings: Settings) -> None:
-    db = DbThread(store.db, settings.db_path, store.MODELS, schema_version=store.SCHEMA_VERSION)
+    db = DbThread(
+        store.db,
+        settings.db_path,
+        store.MODELS,
+        schema_version=store.SCHEMA_VERSION,
+        migrate=store.migrate,
+    )
     news = SweepNews()
     prometheus = OrchestratorMetrics()
     dispatcher = Dispatcher(settings, db, news, prometheus)

@@ -53,6 +53,26 @@ MAX_RETRIES = 5
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 GOALS = ("minimize", "maximize")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+SAMPLERS = ("tpe", "cmaes", "qmc", "random", "grid")
+RULES = ("median", "percentile", "asha", "hyperband")
+MAX_STEP = 10**9
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+# An early-stopping rule's settings: (the JSON name, low, high, left out); None: not
+# one of the rule's.
+RULE_SETTINGS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "median": {"startupTrials": (0, 1000, 5), "warmupSteps": (0, MAX_STEP, 0)},
+    "percentile": {
+        "startupTrials": (0, 1000, 5),
+        "warmupSteps": (0, MAX_STEP, 0),
+        "percentile": (0, 100, 25),
+    },
+    "asha": {"minResource": (1, MAX_STEP, 1), "reductionFactor": (2, 100, 3)},
+    "hyperband": {
+        "minResource": (1, MAX_STEP, 1),
+        "maxResource": (1, MAX_STEP, 100),
+        "reductionFactor": (2, 100, 3),
+    },
+}
 
 
 @dataclass
@@ -61,6 +81,8 @@ class Plan:
 
     task: str
     spec: dict[str, Any]
+    # The trials planned now; none for an adaptive search, which asks for them as it
+    # goes (orchestrator_svc.search).
     trials: list[PlannedTrial]
 
 
@@ -142,56 +164,102 @@ def _number_pair(value: Any) -> tuple[float, float] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Dist:
+    """One parameter's distribution: a range of numbers (kind "uniform", "loguniform" or
+    "int", with an optional step, and for "int" a log scale) or a list of choices."""
+
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+def distributions(space: dict[str, Any], where: str, problems: Problems) -> dict[str, Dist]:
+    """The distributions of a random space: name -> {"uniform"|"loguniform"|"int": [low,
+    high]} (with "step": s, and for "int" "log": true) or {"choice": [values]}."""
+    if not space:
+        problems.add(where, "must name at least one parameter")
+    _names(list(space), where, problems)
+    found: dict[str, Dist] = {}
+    for name in sorted(space):
+        here = f"{where}.{name[:64]}"
+        spec = space[name]
+        kinds = [k for k in spec if k in DISTRIBUTIONS] if isinstance(spec, dict) else []
+        extra = set(spec) - {*kinds, "step", "log"} if isinstance(spec, dict) else set()
+        if len(kinds) != 1 or extra:
+            problems.add(
+                here, "must be one of " + ", ".join(f'{{"{d}": [...]}}' for d in DISTRIBUTIONS)
+            )
+            continue
+        kind, args = kinds[0], spec[kinds[0]]
+        step, log = spec.get("step"), spec.get("log", False)
+        if kind == "choice":
+            if not isinstance(args, list) or not 1 <= len(args) <= MAX_VALUES:
+                problems.add(here, f"choice needs a list of 1 to {MAX_VALUES} values")
+            elif "step" in spec or "log" in spec:
+                problems.add(here, "choice takes no step or log")
+            else:
+                found[name] = Dist(kind, choices=tuple(args))
+            continue
+        pair = _number_pair(args)
+        if pair is None or pair[0] > pair[1] or (kind != "int" and pair[0] == pair[1]):
+            problems.add(here, f"{kind} needs [low, high] with low < high")
+        elif (kind == "loguniform" or log is True) and pair[0] <= 0:
+            problems.add(here, f"{kind} on a log scale needs 0 < low")
+        elif kind == "int" and not all(float(v).is_integer() for v in pair):
+            problems.add(here, "int needs whole numbers [low, high]")
+        elif not isinstance(log, bool) or (log and kind != "int"):
+            problems.add(f"{here}.log", "is true or false, and only for int")
+        elif step is not None and not (
+            isinstance(step, (int, float)) and math.isfinite(step) and step > 0
+        ):
+            problems.add(f"{here}.step", "must be a number above 0")
+        elif step is not None and (kind == "loguniform" or log):
+            problems.add(f"{here}.step", "cannot go with a log scale")
+        elif step is not None and kind == "int" and not float(step).is_integer():
+            problems.add(f"{here}.step", "must be a whole number for int")
+        else:
+            found[name] = Dist(kind, pair[0], pair[1], step, log)
+    return found
+
+
+def draw(dist: Dist, rng: random.Random) -> Any:
+    """One value of ``dist``, the seeded random search's way."""
+    if dist.kind == "choice":
+        return rng.choice(dist.choices)
+    if dist.kind == "int":
+        low, high = int(dist.low), int(dist.high)
+        if dist.log:
+            return min(high, max(low, round(math.exp(rng.uniform(math.log(low), math.log(high))))))
+        step = int(dist.step or 1)
+        return low + step * rng.randint(0, (high - low) // step)
+    if dist.kind == "uniform":
+        if dist.step is not None:
+            return on_step(dist, rng.uniform(dist.low, dist.high))
+        return rng.uniform(dist.low, dist.high)
+    return math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
+
+
+def on_step(dist: Dist, value: float) -> float | int:
+    """``value`` moved to the nearest point low + k * step within [low, high]."""
+    step = float(dist.step or 1)
+    k = min(round((value - dist.low) / step), math.floor((dist.high - dist.low) / step + 1e-9))
+    return plain(dist.low + k * step)
+
+
 def _random(search: orchestrator_pb2.RandomSearch, problems: Problems) -> list[dict[str, Any]]:
     where = "parameters.random"
     if not 1 <= search.trials <= MAX_TRIALS:
         problems.add(f"{where}.trials", f"must be 1 to {MAX_TRIALS}, got {search.trials}")
     space = plain(json_format.MessageToDict(search.parameters))
-    if not space:
-        problems.add(f"{where}.parameters", "must name at least one parameter")
-    _names(list(space), f"{where}.parameters", problems)
-    samplers: dict[str, tuple[str, Any]] = {}
-    for name in sorted(space):
-        here = f"{where}.parameters.{name[:64]}"
-        spec = space[name]
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            problems.add(
-                here, "must be one of " + ", ".join(f'{{"{d}": [...]}}' for d in DISTRIBUTIONS)
-            )
-            continue
-        kind, args = next(iter(spec.items()))
-        if kind == "choice":
-            if not isinstance(args, list) or not 1 <= len(args) <= MAX_VALUES:
-                problems.add(here, f"choice needs a list of 1 to {MAX_VALUES} values")
-                continue
-            samplers[name] = (kind, args)
-            continue
-        pair = _number_pair(args)
-        if pair is None or pair[0] > pair[1] or (kind != "int" and pair[0] == pair[1]):
-            problems.add(here, f"{kind} needs [low, high] with low < high")
-        elif kind == "loguniform" and pair[0] <= 0:
-            problems.add(here, "loguniform needs 0 < low < high")
-        elif kind == "int" and not all(float(v).is_integer() for v in pair):
-            problems.add(here, "int needs whole numbers [low, high]")
-        else:
-            samplers[name] = (kind, pair)
+    dists = distributions(space, f"{where}.parameters", problems)
     if problems.found:
         return []
     rng = random.Random(search.seed)
-    trials = []
-    for _ in range(search.trials):
-        params: dict[str, Any] = {}
-        for name, (kind, args) in samplers.items():
-            if kind == "choice":
-                params[name] = rng.choice(args)
-            elif kind == "int":
-                params[name] = rng.randint(int(args[0]), int(args[1]))
-            elif kind == "uniform":
-                params[name] = rng.uniform(*args)
-            else:
-                params[name] = math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
-        trials.append(params)
-    return trials
+    return [{name: draw(d, rng) for name, d in dists.items()} for _ in range(search.trials)]
 
 
 def _list(sets: list[Any], problems: Problems) -> list[dict[str, Any]]:
@@ -247,6 +315,100 @@ def _parameter_sets(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> lis
     return sets
 
 
+def _search(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, Any] | None:
+    """The adaptive search's settings, every default filled in; None without one."""
+    if not spec.HasField("search"):
+        return None
+    search = spec.search
+    sampler = search.sampler or "tpe"
+    kind = spec.parameters.WhichOneof("space")
+    if sampler not in SAMPLERS:
+        problems.add("search.sampler", "must be one of " + ", ".join(SAMPLERS) + " (left out: tpe)")
+    elif sampler == "grid" and kind != "grid":
+        problems.add("parameters.grid", 'is the space of sampler "grid", and is required')
+    elif kind not in ("random", "grid"):
+        problems.add(
+            "parameters.random.parameters",
+            "is the space the sampler searches (or a grid, whose values are choices), and "
+            "is required with search",
+        )
+    if kind == "random" and (spec.parameters.random.trials or spec.parameters.random.seed):
+        problems.add(
+            "parameters.random",
+            "takes no trials or seed with search: search.trials and search.seed are those",
+        )
+    if not spec.objective.metric:
+        problems.add("objective.metric", "is required with search: it is what the sampler learns")
+    trials = search.trials
+    if sampler == "grid" and kind == "grid":
+        size = math.prod(len(v.list_value.values) for v in spec.parameters.grid.fields.values())
+        trials = trials or min(size, MAX_TRIALS)
+        if trials > size:
+            problems.add("search.trials", f"must be at most the grid's {size} combinations")
+    if not 1 <= trials <= MAX_TRIALS:
+        problems.add("search.trials", f"must be 1 to {MAX_TRIALS}, got {trials}")
+    return {"sampler": sampler, "trials": trials, "seed": search.seed}
+
+
+def _early_stopping(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, Any] | None:
+    """The early-stopping rule's settings, every default filled in; None without one."""
+    if not spec.HasField("early_stopping"):
+        return None
+    rule = spec.early_stopping
+    where = "earlyStopping"
+    if not spec.HasField("search"):
+        problems.add(where, 'needs search (for a grid: {"search": {"sampler": "grid"}})')
+    if rule.rule not in RULES:
+        problems.add(f"{where}.rule", "must be one of " + ", ".join(RULES))
+        return None
+    metric = rule.metric or spec.objective.metric
+    goal = rule.goal if rule.HasField("goal") else spec.objective.goal or "minimize"
+    step_key = rule.step_key or "step"
+    for name, value in (("metric", metric), ("stepKey", step_key)):
+        if not NAME.fullmatch(value):
+            problems.add(f"{where}.{name}", "must be 1 to 64 letters, digits, '_', '.' or '-'")
+    if goal not in GOALS:
+        problems.add(f"{where}.goal", 'must be "minimize" or "maximize"')
+    found: dict[str, Any] = {"rule": rule.rule, "metric": metric, "goal": goal, "stepKey": step_key}
+    settings = RULE_SETTINGS[rule.rule]
+    for field in rule.DESCRIPTOR.fields:
+        if field.name in ("rule", "metric", "goal", "step_key") or not rule.HasField(field.name):
+            continue
+        if field.json_name not in settings:
+            problems.add(f"{where}.{field.json_name}", f"is not a setting of rule {rule.rule}")
+    for name, (low, high, default) in settings.items():
+        field_name = re.sub(r"([A-Z])", r"_\1", name).lower()
+        setting = float(getattr(rule, field_name) if rule.HasField(field_name) else default)
+        if not (math.isfinite(setting) and low <= setting <= high) or (
+            name == "percentile" and setting in (0, 100)
+        ):
+            problems.add(f"{where}.{name}", f"must be {low:g} to {high:g}, got {setting:g}")
+        found[name] = plain(setting)
+    if rule.rule == "hyperband" and found.get("maxResource", 0) <= found.get("minResource", 0):
+        problems.add(f"{where}.maxResource", "must be above minResource")
+    return found
+
+
+def _stopping(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, Any]:
+    """maxDurationSeconds and target, as stored."""
+    found: dict[str, Any] = {}
+    if spec.HasField("max_duration_seconds"):
+        seconds = spec.max_duration_seconds
+        if not (math.isfinite(seconds) and 1 <= seconds <= MAX_DURATION_SECONDS):
+            problems.add("maxDurationSeconds", f"must be 1 to {MAX_DURATION_SECONDS:g}")
+        found["maxDurationSeconds"] = plain(seconds)
+    if spec.HasField("target"):
+        metric = spec.target.metric or spec.objective.metric
+        if not spec.objective.metric:
+            problems.add("objective.metric", "is required with a target")
+        elif metric != spec.objective.metric:
+            problems.add("target.metric", "must be the objective's metric (or left out)")
+        if not math.isfinite(spec.target.value):
+            problems.add("target.value", "must be a finite number")
+        found["target"] = {"metric": metric, "value": plain(spec.target.value)}
+    return found
+
+
 def _limits(limits: orchestrator_pb2.Limits, problems: Problems) -> None:
     for name, limit in LIMITS.items():
         if not limits.HasField(name):
@@ -293,7 +455,16 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
             )
         if len(set(spec.examples)) != len(spec.examples):
             problems.add("examples", "name each example runner once")
-    sets = _parameter_sets(spec, problems) if spec.script else []
+    search = _search(spec, problems) if spec.script else None
+    if spec.HasField("search") and not spec.script:
+        problems.add("search", "needs a script")
+    early_stopping = _early_stopping(spec, problems)
+    stopping = _stopping(spec, problems)
+    if search is None:
+        sets = _parameter_sets(spec, problems) if spec.script else []
+    else:
+        sets = []
+        space_of(spec, problems)
     if spec.objective.metric and not NAME.fullmatch(spec.objective.metric):
         problems.add("objective.metric", "must be 1 to 64 letters, digits, '_', '.' or '-'")
     if spec.objective.HasField("goal") and spec.objective.goal not in GOALS:
@@ -333,7 +504,47 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
         trials = [PlannedTrial(name=n, script=examples[n], params={"task": task}) for n in names]
         normalised.setdefault("limits", {}).setdefault("wallSeconds", settings.example_wall_seconds)
     normalised["limits"] = effective(normalised.get("limits"))
+    for key, value in (("search", search), ("earlyStopping", early_stopping)):
+        if value is not None:
+            normalised[key] = value
+    normalised.update(stopping)
     return Plan(task=task, spec=normalised, trials=trials)
+
+
+def space_of(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, Dist]:
+    """An adaptive search's space: the random distributions, or a grid's lists as
+    choices."""
+    kind = spec.parameters.WhichOneof("space")
+    values = spec.parameters.grid if kind == "grid" else spec.parameters.random.parameters
+    if next(_not_finite(values, "p"), None) is not None:
+        problems.add(f"parameters.{kind}", "must hold finite numbers, not NaN or infinity")
+        return {}
+    if kind == "grid":
+        grid = plain(json_format.MessageToDict(spec.parameters.grid))
+        if not grid:
+            problems.add("parameters.grid", "must name at least one parameter")
+        _names(list(grid), "parameters.grid", problems)
+        for name in sorted(grid):
+            values = grid[name]
+            if not isinstance(values, list) or not 1 <= len(values) <= MAX_VALUES:
+                problems.add(f"parameters.grid.{name[:64]}", f"must list 1 to {MAX_VALUES} values")
+        if problems.found:
+            return {}
+        return {name: Dist("choice", choices=tuple(grid[name])) for name in sorted(grid)}
+    space = plain(json_format.MessageToDict(spec.parameters.random.parameters))
+    return distributions(space, "parameters.random.parameters", problems)
+
+
+def stored_space(spec: dict[str, Any]) -> dict[str, Dist]:
+    """The space of a stored (so already checked) adaptive spec."""
+    message = json_format.ParseDict(
+        {"parameters": spec.get("parameters", {})}, orchestrator_pb2.SweepSpec()
+    )
+    problems = Problems()
+    space = space_of(message, problems)
+    if problems.found:
+        raise ValueError(f"stored space breaks the rules: {problems.found[0]}")
+    return space
 
 
 def trial_limits(spec: dict[str, Any]) -> dict[str, Any]:

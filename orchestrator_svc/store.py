@@ -16,16 +16,21 @@ execution is recognised and ignored.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
+import math
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import peewee
 
-from orchestrator_svc import domain, policy, scheduler
+from orchestrator_svc import domain, policy, scheduler, search
+from orchestrator_svc import spec as specs
 from orchestrator_svc.domain import (
     DISPATCHED,
     FINISHED,
@@ -37,10 +42,10 @@ from orchestrator_svc.domain import (
     PlannedTrial,
 )
 from prism import limits
-from prism.trial import Outcome, TrialResult
+from prism.trial import Outcome, TrialResult, not_run
 
 db = peewee.SqliteDatabase(None)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # What a trial's output shows of itself at least, where outputs are shown together.
 OUTPUT_SHARE_CHARS = 2000
@@ -61,10 +66,21 @@ class Sweep(BaseModel):
     created_at = peewee.FloatField(index=True)
     finished_at = peewee.FloatField(null=True)
     last_seq = peewee.IntegerField(default=0)
+    # An adaptive search's trial budget (0: the trials were planned at creation).
+    budget = peewee.IntegerField(default=0)
+    # When maxDurationSeconds runs out (epoch seconds), if it has one.
+    deadline = peewee.FloatField(null=True)
+    # Why it stopped before its last trial: "target_reached", "deadline".
+    stop_reason = peewee.CharField(default="")
 
     @property
     def spec(self) -> dict[str, Any]:
         return read_spec(self.spec_json)
+
+    @property
+    def open(self) -> bool:
+        """Running, and taking no stop: its trials may start, be retried, be asked for."""
+        return bool(self.status == SWEEP_RUNNING and not self.stop_reason)
 
 
 def read_spec(spec_json: str) -> dict[str, Any]:
@@ -115,6 +131,11 @@ class Trial(BaseModel):
     result_json = peewee.TextField(default="")
     peak_memory_bytes = peewee.BigIntegerField(default=0)
     artifacts_skipped_json = peewee.TextField(default="[]")
+    # Early stopping: where the rule stopped it (once decided, for good), and the
+    # [step, value] pairs told to the rule.
+    pruned_step = peewee.BigIntegerField(null=True)
+    pruned_value = peewee.FloatField(null=True)
+    intermediate_json = peewee.TextField(default="")
 
     class Meta:
         # (state, outcome) answers the metrics' count of trials by both from the index
@@ -171,7 +192,45 @@ class Abandoned(BaseModel):
     runner = peewee.CharField(index=True)
 
 
-MODELS = [Sweep, Script, Trial, Artifact, Event, Abandoned]
+class SearchLog(BaseModel):
+    """An adaptive sweep's Optuna journal (orchestrator_svc.search), in order."""
+
+    sweep = peewee.ForeignKeyField(Sweep, on_delete="CASCADE")
+    number = peewee.IntegerField()
+    body = peewee.TextField()
+
+    class Meta:
+        indexes = ((("sweep", "number"), True),)
+
+
+MODELS = [Sweep, Script, Trial, Artifact, Event, Abandoned, SearchLog]
+
+
+# The columns schema 4 added to schema 3's tables, as SQLite declares them.
+_ADDED_IN_4 = {
+    Sweep: {
+        "budget": "INTEGER NOT NULL DEFAULT 0",
+        "deadline": "REAL",
+        "stop_reason": "VARCHAR(255) NOT NULL DEFAULT ''",
+    },
+    Trial: {
+        "pruned_step": "INTEGER",
+        "pruned_value": "REAL",
+        "intermediate_json": "TEXT NOT NULL DEFAULT ''",
+    },
+}
+
+
+def migrate(found: int) -> bool:
+    """Bring a file of schema `found` to this one (the new tables are made after);
+    False when it cannot be."""
+    if found != 3:
+        return False
+    for model, columns in _ADDED_IN_4.items():
+        table = model._meta.table_name  # type: ignore[attr-defined]
+        for name, kind in columns.items():
+            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
+    return True
 
 
 @dataclass(frozen=True)
@@ -214,6 +273,77 @@ _INSERT_EVENT = (
 )
 
 
+# The adaptive sweeps' studies, by sweep id: loaded from the journal on first use,
+# dropped when their sweep finishes, and all of them whenever a transaction that may
+# have used one fails (what it wrote to a study's journal is not in the store).
+_searches: dict[str, search.Search] = {}
+# (runner, execution id) of trials a committed change stopped (a pruned trial, a sweep
+# that reached its target or deadline): the dispatcher takes them and tells the runners.
+_stops: list[tuple[str, str]] = []
+_stops_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[list[tuple[str, str]]]:
+    """A write transaction; yields the list of trials it stops, handed to the
+    dispatcher (take_stops) once it committed."""
+    stops: list[tuple[str, str]] = []
+    try:
+        with db.atomic("IMMEDIATE"):
+            yield stops
+    except BaseException:
+        _searches.clear()
+        raise
+    with _stops_lock:
+        _stops.extend(stops)
+
+
+def take_stops() -> list[tuple[str, str]]:
+    """The (runner, execution id) of the trials committed changes stopped since the
+    last call."""
+    with _stops_lock:
+        taken = list(_stops)
+        _stops.clear()
+    return taken
+
+
+def _search(sweep: Sweep) -> search.Search:
+    """The sweep's study, read from its journal the first time."""
+    found = _searches.get(sweep.id)
+    if found is None:
+        query: Any = (
+            SearchLog.select(SearchLog.body)
+            .where(SearchLog.sweep == sweep.id)
+            .order_by(SearchLog.number)
+            .tuples()
+        )
+        logs = [json.loads(body) for (body,) in query]
+        spec = sweep.spec
+
+        def write(number: int, rows: list[dict[str, Any]]) -> None:
+            SearchLog.insert_many(
+                [(sweep.id, number + i, json.dumps(row)) for i, row in enumerate(rows)],
+                fields=[SearchLog.sweep, SearchLog.number, SearchLog.body],
+            ).execute()
+
+        found = search.Search(sweep.id, spec, specs.stored_space(spec), logs, write)
+        _searches[sweep.id] = found
+    return found
+
+
+def _objective(spec: dict[str, Any], result: TrialResult) -> float | None:
+    """The trial's objective value: its result's metric, when it succeeded with a
+    finite number there."""
+    metric = (spec.get("objective") or {}).get("metric")
+    if not metric or result.outcome != Outcome.SUCCEEDED or not result.result:
+        return None
+    value = result.result.get(metric)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value) if abs(value) < 2**63 or isinstance(value, float) else None
+    return value if value is not None and math.isfinite(value) else None
+
+
 def create_sweep(
     sweep_id: str,
     task: str,
@@ -228,15 +358,24 @@ def create_sweep(
             earlier = Sweep.get_or_none(Sweep.request_id == request_id)
             if earlier is not None:
                 return str(earlier.id)
+        now = time.time()
+        seconds = spec.get("maxDurationSeconds")
+        budget = int(spec["search"]["trials"]) if spec.get("search") else 0
         Sweep.create(
             id=sweep_id,
             task=task,
             spec_json=json.dumps(spec),
             request_id=request_id or None,
             status=SWEEP_RUNNING,
-            created_at=time.time(),
+            created_at=now,
+            budget=budget,
+            deadline=None if seconds is None else now + float(seconds),
         )
-        _append(sweep_id, "sweep_created", trials=len(trials))
+        if budget:
+            source = spec["script"]
+            sha = hashlib.sha256(source.encode()).hexdigest()
+            Script.insert(sha256=sha, source=source).on_conflict_ignore().execute()
+        _append(sweep_id, "sweep_created", trials=budget or len(trials))
         for index, planned in enumerate(trials):
             sha = hashlib.sha256(planned.script.encode()).hexdigest()
             Script.insert(sha256=sha, source=planned.script).on_conflict_ignore().execute()
@@ -253,13 +392,87 @@ def create_sweep(
         return sweep_id
 
 
+def ask_trials(free: int) -> int:
+    """Ask the adaptive sweeps' samplers for trials to fill up to `free` runner slots:
+    each open sweep at most its budget and its maxParallel (the sweep with the fewest
+    trials waiting or in flight first), each asked-for trial recorded pending in the
+    transaction its sampler's journal is written in. A sweep whose sampler fails
+    stops (search_failed), alone. Returns how many were asked for."""
+    if free <= 0:
+        return 0
+    asked = 0
+    with _writing() as stops:
+        open_sweeps = list(
+            Sweep.select().where(
+                (Sweep.budget > 0) & (Sweep.status == SWEEP_RUNNING) & (Sweep.stop_reason == "")
+            )
+        )
+        if not open_sweeps:
+            return 0
+        by_state: dict[tuple[str, str], int] = {}
+        rows: Any = (
+            Trial.select(Trial.sweep, Trial.state, peewee.fn.COUNT(Trial.id))
+            .where(Trial.sweep.in_([s.id for s in open_sweeps]))
+            .group_by(Trial.sweep, Trial.state)
+            .tuples()
+        )
+        for sweep_id, state, n in rows:
+            by_state[sweep_id, state] = n
+        room = []
+        for sweep in open_sweeps:
+            total = sum(n for (sid, _), n in by_state.items() if sid == sweep.id)
+            waiting = sum(by_state.get((sweep.id, state), 0) for state in (PENDING, *IN_FLIGHT))
+            cap = _max_parallel(sweep.spec_json) or free
+            want = min(sweep.budget - total, cap - waiting)
+            if want > 0:
+                room.append((waiting, sweep.created_at, sweep, total, want))
+        room.sort(key=lambda r: (r[0], r[1]))
+        for _, _, sweep, total, want in room:
+            n = min(want, free - asked)
+            if n <= 0:
+                break
+            try:
+                with db.atomic():  # a savepoint: a failing sampler undoes its sweep's asks
+                    _ask(sweep, total, n)
+                asked += n
+            except search.SearchFailed as error:
+                _searches.pop(sweep.id, None)
+                why = str(error)[:500]
+                stops.extend(_stop(sweep.id, "search_failed", "sweep_search_failed", error=why)[1])
+    return asked
+
+
+def _ask(sweep: Sweep, total: int, n: int) -> None:
+    study = _search(sweep)
+    source = sweep.spec["script"]
+    sha = hashlib.sha256(source.encode()).hexdigest()
+    for index in range(total, total + n):
+        try:
+            params = study.ask(index)
+        except Exception as error:  # the store's own failures are not the sampler's
+            if isinstance(error, peewee.PeeweeException):
+                raise
+            raise search.SearchFailed(f"{type(error).__name__}: {error}") from error
+        Trial.create(
+            id=f"{sweep.id}/{index}",
+            sweep=sweep.id,
+            position=index,
+            name=f"trial-{index}",
+            script=sha,
+            params_json=json.dumps(params),
+            state=PENDING,
+        )
+        _append(sweep.id, "trial_queued", index, name=f"trial-{index}", params=params)
+
+
 def _dispatchables(query: Any) -> list[Dispatchable]:
     rows = query.select(Trial, Script, Sweep).join(Script).switch(Trial).join(Sweep)
     specs: dict[str, dict[str, Any]] = {}
     found = []
     for trial in rows:
         spec = specs.setdefault(trial.sweep_id, trial.sweep.spec)
-        cancelled = trial.sweep.status == SWEEP_CANCELLED
+        # A trial of a sweep that stopped, or one pruned, is stopped, never started.
+        cancelled = not trial.sweep.open or trial.pruned_step is not None
         ready_since = max(trial.sweep.created_at, trial.not_before)
         found.append(Dispatchable(trial, trial.script.source, spec, cancelled, ready_since))
     return found
@@ -406,27 +619,82 @@ def mark_started(execution_id: str) -> None:
 def record_metrics(metrics: Iterable[tuple[str, str]]) -> None:
     """Append a batch of (execution id, values as JSON text) metric events in one
     transaction (one commit to disk for the batch, not one per line); a metric of an
-    execution that is no longer current is dropped."""
+    execution that is no longer current is dropped. In a sweep with early stopping,
+    each is told to its rule, in the same transaction: a trial the rule stops is
+    marked pruned (for good) and handed to the runner to stop (take_stops)."""
     by_sweep: dict[str, list[tuple[str, int | None, str]]] = {}
-    with db.atomic("IMMEDIATE"):
+    with _writing() as stops:
         current: dict[str, Trial | None] = {}
+        sweeps: dict[str, Sweep] = {}
+        judged: dict[str, Trial] = {}
         for execution_id, values_json in metrics:
             if execution_id not in current:
                 current[execution_id] = _current(execution_id)
             trial = current[execution_id]
-            if trial is not None:
-                by_sweep.setdefault(trial.sweep_id, []).append(
-                    ("metric", trial.position, '{"values":' + values_json + "}")
-                )
+            if trial is None:
+                continue
+            events = by_sweep.setdefault(trial.sweep_id, [])
+            events.append(("metric", trial.position, '{"values":' + values_json + "}"))
+            sweep = sweeps.get(trial.sweep_id) or sweeps.setdefault(
+                trial.sweep_id, Sweep.get_by_id(trial.sweep_id)
+            )
+            if sweep.budget and trial.pruned_step is None and sweep.spec.get("earlyStopping"):
+                judged[trial.id] = trial
+                if _judge(sweep, trial, values_json):
+                    events.append(
+                        (
+                            "trial_pruned",
+                            trial.position,
+                            json.dumps({"step": trial.pruned_step, "value": trial.pruned_value}),
+                        )
+                    )
+                    stops.append((str(trial.runner), trial.execution_id))
+        for trial in judged.values():
+            trial.save()
         for sweep_id, events in by_sweep.items():
             _append_many(sweep_id, events)
+
+
+def _judge(sweep: Sweep, trial: Trial, values_json: str) -> bool:
+    """Tell the sweep's rule a metric of `trial` (when it has the rule's metric and
+    step); True, with the trial marked pruned (not yet saved), when the rule stops it."""
+    rule = sweep.spec["earlyStopping"]
+    try:
+        values = json.loads(values_json)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(values, dict):
+        return False
+    value, step = values.get(rule["metric"]), values.get(rule["stepKey"])
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= specs.MAX_STEP:
+        return False
+    if not (abs(value) < 2**63 or isinstance(value, float)) or not math.isfinite(value):
+        return False
+    value = float(value)
+    study = _search(sweep)
+    verdict = study.report(trial.position, step, value)
+    if verdict is None:
+        return False
+    told = json.loads(trial.intermediate_json) if trial.intermediate_json else []
+    told.append([step, value])
+    trial.intermediate_json = json.dumps(told)
+    if not verdict:
+        return False
+    study.tell(trial.position, None, pruned=True)
+    trial.pruned_step, trial.pruned_value = step, value
+    return True
 
 
 def finish_trial(execution_id: str, result: TrialResult) -> str | None:
     """Record an execution's result, once: a repeated or stale report changes
     nothing. An infrastructure failure with retries left queues the trial
-    again instead. Returns the sweep's new status when this finished it."""
-    with db.atomic("IMMEDIATE"):
+    again instead. A trial its sweep's rule pruned ends pruned, whatever the runner
+    says. Returns the sweep's new status when this finished it."""
+    with _writing() as stops:
         Abandoned.delete().where(Abandoned.execution_id == execution_id).execute()
         trial = _current(execution_id)
         if trial is None:
@@ -434,11 +702,18 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
         if result.outcome == Outcome.RUNNER_LOST and trial.runner:
             Abandoned.insert(execution_id=execution_id, runner=trial.runner).execute()
         sweep = Sweep.get_by_id(trial.sweep_id)
+        if trial.pruned_step is not None:
+            _end(trial, _pruned(sweep, trial, result))
+            return _finish_sweep_if_done(trial.sweep_id)
+        if result.outcome == Outcome.PRUNED:  # the rule's word, never a runner's
+            result = not_run(
+                Outcome.SANDBOX_ERROR, "the runner reported an outcome only the orchestrator gives"
+            )
         if policy.retries(
             result.outcome,
             attempts=trial.attempts,
             allowed=int(sweep.spec.get("retries", 0)),
-            sweep_running=sweep.status == SWEEP_RUNNING,
+            sweep_running=sweep.open,
         ):
             trial.not_before = time.time() + policy.retry_backoff(trial.attempts)
             _requeue(
@@ -450,7 +725,36 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
             )
             return None
         _end(trial, result)
+        target = sweep.spec.get("target")
+        value = _objective(sweep.spec, result)
+        if target and value is not None and sweep.open and _reached(sweep.spec, value):
+            status, in_flight = _stop(
+                sweep.id,
+                "target_reached",
+                "sweep_target_reached",
+                trial=trial.position,
+                value=value,
+            )
+            stops.extend(in_flight)
+            return status
         return _finish_sweep_if_done(trial.sweep_id)
+
+
+def _reached(spec: dict[str, Any], value: float) -> bool:
+    target = float(spec["target"]["value"])
+    maximize = spec["objective"].get("goal") == "maximize"
+    return value >= target if maximize else value <= target
+
+
+def _pruned(sweep: Sweep, trial: Trial, result: TrialResult) -> TrialResult:
+    """What the runner reported of a trial the rule stopped, as a pruned trial: what
+    the runner measured and kept stays, the outcome and reason are the rule's."""
+    rule = sweep.spec.get("earlyStopping") or {}
+    reason = (
+        f"stopped by the {rule.get('rule', 'early-stopping')} rule at step {trial.pruned_step} "
+        f"({rule.get('metric', 'metric')} {trial.pruned_value:.6g})"
+    )
+    return dataclasses.replace(result, outcome=Outcome.PRUNED, reason=reason)
 
 
 def hand_back(execution_id: str, reason: str) -> str | None:
@@ -462,20 +766,21 @@ def hand_back(execution_id: str, reason: str) -> str | None:
     failed no one. In a cancelled sweep it ends cancelled instead. A return of an
     earlier execution changes nothing. Returns the sweep's new status when this
     finished it."""
-    with db.atomic("IMMEDIATE"):
+    with _writing():
         Abandoned.delete().where(Abandoned.execution_id == execution_id).execute()
         trial = _current(execution_id)
         if trial is None:
             return None
         runner = trial.runner
-        if Sweep.get_by_id(trial.sweep_id).status == SWEEP_RUNNING:
+        sweep = Sweep.get_by_id(trial.sweep_id)
+        if trial.pruned_step is not None:
+            _end(trial, _pruned(sweep, trial, not_run(Outcome.CANCELLED, reason)))
+            return _finish_sweep_if_done(trial.sweep_id)
+        if sweep.open:
             trial.not_before = 0.0
             _requeue(trial, "trial_requeued", runner=runner, reason=reason)
             return None
-        _end(
-            trial,
-            TrialResult(outcome=Outcome.CANCELLED, reason=f"the sweep was cancelled; {reason}"),
-        )
+        _end(trial, TrialResult(outcome=Outcome.CANCELLED, reason=_stopped(sweep, reason)))
         return _finish_sweep_if_done(trial.sweep_id)
 
 
@@ -497,6 +802,10 @@ def _end(trial: Trial, result: TrialResult, now: float | None = None) -> None:
         outcome=result.outcome.value,
         reason=result.reason,
     )
+    sweep = Sweep.get_by_id(trial.sweep_id)
+    if sweep.budget and result.outcome != Outcome.PRUNED:
+        # Every end is told: a failure of any kind as a failure, never dropped.
+        _search(sweep).tell(trial.position, _objective(sweep.spec, result))
 
 
 def _finish_sweep_if_done(sweep_id: str) -> str | None:
@@ -505,6 +814,10 @@ def _finish_sweep_if_done(sweep_id: str) -> str | None:
     sweep = Sweep.get_by_id(sweep_id)
     if sweep.finished_at is not None:
         return None
+    if sweep.open and sweep.budget:
+        asked = Trial.select().where(Trial.sweep == sweep_id).count()
+        if asked < sweep.budget:
+            return None  # more to ask for
     status = policy.final_status(
         (t.outcome for t in Trial.select(Trial.outcome).where(Trial.sweep == sweep_id)),
         cancelled=sweep.status == SWEEP_CANCELLED,
@@ -513,6 +826,7 @@ def _finish_sweep_if_done(sweep_id: str) -> str | None:
         return None
     Sweep.update(status=status, finished_at=time.time()).where(Sweep.id == sweep_id).execute()
     _append(sweep_id, "sweep_finished", status=status)
+    _searches.pop(sweep_id, None)
     return status
 
 
@@ -520,29 +834,83 @@ def cancel_sweep(sweep_id: str) -> tuple[str | None, list[tuple[str, str]]]:
     """Cancel a running sweep: trials not started end cancelled now. Returns
     the sweep's status if this finished it, and the (runner, execution id) of
     each trial in flight, which its runner must stop."""
-    with db.atomic("IMMEDIATE"):
+    with _writing():
         sweep = Sweep.get_or_none(Sweep.id == sweep_id)
         if sweep is None or sweep.status != SWEEP_RUNNING:
             return None, []
         Sweep.update(status=SWEEP_CANCELLED).where(Sweep.id == sweep_id).execute()
         _append(sweep_id, "sweep_cancelled")
-        now = time.time()
-        for trial in Trial.select().where((Trial.sweep == sweep_id) & (Trial.state == PENDING)):
-            ended = TrialResult(
-                outcome=Outcome.CANCELLED, reason="the sweep was cancelled before the trial started"
-            )
-            _end(trial, ended, now)
-        in_flight = [
-            (str(t.runner), t.execution_id)
-            for t in Trial.select().where((Trial.sweep == sweep_id) & Trial.state.in_(IN_FLIGHT))
-        ]
+        in_flight = _end_waiting(Sweep.get_by_id(sweep_id))
         return _finish_sweep_if_done(sweep_id), in_flight
+
+
+# Why a stopped sweep's trials did not run, by its stop_reason ("" : cancelled).
+STOPPED = {
+    "": "the sweep was cancelled",
+    "target_reached": "the sweep reached its target",
+    "deadline": "the sweep's deadline passed",
+    "search_failed": "the sweep's sampler failed",
+}
+
+
+def _stopped(sweep: Sweep, detail: str) -> str:
+    return f"{STOPPED.get(sweep.stop_reason, 'the sweep stopped')}; {detail}"
+
+
+def _end_waiting(sweep: Sweep) -> list[tuple[str, str]]:
+    """A sweep that stops: its trials not started end cancelled now; returns the
+    (runner, execution id) of those in flight, which their runners must stop."""
+    now = time.time()
+    for trial in Trial.select().where((Trial.sweep == sweep.id) & (Trial.state == PENDING)):
+        reason = f"{STOPPED.get(sweep.stop_reason, 'the sweep stopped')} before the trial started"
+        _end(trial, TrialResult(outcome=Outcome.CANCELLED, reason=reason), now)
+    return [
+        (str(t.runner), t.execution_id)
+        for t in Trial.select().where((Trial.sweep == sweep.id) & Trial.state.in_(IN_FLIGHT))
+    ]
+
+
+def _stop(
+    sweep_id: str, reason: str, kind: str, **data: Any
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """Stop an open sweep before its last trial (its target reached, its deadline
+    passed, its sampler failed); call inside the transaction. It finishes as any sweep
+    does once its trials in flight have ended: done if one succeeded, else error.
+    Returns its status if this finished it, and the (runner, execution id) of its
+    trials in flight, which their runners must stop."""
+    Sweep.update(stop_reason=reason).where(Sweep.id == sweep_id).execute()
+    _append(sweep_id, kind, **data)
+    in_flight = _end_waiting(Sweep.get_by_id(sweep_id))
+    return _finish_sweep_if_done(sweep_id), in_flight
+
+
+def stop_overdue() -> list[tuple[str, str | None]]:
+    """Stop every open sweep whose deadline has passed; returns their ids, each with its
+    status if this finished it. Their trials in flight are handed to the dispatcher to
+    stop (take_stops)."""
+    stopped = []
+    with _writing() as stops:
+        overdue = list(
+            Sweep.select().where(
+                (Sweep.deadline < time.time())
+                & (Sweep.status == SWEEP_RUNNING)
+                & (Sweep.stop_reason == "")
+            )
+        )
+        for sweep in overdue:
+            seconds = sweep.spec.get("maxDurationSeconds")
+            status, in_flight = _stop(
+                sweep.id, "deadline", "sweep_deadline_reached", seconds=seconds
+            )
+            stops.extend(in_flight)
+            stopped.append((sweep.id, status))
+    return stopped
 
 
 def finish_complete_sweeps() -> list[str]:
     """Sweeps whose last trial finished just before a crash: finish them now."""
     finished = []
-    with db.atomic("IMMEDIATE"):
+    with _writing():
         for sweep in Sweep.select().where(Sweep.finished_at.is_null()):
             if _finish_sweep_if_done(sweep.id) is not None:
                 finished.append(sweep.id)
@@ -620,8 +988,8 @@ def list_sweeps(limit: int, before: tuple[float, str] | None) -> list[tuple[Swee
     for sweep_id, state, outcome, n in rows:
         by = counts[sweep_id]
         by[state] = by.get(state, 0) + n
-        if outcome == Outcome.SUCCEEDED:
-            by["succeeded"] = by.get("succeeded", 0) + n
+        if outcome in (Outcome.SUCCEEDED, Outcome.PRUNED):
+            by[outcome] = by.get(outcome, 0) + n
     return [(s, counts[s.id]) for s in sweeps]
 
 

@@ -100,7 +100,23 @@ def trial(
         attempts=row.attempts,
         runner=row.runner or "",
         artifacts=[orchestrator_pb2.ArtifactInfo(name=n, size_bytes=size) for n, size in artifacts],
+        pruned_step=row.pruned_step,
+        pruned_value=row.pruned_value,
+        intermediate_values=[] if abridged else intermediate(row),
     )
+
+
+def intermediate(row: store.Trial) -> list[orchestrator_pb2.IntermediateValue]:
+    """The (step, value) pairs told to the sweep's rule, as stored; none when what is
+    stored cannot be read as them."""
+    try:
+        pairs = json.loads(row.intermediate_json) if row.intermediate_json else []
+        return [
+            orchestrator_pb2.IntermediateValue(step=int(step), value=float(value))
+            for step, value in pairs
+        ]
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        return []
 
 
 def json_bytes(row: store.Trial, artifacts: list[tuple[str, int]]) -> int:
@@ -108,7 +124,7 @@ def json_bytes(row: store.Trial, artifacts: list[tuple[str, int]]) -> int:
     JSON, should its printer escape every character that is not ASCII: the stored JSON
     with those escaped, each name as an escaped JSON string."""
     names = sum(len(json.dumps(name)) + 40 for name, _ in artifacts)
-    stored = (row.params_json, row.result_json)
+    stored = (row.params_json, row.result_json, row.intermediate_json * 2)
     return sum(len(text.encode("ascii", "backslashreplace")) for text in stored) + names
 
 
@@ -126,13 +142,11 @@ def _spec(row: store.Sweep) -> tuple[dict[str, Any], orchestrator_pb2.SweepSpec]
     return {}, json_format.ParseDict(shown, orchestrator_pb2.SweepSpec())
 
 
-def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
-    """The succeeded trial with the best finite value of the objective metric
-    (the lowest index among equals)."""
-    objective = spec.get("objective") or {}
-    metric = objective.get("metric")
+def _scored(spec: dict[str, Any], rows: list[store.Trial]) -> list[tuple[float, store.Trial]]:
+    """Each succeeded trial with a finite objective value, with that value."""
+    metric = (spec.get("objective") or {}).get("metric")
     if not metric:
-        return None
+        return []
     scored = []
     for row in rows:
         if row.outcome != Outcome.SUCCEEDED or not row.result_json:
@@ -144,10 +158,34 @@ def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
             continue
         value = found.get(metric) if isinstance(found, dict) else None
         if _comparable(value):
-            scored.append(
-                (value if objective.get("goal") == "maximize" else -value, -row.position, row)
+            scored.append((float(value), row))
+    return scored
+
+
+def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
+    """The succeeded trial with the best finite value of the objective metric
+    (the lowest index among equals)."""
+    sign = 1 if (spec.get("objective") or {}).get("goal") == "maximize" else -1
+    ranked = [(sign * value, -row.position, row) for value, row in _scored(spec, rows)]
+    return max(ranked, key=lambda s: (s[0], s[1]))[2] if ranked else None
+
+
+def history(spec: dict[str, Any], rows: list[store.Trial]) -> list[orchestrator_pb2.HistoryPoint]:
+    """The optimisation history: each scored trial in the order they finished, with the
+    best value up to it."""
+    maximize = (spec.get("objective") or {}).get("goal") == "maximize"
+    points = []
+    best_value: float | None = None
+    scored = _scored(spec, rows)
+    for value, row in sorted(scored, key=lambda s: (s[1].finished_at or 0.0, s[1].position)):
+        if best_value is None or (value > best_value if maximize else value < best_value):
+            best_value = value
+        points.append(
+            orchestrator_pb2.HistoryPoint(
+                trial_index=row.position, value=value, best_value=best_value
             )
-    return max(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
+        )
+    return points
 
 
 def _comparable(value: Any) -> TypeGuard[int | float]:
@@ -164,7 +202,8 @@ def counts(by_state: dict[str, int]) -> orchestrator_pb2.TrialCounts:
         pending=by_state.get(domain.PENDING, 0),
         running=sum(by_state.get(s, 0) for s in domain.IN_FLIGHT),
         finished=by_state.get(domain.FINISHED, 0),
-        succeeded=by_state.get("succeeded", 0),
+        succeeded=by_state.get(Outcome.SUCCEEDED, 0),
+        pruned=by_state.get(Outcome.PRUNED, 0),
     )
 
 
@@ -182,13 +221,14 @@ def sweep(
         spec=shown_spec,
         create_time=_time(row.created_at),
         finish_time=_time(row.finished_at),
+        stop_reason=row.stop_reason,
     )
     if rows is not None:
         by_state = {}
         for t in rows:
             by_state[t.state] = by_state.get(t.state, 0) + 1
-            if t.outcome == Outcome.SUCCEEDED:
-                by_state["succeeded"] = by_state.get("succeeded", 0) + 1
+            if t.outcome in (Outcome.SUCCEEDED, Outcome.PRUNED):
+                by_state[t.outcome] = by_state.get(t.outcome, 0) + 1
         artifacts = artifacts or {}
         # Whole trials while the answer is within its budget, abridged ones after.
         spent = 0
@@ -200,6 +240,7 @@ def sweep(
         top = best(spec, rows)
         if top is not None:
             shown.best_trial.CopyFrom(trial(top, artifacts.get(top.id, [])))
+        shown.history.extend(history(spec, rows))
     shown.counts.CopyFrom(counts(by_state or {}))
     return shown
 

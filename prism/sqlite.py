@@ -41,17 +41,31 @@ class DbThread:
         models: Sequence[type[peewee.Model]],
         *,
         schema_version: int = 1,
+        migrate: Callable[[int], bool] | None = None,
     ) -> None:
         self._db = db
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        self._pool.submit(self._open, path, models, schema_version).result()
+        self._pool.submit(self._open, path, models, schema_version, migrate).result()
 
-    def _open(self, path: Path, models: Sequence[type[peewee.Model]], version: int) -> None:
+    def _open(
+        self,
+        path: Path,
+        models: Sequence[type[peewee.Model]],
+        version: int,
+        migrate: Callable[[int], bool] | None,
+    ) -> None:
+        """Open (or make) the file; one of an older schema is brought up to date by
+        `migrate(found)` in the transaction that makes the new tables, if it can."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db.init(str(path), pragmas=PRAGMAS)
         self._db.connect()
         found = self._db.execute_sql("PRAGMA user_version").fetchone()[0]
         if self._db.get_tables() and found != version:
+            with self._db.atomic():
+                if migrate is not None and migrate(found):
+                    self._db.create_tables(models)
+                    self._db.execute_sql(f"PRAGMA user_version = {int(version)}")
+                    return
             self._db.close()
             raise SchemaError(
                 f"{path} has schema version {found}, this version of Prism uses {version}: "

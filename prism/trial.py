@@ -94,6 +94,8 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"
     SANDBOX_ERROR = "sandbox_error"
     RUNNER_LOST = "runner_lost"
+    # Stopped by its sweep's early-stopping rule: decided by the orchestrator only.
+    PRUNED = "pruned"
 
     @property
     def infrastructure(self) -> bool:

@@ -79,7 +79,7 @@ class SweepStatus(_message.Message):
     def __init__(self, task: _Optional[str] = ..., completed: _Optional[_Iterable[_Union[RunnerResult, _Mapping]]] = ..., pending: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ...) -> None: ...
 
 class SweepSpec(_message.Message):
-    __slots__ = ("task", "script", "examples", "parameters", "objective", "max_parallel", "limits", "retries", "requirements")
+    __slots__ = ("task", "script", "examples", "parameters", "objective", "max_parallel", "limits", "retries", "requirements", "search", "early_stopping", "max_duration_seconds", "target")
     TASK_FIELD_NUMBER: _ClassVar[int]
     SCRIPT_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,10 @@ class SweepSpec(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     task: str
     script: str
     examples: _containers.RepeatedScalarFieldContainer[str]
@@ -98,7 +102,53 @@ class SweepSpec(_message.Message):
     limits: Limits
     retries: int
     requirements: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task: _Optional[str] = ..., script: _Optional[str] = ..., examples: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[ParameterSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., max_parallel: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., retries: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ...) -> None: ...
+    search: Search
+    early_stopping: EarlyStopping
+    max_duration_seconds: float
+    target: Target
+    def __init__(self, task: _Optional[str] = ..., script: _Optional[str] = ..., examples: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[ParameterSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., max_parallel: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., retries: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., search: _Optional[_Union[Search, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., max_duration_seconds: _Optional[float] = ..., target: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
+
+class Search(_message.Message):
+    __slots__ = ("sampler", "trials", "seed")
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    sampler: str
+    trials: int
+    seed: int
+    def __init__(self, sampler: _Optional[str] = ..., trials: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class EarlyStopping(_message.Message):
+    __slots__ = ("rule", "metric", "goal", "step_key", "min_resource", "max_resource", "reduction_factor", "startup_trials", "warmup_steps", "percentile")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    STEP_KEY_FIELD_NUMBER: _ClassVar[int]
+    MIN_RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    REDUCTION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    metric: str
+    goal: str
+    step_key: str
+    min_resource: int
+    max_resource: int
+    reduction_factor: int
+    startup_trials: int
+    warmup_steps: int
+    percentile: float
+    def __init__(self, rule: _Optional[str] = ..., metric: _Optional[str] = ..., goal: _Optional[str] = ..., step_key: _Optional[str] = ..., min_resource: _Optional[int] = ..., max_resource: _Optional[int] = ..., reduction_factor: _Optional[int] = ..., startup_trials: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., percentile: _Optional[float] = ...) -> None: ...
+
+class Target(_message.Message):
+    __slots__ = ("metric", "value")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    value: float
+    def __init__(self, metric: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
 
 class ParameterSpace(_message.Message):
     __slots__ = ("grid", "random", "list")
@@ -189,7 +239,7 @@ class ListSweepsResponse(_message.Message):
     def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Sweep(_message.Message):
-    __slots__ = ("id", "state", "spec", "create_time", "finish_time", "counts", "trials", "best_trial")
+    __slots__ = ("id", "state", "spec", "create_time", "finish_time", "counts", "trials", "best_trial", "stop_reason", "history")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +248,8 @@ class Sweep(_message.Message):
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     BEST_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     spec: SweepSpec
@@ -206,24 +258,38 @@ class Sweep(_message.Message):
     counts: TrialCounts
     trials: _containers.RepeatedCompositeFieldContainer[Trial]
     best_trial: Trial
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ...) -> None: ...
+    stop_reason: str
+    history: _containers.RepeatedCompositeFieldContainer[HistoryPoint]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., stop_reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ...) -> None: ...
+
+class HistoryPoint(_message.Message):
+    __slots__ = ("trial_index", "value", "best_value")
+    TRIAL_INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    trial_index: int
+    value: float
+    best_value: float
+    def __init__(self, trial_index: _Optional[int] = ..., value: _Optional[float] = ..., best_value: _Optional[float] = ...) -> None: ...
 
 class TrialCounts(_message.Message):
-    __slots__ = ("total", "pending", "running", "finished", "succeeded")
+    __slots__ = ("total", "pending", "running", "finished", "succeeded", "pruned")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
     total: int
     pending: int
     running: int
     finished: int
     succeeded: int
-    def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ...) -> None: ...
+    pruned: int
+    def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ..., pruned: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("index", "name", "params", "state", "outcome", "reason", "metrics", "exit_code", "duration_seconds", "peak_memory_bytes", "attempts", "runner", "artifacts", "abridged")
+    __slots__ = ("index", "name", "params", "state", "outcome", "reason", "metrics", "exit_code", "duration_seconds", "peak_memory_bytes", "attempts", "runner", "artifacts", "abridged", "pruned_step", "pruned_value", "intermediate_values")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +304,9 @@ class Trial(_message.Message):
     RUNNER_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     ABRIDGED_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_STEP_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INTERMEDIATE_VALUES_FIELD_NUMBER: _ClassVar[int]
     index: int
     name: str
     params: _struct_pb2.Struct
@@ -252,7 +321,18 @@ class Trial(_message.Message):
     runner: str
     artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactInfo]
     abridged: bool
-    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., exit_code: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., attempts: _Optional[int] = ..., runner: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ..., abridged: _Optional[bool] = ...) -> None: ...
+    pruned_step: int
+    pruned_value: float
+    intermediate_values: _containers.RepeatedCompositeFieldContainer[IntermediateValue]
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., exit_code: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., attempts: _Optional[int] = ..., runner: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ..., abridged: _Optional[bool] = ..., pruned_step: _Optional[int] = ..., pruned_value: _Optional[float] = ..., intermediate_values: _Optional[_Iterable[_Union[IntermediateValue, _Mapping]]] = ...) -> None: ...
+
+class IntermediateValue(_message.Message):
+    __slots__ = ("step", "value")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    value: float
+    def __init__(self, step: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
 
 class GetTrialRequest(_message.Message):
     __slots__ = ("sweep_id", "index")

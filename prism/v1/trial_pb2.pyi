@@ -18,6 +18,7 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_CANCELLED: _ClassVar[Outcome]
     OUTCOME_SANDBOX_ERROR: _ClassVar[Outcome]
     OUTCOME_RUNNER_LOST: _ClassVar[Outcome]
+    OUTCOME_PRUNED: _ClassVar[Outcome]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_SUCCEEDED: Outcome
 OUTCOME_FAILED: Outcome
@@ -27,6 +28,7 @@ OUTCOME_OUTPUT_LIMIT: Outcome
 OUTCOME_CANCELLED: Outcome
 OUTCOME_SANDBOX_ERROR: Outcome
 OUTCOME_RUNNER_LOST: Outcome
+OUTCOME_PRUNED: Outcome
 
 class TrialLimits(_message.Message):
     __slots__ = ("wall_seconds", "memory_bytes", "cpus", "processes", "output_bytes", "workspace_bytes")

@@ -91,6 +91,7 @@ def test_every_outcome_is_either_final_or_an_infrastructure_failure() -> None:
         Outcome.OOM_KILLED,
         Outcome.OUTPUT_LIMIT,
         Outcome.CANCELLED,
+        Outcome.PRUNED,
     }
 
 

@@ -1,0 +1,247 @@
+"""Adaptive search: Optuna's samplers and pruners as a library, their state in the store.
+
+One Optuna study per adaptive sweep, kept in a JournalStorage whose journal is the
+store's `SearchLog` rows for that sweep (the `write` callable inserts them). Every
+Optuna call runs on the store's thread inside the store transaction that records what
+it decided, so the journal and the sweep's trials commit together or not at all: a
+parameter set is asked for in the transaction that records the trial it becomes, a
+result is told in the one that ends the trial, a pruning decision is taken in the one
+that marks the trial pruned. After a crash the study is the journal replayed: the
+same trials, values, intermediate values and sampler state (CMA-ES and QMC keep
+theirs in the study) as before it.
+
+What Optuna itself would keep in memory is made to follow from the journal too: the
+sampler that asks for trial n is a new one seeded from (the sweep's seed, n), so what
+it draws depends only on the seed and the results told before it, never on a process
+having restarted; the pruners are given every setting Optuna would otherwise infer
+from the first trials it sees (hyperband's resources).
+
+A categorical parameter is asked for by the index of its choice, so any JSON value can
+be a choice, and shown as the value.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.storages.journal import BaseJournalBackend, JournalStorage
+from optuna.trial import TrialState
+
+from orchestrator_svc.spec import Dist, on_step
+
+optuna.logging.set_verbosity(logging.WARNING)
+optuna.logging.disable_propagation()
+
+
+def _quiet(method: Callable[P, T]) -> Callable[P, T]:
+    """Optuna's warnings (experimental samplers, independent sampling of what CMA-ES
+    cannot model) are about choices the spec made on purpose: not shown."""
+
+    @functools.wraps(method)
+    def quiet(*args: P.args, **kwargs: P.kwargs) -> T:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return method(*args, **kwargs)
+
+    return quiet
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Steps told to the rule per trial, at most: what a trial prints past them is kept as
+# metrics but not judged (each judgement reads the sweep's other trials, and a trial
+# must not make the orchestrator work without bound).
+MAX_REPORTS = 1000
+
+# (log number, the log) rows to add to the store, inside the caller's transaction.
+Write = Callable[[int, list[dict[str, Any]]], None]
+
+
+class SearchFailed(Exception):
+    """The sampler could not give a trial's parameters."""
+
+
+class _Journal(BaseJournalBackend):
+    """The sweep's journal: what the store holds, and what is written to it now."""
+
+    def __init__(self, logs: list[dict[str, Any]], write: Write) -> None:
+        self._logs = logs
+        self._write = write
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        return self._logs[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self._write(len(self._logs), logs)
+        self._logs.extend(logs)
+
+
+def seed_for(seed: int, number: int) -> int:
+    """The seed of the sampler asking for trial `number`."""
+    digest = hashlib.sha256(f"{seed}/{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _distribution(dist: Dist) -> BaseDistribution:
+    if dist.kind == "choice":
+        return CategoricalDistribution(tuple(range(len(dist.choices))))
+    if dist.kind == "int":
+        step = 1 if dist.log else int(dist.step or 1)
+        return IntDistribution(int(dist.low), int(dist.high), log=dist.log, step=step)
+    if dist.kind == "loguniform":
+        return FloatDistribution(dist.low, dist.high, log=True)
+    high = dist.high
+    if dist.step is not None:  # Optuna wants high on the step's grid
+        high = float(on_step(dist, dist.high))
+    return FloatDistribution(dist.low, high, step=dist.step)
+
+
+class Search:
+    """One adaptive sweep's study.
+
+    `spec` is the stored spec (search, objective, earlyStopping), `space` its parameter
+    space, `logs` the journal as stored; `write` adds journal rows to the store."""
+
+    @_quiet
+    def __init__(
+        self,
+        sweep_id: str,
+        spec: dict[str, Any],
+        space: dict[str, Dist],
+        logs: list[dict[str, Any]],
+        write: Write,
+    ) -> None:
+        self._settings = spec["search"]
+        self._space = space
+        self._distributions = {name: _distribution(d) for name, d in space.items()}
+        self.goal = spec["objective"].get("goal", "minimize")
+        self.rule: dict[str, Any] | None = spec.get("earlyStopping")
+        storage = JournalStorage(_Journal(logs, write))
+        pruner = self._pruner()
+        if logs:
+            self._study = optuna.load_study(study_name=sweep_id, storage=storage, pruner=pruner)
+        else:
+            self._study = optuna.create_study(
+                study_name=sweep_id, storage=storage, direction=self.goal, pruner=pruner
+            )
+        # Per trial number: (the last step told, steps told).
+        self._told: dict[int, tuple[int, int]] = {}
+        for trial in self._study.get_trials(deepcopy=False):
+            steps = trial.intermediate_values
+            if steps:
+                self._told[trial.number] = (max(steps), len(steps))
+
+    def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
+        seed = int(self._settings.get("seed", 0))
+        own = seed_for(seed, number)
+        kind = self._settings["sampler"]
+        if kind == "tpe":
+            # The constant liar keeps parallel asks from landing on one point.
+            return optuna.samplers.TPESampler(seed=own, constant_liar=True)
+        if kind == "cmaes":
+            return optuna.samplers.CmaEsSampler(
+                seed=own,
+                independent_sampler=optuna.samplers.RandomSampler(seed=own),
+                warn_independent_sampling=False,
+            )
+        if kind == "qmc":
+            # The sequence's scrambling stays the sweep's; where it is, the study keeps.
+            return optuna.samplers.QMCSampler(
+                seed=seed,
+                scramble=True,
+                independent_sampler=optuna.samplers.RandomSampler(seed=own),
+                warn_asynchronous_seeding=False,
+                warn_independent_sampling=False,
+            )
+        if kind == "grid":
+            grid = {name: list(range(len(d.choices))) for name, d in self._space.items()}
+            return optuna.samplers.GridSampler(grid, seed=own)
+        return optuna.samplers.RandomSampler(seed=own)
+
+    def _pruner(self) -> optuna.pruners.BasePruner:
+        rule = self.rule
+        if rule is None:
+            return optuna.pruners.NopPruner()
+        kind = rule["rule"]
+        if kind in ("median", "percentile"):
+            return optuna.pruners.PercentilePruner(
+                50.0 if kind == "median" else float(rule["percentile"]),
+                n_startup_trials=int(rule["startupTrials"]),
+                n_warmup_steps=int(rule["warmupSteps"]),
+            )
+        if kind == "asha":
+            return optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=int(rule["minResource"]),
+                reduction_factor=int(rule["reductionFactor"]),
+            )
+        return optuna.pruners.HyperbandPruner(
+            min_resource=int(rule["minResource"]),
+            max_resource=int(rule["maxResource"]),
+            reduction_factor=int(rule["reductionFactor"]),
+        )
+
+    @property
+    def asked(self) -> int:
+        return len(self._study.get_trials(deepcopy=False))
+
+    @_quiet
+    def ask(self, number: int) -> dict[str, Any]:
+        """The parameters of trial `number`, the next one."""
+        if number != self.asked:
+            raise RuntimeError(f"asked for trial {number}, the study has {self.asked}")
+        self._study.sampler = self._sampler(number)
+        trial = self._study.ask(self._distributions)
+        params = {}
+        for name, dist in self._space.items():
+            value = trial.params[name]
+            params[name] = dist.choices[value] if dist.kind == "choice" else value
+        return params
+
+    @_quiet
+    def tell(self, number: int, value: float | None, *, pruned: bool = False) -> None:
+        """Trial `number` ended: with its objective `value` (None: failed, whatever the
+        reason), or pruned. A trial already told is left as it is."""
+        self._study.sampler = self._sampler(number)
+        if pruned:
+            state, values = TrialState.PRUNED, None
+        elif value is None:
+            state, values = TrialState.FAIL, None
+        else:
+            state, values = TrialState.COMPLETE, value
+        self._study.tell(number, values, state=state, skip_if_finished=True)
+
+    @_quiet
+    def report(self, number: int, step: int, value: float) -> bool | None:
+        """Tell the rule trial `number`'s `value` at `step`; True when it says to stop
+        the trial, None when it was not told: a step not above the last one told, one
+        past MAX_REPORTS, a trial already ended."""
+        if self.rule is None:
+            return None
+        last, count = self._told.get(number, (-1, 0))
+        if step <= last or count >= MAX_REPORTS:
+            return None
+        trial_id = self._study._storage.get_trial_id_from_study_id_trial_number(
+            self._study._study_id, number
+        )
+        trial = optuna.Trial(self._study, trial_id)
+        frozen = self._study._storage.get_trial(trial_id)
+        if frozen.state != TrialState.RUNNING:
+            return None
+        if self.rule["goal"] != self.goal:
+            value = -value  # the rule compares in the objective's direction
+        trial.report(value, step)
+        self._told[number] = (step, count + 1)
+        return trial.should_prune()

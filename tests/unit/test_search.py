@@ -1,0 +1,340 @@
+"""Adaptive search in the store, on a throwaway SQLite file: trials asked for as slots
+free, results told, pruning decided on live metrics, budgets, targets and deadlines,
+and a search that goes on after a restart exactly as it would have without one."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from orchestrator_svc import store
+from orchestrator_svc.spec import plan
+from prism.errors import InvalidArgument
+from prism.trial import Outcome, TrialResult, not_run
+from prism.v1 import orchestrator_pb2
+from tests.unit.test_spec import SETTINGS
+
+SCRIPT = "import prism_trial\n"
+SPACE = {
+    "x": {"uniform": [-5, 10]},
+    "y": {"uniform": [0, 15]},
+    "k": {"choice": ["a", [1], {"b": 2}]},
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_memory() -> None:
+    """Each test starts as a fresh process would."""
+    store._searches.clear()
+    store.take_stops()
+
+
+def spec(**more: Any) -> dict[str, Any]:
+    return {
+        "task": "search",
+        "script": SCRIPT,
+        "parameters": {"random": {"parameters": SPACE}},
+        "objective": {"metric": "loss"},
+        "search": {"sampler": "tpe", "trials": 12, "seed": 7},
+        **more,
+    }
+
+
+def create(sweep_id: str, **more: Any) -> str:
+    made = plan(json_format.ParseDict(spec(**more), orchestrator_pb2.SweepSpec()), SETTINGS)
+    assert made.trials == []
+    return store.create_sweep(sweep_id, made.task, made.spec, made.trials)
+
+
+def branin(params: dict[str, Any]) -> float:
+    x, y = params["x"], params["y"]
+    return float(
+        (y - 5.1 / (4 * math.pi**2) * x * x + 5 / math.pi * x - 6) ** 2
+        + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x)
+        + 10
+    )
+
+
+def trials(sweep_id: str) -> list[store.Trial]:
+    found = store.sweep_with_trials(sweep_id)
+    assert found is not None
+    return found[1]
+
+
+def start(trial: store.Trial, runner: str = "r1") -> str:
+    assigned = store.assign(trial.id, runner)
+    assert assigned is not None
+    store.mark_started(assigned.execution_id)
+    return assigned.execution_id
+
+
+def succeed(execution_id: str, loss: float) -> str | None:
+    return store.finish_trial(
+        execution_id, TrialResult(outcome=Outcome.SUCCEEDED, reason="", result={"loss": loss})
+    )
+
+
+def kinds(sweep_id: str) -> list[str]:
+    return [e.kind for e in store.events_after(sweep_id, 0, 100_000)]
+
+
+def drive(sweep_id: str, *, restart: bool = False, parallel: int = 3) -> list[dict[str, Any]]:
+    """Run the sweep to its end, `parallel` trials at a time, finishing the oldest
+    first; with `restart`, the orchestrator's memory is lost before every step."""
+    while not store.sweep_finished(sweep_id):
+        if restart:
+            store._searches.clear()
+        store.ask_trials(parallel)
+        rows = trials(sweep_id)
+        for row in rows:
+            if row.state == "pending":
+                start(row)
+        running = [t for t in trials(sweep_id) if t.state == "running"]
+        assert running, [(e.kind, e.data[:200]) for e in store.events_after(sweep_id, 0, 1000)][-6:]
+        if restart:
+            store._searches.clear()
+        oldest = running[0]
+        succeed(oldest.execution_id, branin(json.loads(oldest.params_json)))
+    return [json.loads(t.params_json) for t in trials(sweep_id)]
+
+
+def test_an_adaptive_sweep_asks_for_its_budget_and_finishes(orchestrator_db: Path) -> None:
+    create("s", maxParallel=3)
+    assert store.ask_trials(10) == 3  # its maxParallel
+    assert store.ask_trials(10) == 0  # three wait already
+    asked = drive("s")
+    assert len(asked) == 12
+    for params in asked:
+        assert -5 <= params["x"] <= 10 and 0 <= params["y"] <= 15
+        assert params["k"] in ("a", [1], {"b": 2})
+    sweep = store.sweep("s")
+    assert sweep is not None and sweep.status == "done"
+    assert kinds("s").count("trial_queued") == 12
+
+
+def test_the_search_after_a_restart_is_the_search_without_one(orchestrator_db: Path) -> None:
+    for sampler in ("tpe", "cmaes", "qmc", "random"):
+        more = {"search": {"sampler": sampler, "trials": 14, "seed": 3}}
+        create(f"calm-{sampler}", **more)
+        calm = drive(f"calm-{sampler}")
+        create(f"crash-{sampler}", **more)
+        crashed = drive(f"crash-{sampler}", restart=True)
+        assert calm == crashed, sampler
+        assert len({json.dumps(p, sort_keys=True) for p in calm}) == 14, sampler
+
+
+def test_a_failing_transaction_asks_again_for_the_same_parameters(
+    orchestrator_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create("s", maxParallel=1)
+    store.ask_trials(1)
+    first = trials("s")[0]
+    succeed(start(first), 3.0)
+    real = store.Trial.create
+
+    def broken(**fields: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.Trial, "create", broken)
+    with pytest.raises(OSError):
+        store.ask_trials(1)
+    monkeypatch.setattr(store.Trial, "create", real)
+    assert len(trials("s")) == 1  # nothing of the failed ask was kept
+    store.ask_trials(1)
+    again = json.loads(trials("s")[1].params_json)
+    store.cancel_sweep("s")
+    create("twin", maxParallel=1)
+    store.ask_trials(1)
+    succeed(start(trials("twin")[0]), 3.0)
+    store.ask_trials(1)
+    assert json.loads(trials("twin")[1].params_json) == again
+
+
+def test_every_end_is_told_and_failures_do_not_stop_the_search(orchestrator_db: Path) -> None:
+    create("s", maxParallel=2, search={"sampler": "random", "trials": 4, "seed": 1})
+    store.ask_trials(2)
+    a, b = (start(t) for t in trials("s"))
+    store.finish_trial(a, not_run(Outcome.TIMED_OUT, "too slow"))
+    store.finish_trial(
+        b, TrialResult(outcome=Outcome.SUCCEEDED, reason="", result={"loss": "nan?"})
+    )
+    store.ask_trials(2)
+    c, d = (start(t) for t in trials("s")[2:])
+    succeed(c, 1.5)
+    assert store.finish_trial(d, not_run(Outcome.FAILED, "boom")) == "done"
+    study = store._search(store.Sweep.get_by_id("s"))
+    states = [t.state.name for t in study._study.get_trials()]
+    assert states == ["FAIL", "FAIL", "COMPLETE", "FAIL"]
+
+
+def asha(**more: Any) -> dict[str, Any]:
+    return {
+        "earlyStopping": {"rule": "asha", "minResource": 1, "reductionFactor": 2, **more},
+        "search": {"sampler": "random", "trials": 6, "seed": 2},
+    }
+
+
+def metric(execution_id: str, step: int, loss: float) -> None:
+    store.record_metrics([(execution_id, json.dumps({"step": step, "loss": loss}))])
+
+
+def test_the_rule_prunes_a_losing_trial_for_good(orchestrator_db: Path) -> None:
+    create("s", maxParallel=6, **asha())
+    store.ask_trials(6)
+    ids = [start(t) for t in trials("s")]
+    # Two good trials finish their curves first.
+    for i, execution_id in enumerate(ids[:2]):
+        for step in range(1, 5):
+            metric(execution_id, step, 1.0 / step - i * 0.01)
+        succeed(execution_id, 0.25 - i * 0.01)
+    assert store.take_stops() == []
+    metric(ids[2], 1, 50.0)
+    row = trials("s")[2]
+    assert (row.pruned_step, row.pruned_value) == (1, 50.0)
+    assert store.take_stops() == [("r1", ids[2])]
+    assert "trial_pruned" in kinds("s")
+    # Later metrics are not judged; what the runner then reports ends it pruned.
+    metric(ids[2], 2, 0.0)
+    assert store.take_stops() == []
+    store.finish_trial(ids[2], not_run(Outcome.CANCELLED, "cancelled"))
+    row = trials("s")[2]
+    assert row.outcome == "pruned" and "step 1" in row.reason
+    assert json.loads(row.intermediate_json) == [[1, 50.0]]
+    # A runner lost while stopping it does not bring it back either.
+    metric(ids[3], 1, 60.0)
+    assert trials("s")[3].pruned_step == 1
+    store.finish_trial(ids[3], not_run(Outcome.RUNNER_LOST, "gone"))
+    assert trials("s")[3].outcome == "pruned"
+
+
+def test_a_pruning_decision_survives_a_restart(orchestrator_db: Path) -> None:
+    create("s", maxParallel=6, **asha())
+    store.ask_trials(6)
+    ids = [start(t) for t in trials("s")]
+    for step in range(1, 4):
+        metric(ids[0], step, 1.0 / step)
+    succeed(ids[0], 0.3)
+    metric(ids[1], 1, 9.0)
+    assert trials("s")[1].pruned_step == 1
+    store._searches.clear()
+    # On its runner's new stream the pruned trial is one to stop, not to run.
+    held, _ = store.held_by("r1")
+    assert [(item.trial.position, item.cancelled) for item in held] == [
+        (1, True),
+        *[(i, False) for i in range(2, 6)],
+    ]
+    study = store._search(store.Sweep.get_by_id("s"))
+    assert [t.state.name for t in study._study.get_trials()][:2] == ["COMPLETE", "PRUNED"]
+
+
+def test_metrics_that_are_not_a_step_and_a_value_are_not_judged(orchestrator_db: Path) -> None:
+    create("s", maxParallel=6, **asha())
+    store.ask_trials(6)
+    ids = [start(t) for t in trials("s")]
+    hostile = [
+        {"step": 1},
+        {"loss": 1.0},
+        {"step": -1, "loss": 1.0},
+        {"step": 1.5, "loss": 1.0},
+        {"step": True, "loss": 1.0},
+        {"step": 10**30, "loss": 1.0},
+        {"step": "1", "loss": 1.0},
+        {"step": 1, "loss": "1"},
+        {"step": 1, "loss": 10**400},
+        [1, 2],
+    ]
+    store.record_metrics([(ids[0], json.dumps(v)) for v in hostile])
+    assert trials("s")[0].intermediate_json == ""
+    # Steps must rise; one told twice counts once.
+    for step in (3, 3, 2, 4):
+        metric(ids[0], step, 1.0)
+    assert json.loads(trials("s")[0].intermediate_json) == [[3, 1.0], [4, 1.0]]
+
+
+def test_the_target_ends_the_sweep(orchestrator_db: Path) -> None:
+    create("s", maxParallel=2, target={"value": 1.0})
+    store.ask_trials(2)
+    a, b = (start(t) for t in trials("s"))
+    succeed(a, 5.0)
+    assert store.ask_trials(1) == 1
+    assert succeed(b, 0.5) == "done"
+    third = trials("s")[2]
+    assert third.outcome == "cancelled" and "target" in third.reason
+    assert store.take_stops() == []  # it had not started
+    sweep = store.sweep("s")
+    assert sweep is not None and sweep.stop_reason == "target_reached"
+    assert sweep.status == "done" and "sweep_target_reached" in kinds("s")
+    assert store.ask_trials(5) == 0
+
+
+def test_the_deadline_ends_the_sweep_even_with_no_runner(orchestrator_db: Path) -> None:
+    create("s", maxParallel=2, maxDurationSeconds=5)
+    store.ask_trials(2)
+    execution_id = start(trials("s")[0])
+    assert store.stop_overdue() == []
+    store.Sweep.update(deadline=time.time() - 1).execute()
+    assert store.stop_overdue() == [("s", None)]
+    assert store.take_stops() == [("r1", execution_id)]
+    assert trials("s")[1].outcome == "cancelled"
+    store.finish_trial(execution_id, not_run(Outcome.CANCELLED, "stopped"))
+    sweep = store.sweep("s")
+    assert sweep is not None and (sweep.status, sweep.stop_reason) == ("error", "deadline")
+    assert store.stop_overdue() == []
+
+
+@pytest.mark.parametrize(
+    ("more", "where"),
+    [
+        ({"search": {"sampler": "bayes", "trials": 3}}, "search.sampler"),
+        ({"search": {"trials": 0}}, "search.trials"),
+        ({"search": {"trials": 100000}}, "search.trials"),
+        ({"objective": {}}, "objective.metric"),
+        ({"parameters": {"list": [{"a": 1}]}}, "parameters.random.parameters"),
+        ({"parameters": {"random": {"trials": 3, "parameters": SPACE}}}, "parameters.random"),
+        ({"search": {"sampler": "grid"}}, "parameters.grid"),
+        ({"earlyStopping": {"rule": "sha"}}, "earlyStopping.rule"),
+        ({"earlyStopping": {"rule": "asha", "percentile": 10}}, "earlyStopping.percentile"),
+        ({"earlyStopping": {"rule": "hyperband", "maxResource": 1}}, "earlyStopping.maxResource"),
+        ({"earlyStopping": {"rule": "median", "stepKey": "no spaces"}}, "earlyStopping.stepKey"),
+        ({"maxDurationSeconds": 0}, "maxDurationSeconds"),
+        ({"target": {"metric": "acc", "value": 1}}, "target.metric"),
+        ({"parameters": {"random": {"parameters": {"n": {"int": [0, 9], "log": True}}}}}, "n"),
+        (
+            {"parameters": {"random": {"parameters": {"n": {"uniform": [0, 1], "step": 0}}}}},
+            "n.step",
+        ),
+        ({"parameters": {"random": {"parameters": {"n": {"uniform": [0, 1], "x": 1}}}}}, "n"),
+    ],
+)
+def test_a_wrong_search_is_refused_naming_the_field(more: dict[str, Any], where: str) -> None:
+    body = json_format.ParseDict(spec(**more), orchestrator_pb2.SweepSpec())
+    with pytest.raises(InvalidArgument) as raised:
+        plan(body, SETTINGS)
+    assert any(w.endswith(where) for w, _ in raised.value.violations), raised.value.violations
+
+
+def test_the_stored_spec_shows_every_setting_in_effect() -> None:
+    made = plan(
+        json_format.ParseDict(
+            spec(earlyStopping={"rule": "hyperband"}, target={"value": 0.1}),
+            orchestrator_pb2.SweepSpec(),
+        ),
+        SETTINGS,
+    )
+    assert made.spec["search"] == {"sampler": "tpe", "trials": 12, "seed": 7}
+    assert made.spec["earlyStopping"] == {
+        "rule": "hyperband",
+        "metric": "loss",
+        "goal": "minimize",
+        "stepKey": "step",
+        "minResource": 1,
+        "maxResource": 100,
+        "reductionFactor": 3,
+    }
+    assert made.spec["target"] == {"metric": "loss", "value": 0.1}
