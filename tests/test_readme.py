@@ -91,3 +91,26 @@ def test_the_python_examples_work_verbatim(stack: RunningStack, tmp_path: Path) 
     assert sorted(lines[:6]) == [f"trial {i}: succeeded" for i in range(6)]
     assert lines[6:] == [line.removeprefix("# ") for line in shown[1:]]
     assert shown[0].removeprefix("# ") in lines
+
+
+def test_the_search_example_prunes_and_finds_the_best(stack: RunningStack, tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Search that learns, and early stopping", 1)[1].split("\n### ", 1)[0]
+    [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    # $PRISM and $TOKEN as the walkthrough before it sets them.
+    setup = "PRISM=http://127.0.0.1:8080\nTOKEN=$(cat .prism/api_token)\n"
+    done = subprocess.run(
+        ["timeout", "240", "bash", "-c", verbatim(stack, [setup, block])],
+        cwd=tmp_path,
+        env=stack_env(stack),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("done {'total': 16, 'pending': 0, 'running': 0, 'finished': 16, ")
+    pruned = [line for line in lines if " pruned at step " in line]
+    assert pruned and f"'pruned': {len(pruned)}}}" in lines[0]
+    assert lines[-1].startswith("best: trial ")
+    print(done.stdout)
