@@ -364,7 +364,8 @@ class Dispatcher:
         free = sum(max(0, link.free) for link in self.links if link.up)
         # Adaptive sweeps ask their samplers for trials now, as late as can be, so each
         # is asked knowing every result told so far.
-        await self._write(store.ask_trials, free)
+        if free > 0:
+            await self._write(store.ask_trials, free)
         for item in await self._db(store.dispatchable, free):
             # Placed one at a time, on the links as they are now: a stream may have
             # closed, or a runner come back with fewer slots, during the last write.
