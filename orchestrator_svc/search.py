@@ -127,7 +127,10 @@ class Search:
         self._settings = spec["search"]
         self._space = space
         self._distributions = {name: _distribution(d) for name, d in space.items()}
-        self.goal = spec["objective"].get("goal", "minimize")
+        objectives = spec.get("objectives") or [spec["objective"]]
+        goals = [objective.get("goal", "minimize") for objective in objectives]
+        # The rule judges the one objective there is (never with several).
+        self.goal = goals[0]
         self.rule: dict[str, Any] | None = spec.get("earlyStopping")
         storage = JournalStorage(_Journal(logs, write))
         pruner = self._pruner()
@@ -135,7 +138,7 @@ class Search:
             self._study = optuna.load_study(study_name=sweep_id, storage=storage, pruner=pruner)
         else:
             self._study = optuna.create_study(
-                study_name=sweep_id, storage=storage, direction=self.goal, pruner=pruner
+                study_name=sweep_id, storage=storage, directions=goals, pruner=pruner
             )
         # Per trial number: (the last step told, steps told).
         self._told: dict[int, tuple[int, int]] = {}
@@ -166,6 +169,8 @@ class Search:
                 warn_asynchronous_seeding=False,
                 warn_independent_sampling=False,
             )
+        if kind == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=own)
         if kind == "grid":
             grid = {name: list(range(len(d.choices))) for name, d in self._space.items()}
             return optuna.samplers.GridSampler(grid, seed=own)
@@ -211,16 +216,16 @@ class Search:
         return params
 
     @_quiet
-    def tell(self, number: int, value: float | None, *, pruned: bool = False) -> None:
-        """Trial `number` ended: with its objective `value` (None: failed, whatever the
+    def tell(self, number: int, values: list[float] | None, *, pruned: bool = False) -> None:
+        """Trial `number` ended: with its objectives' `values` (None: failed, whatever the
         reason), or pruned. A trial already told is left as it is."""
         self._study.sampler = self._sampler(number)
         if pruned:
             state, values = TrialState.PRUNED, None
-        elif value is None:
-            state, values = TrialState.FAIL, None
+        elif values is None:
+            state = TrialState.FAIL
         else:
-            state, values = TrialState.COMPLETE, value
+            state = TrialState.COMPLETE
         self._study.tell(number, values, state=state, skip_if_finished=True)
 
     @_quiet

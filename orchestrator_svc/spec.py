@@ -53,7 +53,10 @@ MAX_RETRIES = 5
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 GOALS = ("minimize", "maximize")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
-SAMPLERS = ("tpe", "cmaes", "qmc", "random", "grid")
+SAMPLERS = ("tpe", "cmaes", "nsga2", "qmc", "random", "grid")
+# The samplers that learn several objectives at once.
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "nsga2", "qmc", "random", "grid")
+MAX_OBJECTIVES = 8
 RULES = ("median", "percentile", "asha", "hyperband")
 MAX_STEP = 10**9
 MAX_DURATION_SECONDS = 7 * 24 * 3600.0
@@ -315,6 +318,29 @@ def _parameter_sets(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> lis
     return sets
 
 
+def _objectives(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> list[dict[str, str]]:
+    """Several objectives, each with its goal filled in."""
+    if not spec.objectives:
+        return []
+    if spec.objective.metric or spec.objective.HasField("goal"):
+        problems.add("objective", "one objective or objectives, not both")
+    if not 2 <= len(spec.objectives) <= MAX_OBJECTIVES:
+        problems.add("objectives", f"must be 2 to {MAX_OBJECTIVES} (one: use objective)")
+    found = []
+    for i, objective in enumerate(spec.objectives[:MAX_OBJECTIVES]):
+        if not NAME.fullmatch(objective.metric):
+            problems.add(
+                f"objectives[{i}].metric", "must be 1 to 64 letters, digits, '_', '.' or '-'"
+            )
+        if objective.HasField("goal") and objective.goal not in GOALS:
+            problems.add(f"objectives[{i}].goal", 'must be "minimize" or "maximize"')
+        found.append({"metric": objective.metric, "goal": objective.goal or "minimize"})
+    metrics = [o["metric"] for o in found]
+    if len(set(metrics)) != len(metrics):
+        problems.add("objectives", "name each metric once")
+    return found
+
+
 def _search(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, Any] | None:
     """The adaptive search's settings, every default filled in; None without one."""
     if not spec.HasField("search"):
@@ -337,8 +363,14 @@ def _search(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, A
             "parameters.random",
             "takes no trials or seed with search: search.trials and search.seed are those",
         )
-    if not spec.objective.metric:
+    if not spec.objective.metric and not spec.objectives:
         problems.add("objective.metric", "is required with search: it is what the sampler learns")
+    if spec.objectives and sampler in SAMPLERS and sampler not in MULTI_OBJECTIVE_SAMPLERS:
+        problems.add(
+            "search.sampler",
+            f"{sampler} learns one objective; with objectives: "
+            + ", ".join(MULTI_OBJECTIVE_SAMPLERS),
+        )
     trials = search.trials
     if sampler == "grid" and kind == "grid":
         size = math.prod(len(v.list_value.values) for v in spec.parameters.grid.fields.values())
@@ -356,6 +388,8 @@ def _early_stopping(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dic
         return None
     rule = spec.early_stopping
     where = "earlyStopping"
+    if spec.objectives:
+        problems.add(where, "judges one objective: not with objectives")
     if not spec.HasField("search"):
         problems.add(where, 'needs search (for a grid: {"search": {"sampler": "grid"}})')
     if rule.rule not in RULES:
@@ -399,7 +433,9 @@ def _stopping(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str,
         found["maxDurationSeconds"] = plain(seconds)
     if spec.HasField("target"):
         metric = spec.target.metric or spec.objective.metric
-        if not spec.objective.metric:
+        if spec.objectives:
+            problems.add("target", "is a value of one objective: not with objectives")
+        elif not spec.objective.metric:
             problems.add("objective.metric", "is required with a target")
         elif metric != spec.objective.metric:
             problems.add("target.metric", "must be the objective's metric (or left out)")
@@ -471,6 +507,7 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
         problems.add("objective.goal", 'must be "minimize" or "maximize" (left out: minimize)')
     if spec.objective.HasField("goal") and not spec.objective.metric:
         problems.add("objective.metric", "is required with a goal")
+    objectives = _objectives(spec, problems)
     if not 0 <= spec.max_parallel <= MAX_PARALLEL:
         problems.add("maxParallel", f"must be 0 (no cap) to {MAX_PARALLEL}")
     if not 0 <= spec.retries <= MAX_RETRIES:
@@ -489,6 +526,8 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
     normalised["task"] = task
     if requirements:
         normalised["requirements"] = requirements
+    if objectives:
+        normalised["objectives"] = objectives
     if spec.objective.metric:
         normalised["objective"] = {
             "metric": spec.objective.metric,

@@ -331,17 +331,33 @@ def _search(sweep: Sweep) -> search.Search:
     return found
 
 
+def _number(value: Any) -> float | None:
+    """A result's value as an objective: a finite number (no bool, no integer past
+    64 bits: a row stored before the rules may hold one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and abs(value) >= 2**63:
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _objective(spec: dict[str, Any], result: TrialResult) -> float | None:
     """The trial's objective value: its result's metric, when it succeeded with a
     finite number there."""
     metric = (spec.get("objective") or {}).get("metric")
     if not metric or result.outcome != Outcome.SUCCEEDED or not result.result:
         return None
-    value = result.result.get(metric)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return _number(result.result.get(metric))
+
+
+def _objective_values(spec: dict[str, Any], result: TrialResult) -> list[float] | None:
+    """What the sampler is told of a trial: each objective's value, or None (failed)
+    unless it succeeded with a finite number for every one."""
+    objectives = spec.get("objectives") or [spec.get("objective") or {}]
+    if result.outcome != Outcome.SUCCEEDED or not result.result:
         return None
-    value = float(value) if abs(value) < 2**63 or isinstance(value, float) else None
-    return value if value is not None and math.isfinite(value) else None
+    values = [_number(result.result.get(o.get("metric", ""))) for o in objectives]
+    return None if None in values else values  # type: ignore[return-value]
 
 
 def create_sweep(
@@ -665,16 +681,13 @@ def _judge(sweep: Sweep, trial: Trial, values_json: str) -> bool:
         return False
     if not isinstance(values, dict):
         return False
-    value, step = values.get(rule["metric"]), values.get(rule["stepKey"])
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if isinstance(step, float) and step.is_integer():
+    value, step = _number(values.get(rule["metric"])), values.get(rule["stepKey"])
+    if isinstance(step, float) and step.is_integer() and abs(step) <= specs.MAX_STEP:
         step = int(step)
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= specs.MAX_STEP:
         return False
-    if not (abs(value) < 2**63 or isinstance(value, float)) or not math.isfinite(value):
+    if value is None:
         return False
-    value = float(value)
     study = _search(sweep)
     verdict = study.report(trial.position, step, value)
     if verdict is None:
@@ -805,7 +818,7 @@ def _end(trial: Trial, result: TrialResult, now: float | None = None) -> None:
     sweep = Sweep.get_by_id(trial.sweep_id)
     if sweep.budget and result.outcome != Outcome.PRUNED:
         # Every end is told: a failure of any kind as a failure, never dropped.
-        _search(sweep).tell(trial.position, _objective(sweep.spec, result))
+        _search(sweep).tell(trial.position, _objective_values(sweep.spec, result))
 
 
 def _finish_sweep_if_done(sweep_id: str) -> str | None:

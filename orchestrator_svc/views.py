@@ -170,6 +170,37 @@ def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
     return max(ranked, key=lambda s: (s[0], s[1]))[2] if ranked else None
 
 
+def pareto_front(spec: dict[str, Any], rows: list[store.Trial]) -> list[int]:
+    """With several objectives: the succeeded trials with a finite value for each that no
+    other such trial beats on every one (of equal ones, the lowest index), by index."""
+    objectives = spec.get("objectives") or []
+    if not objectives:
+        return []
+    signs = [-1.0 if o.get("goal") == "maximize" else 1.0 for o in objectives]
+    points = []
+    for row in rows:
+        if row.outcome != Outcome.SUCCEEDED or not row.result_json:
+            continue
+        try:
+            found = json.loads(row.result_json)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(found, dict):
+            continue
+        values = [found.get(o.get("metric")) for o in objectives]
+        numbers = [float(v) for v in values if _comparable(v)]
+        if len(numbers) == len(values):
+            points.append(([s * v for s, v in zip(signs, numbers, strict=True)], row.position))
+    # In this order whatever beats a point (or equals it) comes before it, and what beats
+    # it is beaten by, or is, a point already on the front.
+    points.sort()
+    front: list[tuple[list[float], int]] = []
+    for vector, position in points:
+        if not any(all(a <= b for a, b in zip(f, vector, strict=True)) for f, _ in front):
+            front.append((vector, position))
+    return sorted(position for _, position in front)
+
+
 def history(spec: dict[str, Any], rows: list[store.Trial]) -> list[orchestrator_pb2.HistoryPoint]:
     """The optimisation history: each scored trial in the order they finished, with the
     best value up to it."""
@@ -241,6 +272,7 @@ def sweep(
         if top is not None:
             shown.best_trial.CopyFrom(trial(top, artifacts.get(top.id, [])))
         shown.history.extend(history(spec, rows))
+        shown.pareto_front.extend(pareto_front(spec, rows))
     shown.counts.CopyFrom(counts(by_state or {}))
     return shown
 

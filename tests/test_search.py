@@ -96,3 +96,39 @@ def test_a_deadline_ends_a_sweep_whose_trials_run_too_long(stack: RunningStack) 
     assert time.monotonic() - started < 30
     assert sweep["stopReason"] == "deadline"
     assert {t["outcome"] for t in sweep["trials"]} == {"cancelled"}
+
+
+def test_two_objectives_give_a_pareto_front(stack: RunningStack) -> None:
+    script = (
+        "import json, os\n"
+        "p = json.loads(os.environ['PRISM_PARAMS'])\n"
+        "print(json.dumps({'loss': (p['x'] - 3) ** 2, 'size': abs(p['x'])}))\n"
+    )
+    objectives = [{"metric": "loss"}, {"metric": "size", "goal": "minimize"}]
+    created = stack.create(
+        spec(
+            script=script,
+            objective=None,
+            objectives=objectives,
+            search={"sampler": "nsga2", "trials": 10, "seed": 4},
+        )
+    )
+    assert created.status == 200, created.body
+    assert created.body["spec"]["objectives"] == [
+        {"metric": "loss", "goal": "minimize"},
+        {"metric": "size", "goal": "minimize"},
+    ]
+    sweep = stack.finished(created.body["id"], timeout=120)
+    assert sweep["state"] == "done" and "bestTrial" not in sweep
+    front = sweep["paretoFront"]
+    points = {t["index"]: (t["metrics"]["loss"], t["metrics"]["size"]) for t in sweep["trials"]}
+    assert front
+    for i, (loss, size) in points.items():
+        beaten = any(
+            lo <= loss and si <= size and (lo, si) != (loss, size)
+            for j, (lo, si) in points.items()
+            if j != i
+        )
+        assert (i in front) == (
+            not beaten and all(points[j] != (loss, size) for j in points if j < i)
+        )

@@ -79,7 +79,7 @@ class SweepStatus(_message.Message):
     def __init__(self, task: _Optional[str] = ..., completed: _Optional[_Iterable[_Union[RunnerResult, _Mapping]]] = ..., pending: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ...) -> None: ...
 
 class SweepSpec(_message.Message):
-    __slots__ = ("task", "script", "examples", "parameters", "objective", "max_parallel", "limits", "retries", "requirements", "search", "early_stopping", "max_duration_seconds", "target")
+    __slots__ = ("task", "script", "examples", "parameters", "objective", "max_parallel", "limits", "retries", "requirements", "search", "early_stopping", "max_duration_seconds", "target", "objectives")
     TASK_FIELD_NUMBER: _ClassVar[int]
     SCRIPT_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class SweepSpec(_message.Message):
     EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
     MAX_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     task: str
     script: str
     examples: _containers.RepeatedScalarFieldContainer[str]
@@ -106,7 +107,8 @@ class SweepSpec(_message.Message):
     early_stopping: EarlyStopping
     max_duration_seconds: float
     target: Target
-    def __init__(self, task: _Optional[str] = ..., script: _Optional[str] = ..., examples: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[ParameterSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., max_parallel: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., retries: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., search: _Optional[_Union[Search, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., max_duration_seconds: _Optional[float] = ..., target: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
+    objectives: _containers.RepeatedCompositeFieldContainer[Objective]
+    def __init__(self, task: _Optional[str] = ..., script: _Optional[str] = ..., examples: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[ParameterSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., max_parallel: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., retries: _Optional[int] = ..., requirements: _Optional[_Iterable[str]] = ..., search: _Optional[_Union[Search, _Mapping]] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ..., max_duration_seconds: _Optional[float] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ...) -> None: ...
 
 class Search(_message.Message):
     __slots__ = ("sampler", "trials", "seed")
@@ -239,7 +241,7 @@ class ListSweepsResponse(_message.Message):
     def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Sweep(_message.Message):
-    __slots__ = ("id", "state", "spec", "create_time", "finish_time", "counts", "trials", "best_trial", "stop_reason", "history")
+    __slots__ = ("id", "state", "spec", "create_time", "finish_time", "counts", "trials", "best_trial", "stop_reason", "history", "pareto_front")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +252,7 @@ class Sweep(_message.Message):
     BEST_TRIAL_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    PARETO_FRONT_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     spec: SweepSpec
@@ -260,7 +263,8 @@ class Sweep(_message.Message):
     best_trial: Trial
     stop_reason: str
     history: _containers.RepeatedCompositeFieldContainer[HistoryPoint]
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., stop_reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ...) -> None: ...
+    pareto_front: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., stop_reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., pareto_front: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class HistoryPoint(_message.Message):
     __slots__ = ("trial_index", "value", "best_value")

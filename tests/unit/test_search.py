@@ -338,3 +338,101 @@ def test_the_stored_spec_shows_every_setting_in_effect() -> None:
         "reductionFactor": 3,
     }
     assert made.spec["target"] == {"metric": "loss", "value": 0.1}
+
+
+def test_several_objectives_are_learnt_together(orchestrator_db: Path) -> None:
+    objectives = [{"metric": "loss"}, {"metric": "speed", "goal": "maximize"}]
+    for sampler in ("tpe", "nsga2", "random", "qmc"):
+        sweep_id = f"multi-{sampler}"
+        made = plan(
+            json_format.ParseDict(
+                {
+                    **spec(search={"sampler": sampler, "trials": 8, "seed": 1}),
+                    "objective": {},
+                    "objectives": objectives,
+                },
+                orchestrator_pb2.SweepSpec(),
+            ),
+            SETTINGS,
+        )
+        assert made.spec["objectives"] == [
+            {"metric": "loss", "goal": "minimize"},
+            {"metric": "speed", "goal": "maximize"},
+        ]
+        store.create_sweep(sweep_id, made.task, made.spec, made.trials)
+        while not store.sweep_finished(sweep_id):
+            store.ask_trials(2)
+            for row in trials(sweep_id):
+                if row.state == "pending":
+                    params = json.loads(row.params_json)
+                    result = {"loss": branin(params), "speed": params["x"]}
+                    if row.position == 3:
+                        result = {"loss": 1.0}  # no speed: told as failed
+                    store.finish_trial(
+                        start(row),
+                        TrialResult(outcome=Outcome.SUCCEEDED, reason="", result=result),
+                    )
+        study = store._search(store.Sweep.get_by_id(sweep_id))
+        told = study._study.get_trials()
+        assert [t.state.name for t in told].count("COMPLETE") == 7, sampler
+        assert told[3].state.name == "FAIL"
+        assert all(len(t.values) == 2 for t in told if t.values)
+
+
+def test_the_pareto_front_is_what_nothing_beats() -> None:
+    from orchestrator_svc import views
+
+    spec_ = {"objectives": [{"metric": "a"}, {"metric": "b", "goal": "maximize"}]}
+
+    def row(i: int, result: dict[str, Any] | None, outcome: str = "succeeded") -> Any:
+        return store.Trial(
+            position=i, outcome=outcome, result_json=json.dumps(result) if result else ""
+        )
+
+    rows = [
+        row(0, {"a": 1, "b": 1}),
+        row(1, {"a": 2, "b": 3}),
+        row(2, {"a": 1, "b": 1}),  # equals 0: the lower index stands
+        row(3, {"a": 0, "b": 0}),
+        row(4, {"a": 3, "b": 2}),  # beaten by 1
+        row(5, {"a": 0.5, "b": 5}, outcome="failed"),
+        row(6, {"a": 0.5}),
+        row(7, {"a": 2, "b": 3.5}),
+    ]
+    assert views.pareto_front(spec_, rows) == [0, 3, 7]
+    assert views.pareto_front({"objective": {"metric": "a"}}, rows) == []
+
+
+@pytest.mark.parametrize(
+    ("more", "where"),
+    [
+        ({"objectives": [{"metric": "a"}, {"metric": "b"}]}, "objective"),
+        ({"objective": {}, "objectives": [{"metric": "a"}]}, "objectives"),
+        ({"objective": {}, "objectives": [{"metric": "a"}, {"metric": "a"}]}, "objectives"),
+        (
+            {
+                "objective": {},
+                "objectives": [{"metric": "a"}, {"metric": "b"}],
+                "search": {"sampler": "cmaes", "trials": 3},
+            },
+            "search.sampler",
+        ),
+        (
+            {
+                "objective": {},
+                "objectives": [{"metric": "a"}, {"metric": "b"}],
+                "earlyStopping": {"rule": "median"},
+            },
+            "earlyStopping",
+        ),
+        (
+            {"objective": {}, "objectives": [{"metric": "a"}, {"metric": "b", "goal": "up"}]},
+            "objectives[1].goal",
+        ),
+    ],
+)
+def test_wrong_objectives_are_refused(more: dict[str, Any], where: str) -> None:
+    body = json_format.ParseDict(spec(**more), orchestrator_pb2.SweepSpec())
+    with pytest.raises(InvalidArgument) as raised:
+        plan(body, SETTINGS)
+    assert any(w == where for w, _ in raised.value.violations), raised.value.violations
