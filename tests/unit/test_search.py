@@ -436,3 +436,41 @@ def test_wrong_objectives_are_refused(more: dict[str, Any], where: str) -> None:
     with pytest.raises(InvalidArgument) as raised:
         plan(body, SETTINGS)
     assert any(w == where for w, _ in raised.value.violations), raised.value.violations
+
+
+def test_a_schema_3_file_is_brought_up_to_date(tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from prism.sqlite import DbThread, SchemaError
+
+    path = tmp_path / "orchestrator.db"
+    DbThread(store.db, path, store.MODELS, schema_version=store.SCHEMA_VERSION).close()
+    # The file as version 3 left it: without schema 4's columns and table, one sweep in it.
+    with closing(sqlite3.connect(path)) as db:
+        for model, columns in store._ADDED_IN_4.items():
+            for name in columns:
+                db.execute(f'ALTER TABLE "{model._meta.table_name}" DROP COLUMN "{name}"')
+        db.execute('DROP TABLE "searchlog"')
+        db.execute(
+            "INSERT INTO sweep (id, task, spec_json, status, created_at, last_seq) "
+            "VALUES ('old', 't', '{}', 'done', 1.0, 0)"
+        )
+        db.execute("PRAGMA user_version = 3")
+        db.commit()
+    DbThread(
+        store.db, path, store.MODELS, schema_version=store.SCHEMA_VERSION, migrate=store.migrate
+    ).close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+        assert db.execute("SELECT id, budget, stop_reason FROM sweep").fetchall() == [
+            ("old", 0, "")
+        ]
+        assert db.execute("SELECT COUNT(*) FROM searchlog").fetchone()[0] == 0
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+    with pytest.raises(SchemaError):  # older than that: refused, as before
+        DbThread(
+            store.db, path, store.MODELS, schema_version=store.SCHEMA_VERSION, migrate=store.migrate
+        )
+    store.db.init(None)
