@@ -89,6 +89,15 @@ class _Journal(BaseJournalBackend):
         self._logs.extend(logs)
 
 
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, but it leaves the study alone once the grid is run (it
+    stops the study, which only an optimize() loop may do); the budget, at most the
+    grid, ends the asks."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 def seed_for(seed: int, number: int) -> int:
     """The seed of the sampler asking for trial `number`."""
     digest = hashlib.sha256(f"{seed}/{number}".encode()).digest()
@@ -172,8 +181,10 @@ class Search:
         if kind == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=own)
         if kind == "grid":
+            # Trial n runs the n-th combination of the grid shuffled by the sweep's seed:
+            # the same order for every sampler of the sweep.
             grid = {name: list(range(len(d.choices))) for name, d in self._space.items()}
-            return optuna.samplers.GridSampler(grid, seed=own)
+            return _Grid(grid, seed=seed)
         return optuna.samplers.RandomSampler(seed=own)
 
     def _pruner(self) -> optuna.pruners.BasePruner:

@@ -57,6 +57,8 @@ SAMPLERS = ("tpe", "cmaes", "nsga2", "qmc", "random", "grid")
 # The samplers that learn several objectives at once.
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "nsga2", "qmc", "random", "grid")
 MAX_OBJECTIVES = 8
+# The combinations a grid sampler's grid may have (it lists them all).
+MAX_GRID = 10_000
 RULES = ("median", "percentile", "asha", "hyperband")
 MAX_STEP = 10**9
 MAX_DURATION_SECONDS = 7 * 24 * 3600.0
@@ -375,7 +377,11 @@ def _search(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, A
     if sampler == "grid" and kind == "grid":
         size = math.prod(len(v.list_value.values) for v in spec.parameters.grid.fields.values())
         trials = trials or min(size, MAX_TRIALS)
-        if trials > size:
+        if size > MAX_GRID:
+            problems.add(
+                "parameters.grid", f"has {size} combinations; sampler grid takes {MAX_GRID}"
+            )
+        elif trials > size:
             problems.add("search.trials", f"must be at most the grid's {size} combinations")
     if not 1 <= trials <= MAX_TRIALS:
         problems.add("search.trials", f"must be 1 to {MAX_TRIALS}, got {trials}")

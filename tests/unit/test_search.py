@@ -474,3 +474,42 @@ def test_a_schema_3_file_is_brought_up_to_date(tmp_path: Path) -> None:
             store.db, path, store.MODELS, schema_version=store.SCHEMA_VERSION, migrate=store.migrate
         )
     store.db.init(None)
+
+
+@pytest.mark.parametrize("rule", [None, {"rule": "asha"}])
+def test_the_grid_sampler_runs_each_combination_once(
+    orchestrator_db: Path, rule: dict[str, Any] | None
+) -> None:
+    grid = {"x": [0, 1, 2, 3, 4, 5], "k": ["a", {"b": 1}]}
+    more: dict[str, Any] = {
+        "parameters": {"grid": grid},
+        "search": {"sampler": "grid", "seed": 1},
+        "maxParallel": 1,
+    }
+    if rule:
+        more["earlyStopping"] = rule
+    create("g", **more)
+    while not store.sweep_finished("g"):
+        assert store.ask_trials(1) == 1
+        [row] = [t for t in trials("g") if t.state == "pending"]
+        execution_id = start(row)
+        metric(execution_id, 1, float(row.position))
+        succeed(execution_id, float(row.position))
+    asked = [json.loads(t.params_json) for t in trials("g")]
+    assert len(asked) == 12
+    assert sorted(json.dumps(p, sort_keys=True) for p in asked) == sorted(
+        json.dumps({"k": k, "x": x}, sort_keys=True) for x in grid["x"] for k in grid["k"]
+    )
+    sweep = store.sweep("g")
+    assert sweep is not None and sweep.status == "done"
+
+
+def test_a_grid_too_big_to_list_is_refused() -> None:
+    grid = {f"p{i}": list(range(10)) for i in range(5)}
+    body = json_format.ParseDict(
+        spec(parameters={"grid": grid}, search={"sampler": "grid", "trials": 5}),
+        orchestrator_pb2.SweepSpec(),
+    )
+    with pytest.raises(InvalidArgument) as raised:
+        plan(body, SETTINGS)
+    assert raised.value.violations[0][0] == "parameters.grid"
