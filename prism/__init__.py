@@ -27,6 +27,7 @@ _CLIENT_NAMES = frozenset(
     {
         "Client", "AsyncClient", "SweepSpec", "Objective", "Limits", "Event",
         "grid", "random_search", "listed", "uniform", "loguniform", "integer", "choice",
+        "search_space", "Search", "EarlyStopping", "Target",
         "ApiError", "InvalidArgument", "NotFound", "Unauthenticated", "Unavailable",
         "DeadlineExceeded", "Internal",
     }

@@ -1,6 +1,8 @@
 """The `prism` command: run sweeps, watch them live, read their results.
 
     prism run train.py -p lr=loguniform:1e-4:1e-1 -p layers=1,2,3 --trials 20 --objective loss:min
+    prism run train.py -p lr=loguniform:1e-4:1e-1 --objective loss --sampler tpe --trials 50 \
+        --prune asha --target 0.05 --max-duration 3600
     prism run sweep.toml          a spec file (TOML, YAML or JSON; see prism.specfile)
     prism watch ID                the live display again, or one line per event
     prism show ID                 the trial table and the best trial
@@ -14,11 +16,12 @@ port works too) with the token from PRISM_API_TOKEN, PRISM_API_TOKEN_FILE or, fa
 $PRISM_DATA_DIR/api_token (what `make up` generates). Every read takes --json.
 
 Exit status:
-    0   done: the sweep finished and every trial succeeded (or the command did what it said)
+    0   done: the sweep finished and no trial failed (or the command did what it said): every
+        trial succeeded, or was pruned, or was cancelled by the sweep's target or deadline
     1   the service answered with an error (no such sweep, a refused token, a failure of its own)
     2   usage: a wrong command line or spec file, or a spec the service refused as invalid
     3   the service could not be reached, or did not answer in time
-    4   the sweep finished with trials that did not succeed
+    4   the sweep finished with trials that failed, or with no trial succeeded
     5   the sweep was cancelled
     130 interrupted: detached from the sweep, which runs on
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -91,13 +95,27 @@ def _timestamp(seconds: float) -> str:
     return stamp.ToJsonString()
 
 
+# Why a sweep stopped before its last trial on purpose (its target reached, its deadline
+# passed): the trials the stop cancelled did not fail.
+STOPPED_ON_PURPOSE = ("target_reached", "deadline")
+
+
 def sweep_status(sweep: orchestrator_pb2.Sweep) -> int:
-    """The exit status a finished sweep gives."""
+    """The exit status a finished sweep gives: a pruned trial was stopped on purpose, as
+    was one a target or deadline cancelled; neither is a failure."""
     if sweep.state == "cancelled":
         return EXIT_CANCELLED
-    if sweep.state == "done" and sweep.counts.succeeded == sweep.counts.total:
+    if sweep.state != "done":
+        return EXIT_TRIALS_FAILED if sweep.state == "error" else EXIT_OK
+    if sweep.counts.succeeded + sweep.counts.pruned == sweep.counts.total:
         return EXIT_OK
-    return EXIT_TRIALS_FAILED if sweep.state in ("done", "error") else EXIT_OK
+    stopped = sweep.stop_reason in STOPPED_ON_PURPOSE
+    failed = [
+        t
+        for t in sweep.trials
+        if t.outcome not in ("succeeded", "pruned") and not (stopped and t.outcome == "cancelled")
+    ]
+    return EXIT_TRIALS_FAILED if failed or not sweep.trials else EXIT_OK
 
 
 # Following a sweep.
@@ -174,14 +192,19 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "task": args.task,
         "maxParallel": args.max_parallel,
         "retries": args.retries,
+        "maxDurationSeconds": args.max_duration,
         "objective": args.objective,
+        "target": args.target_value,
         "requirements": args.requirement,
         "limits": limits,
     }
+    searching = (args.sampler, args.prune, args.prune_metric, args.step_key)
     if target.suffix in specfile.SPEC_SUFFIXES:
-        if args.param or args.trials is not None or args.seed is not None:
+        given = (args.trials, args.seed, *searching)
+        if args.param or args.prune_setting or any(g is not None for g in given):
             raise specfile.SpecError(
-                "-p, --trials and --seed go with a script; a spec file has them"
+                "-p, --trials, --seed, --sampler and --prune (with its --prune-metric, "
+                "--prune-setting and --step-key) go with a script; a spec file has them"
             )
         return specfile.overridden(specfile.load(target), flags)
     if target.suffix != ".py":
@@ -190,9 +213,24 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             f"({', '.join(specfile.SPEC_SUFFIXES)})"
         )
     spec: dict[str, Any] = {"task": f"run {target.name}", "script": specfile.read_script(target)}
-    space = specfile.parameters(args.param, args.trials, args.seed)
+    space = specfile.parameters(args.param, args.trials, args.seed, args.sampler)
     if space is not None:
         spec["parameters"] = space
+    if args.sampler is not None:
+        if not args.objective:
+            raise specfile.SpecError("--sampler learns from the objective: give --objective")
+        spec["search"] = specfile.search(args.sampler, args.trials, args.seed)
+    if args.prune is not None:
+        if args.sampler is None:
+            raise specfile.SpecError(
+                "--prune stops the trials of an adaptive search: give --sampler too "
+                "(--sampler grid for listed values)"
+            )
+        spec["earlyStopping"] = specfile.early_stopping(
+            args.prune, args.prune_metric, args.step_key, args.prune_setting
+        )
+    elif args.prune_setting or args.prune_metric is not None or args.step_key is not None:
+        raise specfile.SpecError("--prune-metric, --prune-setting and --step-key go with --prune")
     return specfile.overridden(spec, flags)
 
 
@@ -318,7 +356,8 @@ def parser() -> argparse.ArgumentParser:
         prog="prism",
         description="Run sweeps of sandboxed trials, watch them, read their results.",
         epilog="Exit status: 0 done, 1 service error, 2 usage, 3 unreachable, "
-        "4 trials failed, 5 cancelled, 130 detached.",
+        "4 trials failed (pruned trials, and those a target or deadline cancelled, did not), "
+        "5 cancelled, 130 detached.",
     )
     top.add_argument(
         "--address", default=env("PRISM_ADDRESS", "127.0.0.1:8080"), help="the gateway"
@@ -341,9 +380,51 @@ def parser() -> argparse.ArgumentParser:
     run_.formatter_class = argparse.RawDescriptionHelpFormatter
     run_.add_argument("target", help="a trial script (.py) or a spec file (.toml .yaml .json)")
     run_.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUES")
-    run_.add_argument("--trials", type=_positive, help="random search: this many parameter sets")
-    run_.add_argument("--seed", type=int, help="random search: its seed (default 0)")
+    run_.add_argument(
+        "--trials",
+        type=_positive,
+        help="random search: this many parameter sets; with --sampler: its budget",
+    )
+    run_.add_argument("--seed", type=int, help="random search or --sampler: its seed (default 0)")
     run_.add_argument("--objective", metavar="METRIC[:min|max]", help="the metric to optimise")
+    run_.add_argument(
+        "--sampler",
+        choices=specfile.SAMPLERS,
+        help="adaptive search: ask for each trial's parameters from the results so far",
+    )
+    run_.add_argument(
+        "--prune",
+        choices=specfile.RULES,
+        help="stop losing trials early on their live metrics (needs --sampler)",
+    )
+    run_.add_argument(
+        "--prune-metric",
+        metavar="METRIC[:min|max]",
+        help="the metric --prune judges (default: the objective's)",
+    )
+    run_.add_argument(
+        "--step-key", metavar="KEY", help="the metric line's key holding the step (default: step)"
+    )
+    run_.add_argument(
+        "--prune-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the --prune rule, e.g. reductionFactor=2",
+    )
+    run_.add_argument(
+        "--target",
+        dest="target_value",
+        type=_finite,
+        metavar="VALUE",
+        help="end the sweep once a trial's objective is VALUE or better",
+    )
+    run_.add_argument(
+        "--max-duration",
+        type=_finite,
+        metavar="SECONDS",
+        help="end the sweep this long after it started",
+    )
     run_.add_argument("--task", help="what the sweep is for (default: run SCRIPT)")
     run_.add_argument("--max-parallel", type=int, metavar="N", help="trials at once (0: no cap)")
     run_.add_argument(
@@ -397,6 +478,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, not {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text}")
     return value
 
 

@@ -19,8 +19,23 @@ orchestrator's own port answers the same calls). Its token: `token`, else the fi
 PRISM_API_TOKEN_FILE names, else PRISM_API_TOKEN, else the api_token file under PRISM_DATA_DIR
 (.prism), which `make up` writes. A client may be shared by threads (its gRPC channel is).
 
-Answers are the API's own messages (prism.v1.orchestrator_pb2, typed); a watch yields
-`Event`s. Errors are raised as `ApiError` and its subclasses:
+An adaptive search asks for each trial's parameters as a slot frees, learning from the
+results so far; it may stop losing trials early, and the sweep at a target or a deadline:
+
+    SweepSpec(
+        task="tune the learning rate",
+        script=open("train.py").read(),
+        parameters=search_space(lr=loguniform(1e-4, 1e-1), layers=integer(1, 8)),
+        objective=Objective("loss"),
+        search=Search("tpe", trials=50, seed=1),
+        early_stopping=EarlyStopping("asha", reduction_factor=2),
+        target=Target(0.05),
+        max_duration_seconds=3600,
+    )
+
+Answers are the API's own messages (prism.v1.orchestrator_pb2, typed: a pruned trial's
+`pruned_step` and `pruned_value`, a sweep's `stop_reason`, `history` and `counts.pruned`);
+a watch yields `Event`s. Errors are raised as `ApiError` and its subclasses:
 
     ApiError                   any other status (its `code` says which)
     ├── InvalidArgument        INVALID_ARGUMENT: `violations` names each field and its rule
@@ -162,26 +177,37 @@ class UnsafeArtifactName(ValueError):
 
 @dataclass(frozen=True)
 class Distribution:
-    """One parameter's distribution in a random search."""
+    """One parameter's distribution in a random or adaptive search."""
 
     kind: str
     values: tuple[Any, ...]
+    # Only values low + k * step (uniform, int); None: any.
+    step: float | None = None
+    # An int drawn evenly in log space.
+    log: bool = False
 
-    def to_json(self) -> dict[str, list[Any]]:
-        return {self.kind: list(self.values)}
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {self.kind: list(self.values)}
+        if self.step is not None:
+            found["step"] = self.step
+        if self.log:
+            found["log"] = True
+        return found
 
 
-def uniform(low: float, high: float) -> Distribution:
-    return Distribution("uniform", (low, high))
+def uniform(low: float, high: float, *, step: float | None = None) -> Distribution:
+    """A float from low to high; with `step`, only low, low + step, ... up to high."""
+    return Distribution("uniform", (low, high), step=step)
 
 
 def loguniform(low: float, high: float) -> Distribution:
     return Distribution("loguniform", (low, high))
 
 
-def integer(low: int, high: int) -> Distribution:
-    """An integer from low to high, both included."""
-    return Distribution("int", (low, high))
+def integer(low: int, high: int, *, step: int | None = None, log: bool = False) -> Distribution:
+    """An integer from low to high, both included; with `step`, only low, low + step, ...;
+    with `log`, drawn evenly in log space (0 < low), as a batch size or a width is."""
+    return Distribution("int", (low, high), step=step, log=log)
 
 
 def choice(*values: Any) -> Distribution:
@@ -214,6 +240,15 @@ def random_search(
     return Parameters({"random": {"trials": trials, "seed": seed, "parameters": parameters}})
 
 
+def search_space(
+    space: Mapping[str, Distribution] | None = None, /, **distributions: Distribution
+) -> Parameters:
+    """The distributions an adaptive search explores, given as keywords or as a mapping:
+    no trials or seed, which are the Search's (a grid is a search space too)."""
+    parameters = {name: d.to_json() for name, d in {**(space or {}), **distributions}.items()}
+    return Parameters({"random": {"parameters": parameters}})
+
+
 def listed(*sets: Mapping[str, Any]) -> Parameters:
     """Exactly these parameter sets, in order."""
     return Parameters({"list": [dict(s) for s in sets]})
@@ -223,6 +258,72 @@ def listed(*sets: Mapping[str, Any]) -> Parameters:
 class Objective:
     metric: str
     goal: str = "minimize"
+
+
+@dataclass(frozen=True)
+class Search:
+    """Adaptive search: the sampler ("tpe", "cmaes", "qmc", "random" or "grid") asks for
+    each trial's parameters as a runner slot frees, from what the results so far say.
+    `trials` is the budget (0: a grid's size, for "grid" only); the seed fixes every
+    draw given the same results."""
+
+    sampler: str = "tpe"
+    trials: int = 0
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"sampler": self.sampler}
+        if self.trials:
+            found["trials"] = self.trials
+        if self.seed:
+            found["seed"] = self.seed
+        return found
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stops a search's losing trials on their live PRISM_METRIC lines: `rule` is
+    "median", "percentile", "asha" or "hyperband". The metric and goal judged are the
+    objective's unless given; the step is the metric line's `step_key` ("step"). The
+    rule's settings (None: the service's default) are asha's and hyperband's
+    min_resource, reduction_factor (and hyperband's max_resource), and median's and
+    percentile's startup_trials, warmup_steps (and percentile's percentile)."""
+
+    rule: str
+    metric: str = ""
+    goal: str = ""
+    step_key: str = ""
+    min_resource: int | None = None
+    max_resource: int | None = None
+    reduction_factor: int | None = None
+    startup_trials: int | None = None
+    warmup_steps: int | None = None
+    percentile: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _set_fields(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The sweep ends once a trial's objective is `value` or better (the metric, if
+    given, must be the objective's)."""
+
+    value: float
+    metric: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _set_fields(self)
+
+
+def _set_fields(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as the JSON API takes it: the fields given, by JSON name
+    (one left None or "" is left out, for the service's default)."""
+    return {
+        json_name(name): value
+        for name, value in vars(settings).items()
+        if value is not None and value != ""
+    }
 
 
 @dataclass(frozen=True)
@@ -250,11 +351,22 @@ class SweepSpec:
     limits: Limits = field(default_factory=Limits)
     requirements: Sequence[str] = ()
     examples: Sequence[str] = ()
+    search: Search | None = None
+    early_stopping: EarlyStopping | None = None
+    target: Target | None = None
+    # The sweep's deadline from its creation; None: none.
+    max_duration_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("requirements", "examples"):
             if isinstance(getattr(self, name), str):
                 raise TypeError(f"SweepSpec.{name} is a list of strings, not one string")
+        random = self.parameters.space.get("random") if self.parameters else None
+        if self.search is not None and isinstance(random, dict) and "trials" in random:
+            raise ValueError(
+                "with search, give the parameters as search_space(...): the Search has "
+                "the trials and the seed, random_search(...) has its own"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The spec as the JSON API takes it."""
@@ -278,6 +390,12 @@ class SweepSpec:
             spec["limits"] = limits
         if self.requirements:
             spec["requirements"] = list(self.requirements)
+        for name in ("search", "early_stopping", "target"):
+            settings = getattr(self, name)
+            if settings is not None:
+                spec[json_name(name)] = settings.to_json()
+        if self.max_duration_seconds is not None:
+            spec["maxDurationSeconds"] = self.max_duration_seconds
         return spec
 
     def to_proto(self) -> orchestrator_pb2.SweepSpec:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from google.protobuf import json_format
 from rich.console import Group, RenderableType
@@ -28,6 +28,8 @@ from prism.v1 import orchestrator_pb2
 # Outcomes in the order counts are shown, with their style.
 OUTCOME_STYLES = {
     "succeeded": "green",
+    # Stopped by the sweep's early-stopping rule: on purpose, not a failure.
+    "pruned": "blue",
     "failed": "red",
     "timed_out": "yellow",
     "oom_killed": "yellow",
@@ -35,6 +37,18 @@ OUTCOME_STYLES = {
     "cancelled": "dim",
     "sandbox_error": "magenta",
     "runner_lost": "magenta",
+}
+# Why a sweep stopped before its last trial (its stop_reason), with its style.
+STOP_REASONS = {
+    "target_reached": ("its target was reached", "green"),
+    "deadline": ("its deadline passed", "yellow"),
+    "search_failed": ("its sampler failed", "red"),
+}
+# The events that stop a sweep, by the stop_reason they set.
+STOP_EVENTS = {
+    "sweep_target_reached": "target_reached",
+    "sweep_deadline_reached": "deadline",
+    "sweep_search_failed": "search_failed",
 }
 MAX_RUNNING_ROWS = 8
 MAX_CELL = 60
@@ -105,6 +119,9 @@ class TrialView:
     last_metric: dict[str, Any] = field(default_factory=dict)
     started: float | None = None  # time.monotonic() when seen starting
     known: bool = False  # its metrics and outcome were read from the service
+    # Where the sweep's early-stopping rule stopped it (the trial may still be stopping).
+    pruned_step: int | None = None
+    pruned_value: float | None = None
 
     @classmethod
     def of(cls, trial: orchestrator_pb2.Trial) -> TrialView:
@@ -115,6 +132,8 @@ class TrialView:
     def update(self, trial: orchestrator_pb2.Trial) -> None:
         self.state, self.outcome, self.reason = trial.state, trial.outcome, trial.reason
         self.runner, self.metrics = trial.runner, struct(trial.metrics)
+        if trial.HasField("pruned_step"):
+            self.pruned_step, self.pruned_value = trial.pruned_step, trial.pruned_value
         # An abridged trial (a large sweep's answer) comes without its result: read it alone.
         self.known = trial.state == "finished" and not trial.abridged
 
@@ -132,7 +151,14 @@ class Progress:
         self.trials = {t.index: TrialView.of(t) for t in sweep.trials}
         if sweep.HasField("best_trial"):  # whole even when the others are abridged
             self.trials[sweep.best_trial.index] = TrialView.of(sweep.best_trial)
-        self.total = sweep.counts.total or len(self.trials)
+        self.stop_reason = sweep.stop_reason
+        self.search = _search_text(sweep.spec)
+        self.prune_metric = sweep.spec.early_stopping.metric or self.metric
+        # An adaptive search's trials are asked for as it goes: its budget is the total,
+        # until it stops.
+        searching = sweep.spec.HasField("search") and sweep.state == "running"
+        budget = sweep.spec.search.trials if searching and not sweep.stop_reason else 0
+        self.total = max(sweep.counts.total or len(self.trials), budget)
         self._lock = threading.Lock()
 
     # Keeping up.
@@ -145,7 +171,12 @@ class Progress:
             trial = None if index is None else self.trials.setdefault(index, TrialView(index, {}))
             if event.kind == "sweep_created":
                 self.total = int(event.data.get("trials", self.total))
-            elif event.final:
+            elif event.kind in STOP_EVENTS:
+                self.stop_reason = STOP_EVENTS[event.kind]
+            if event.final or event.kind in STOP_EVENTS:
+                # No more trials are asked for: the ones there are, are all there will be.
+                self.total = len(self.trials) or self.total
+            if event.final:
                 self.state = event.sweep_state or self.state
             if trial is None:
                 return None
@@ -157,6 +188,10 @@ class Progress:
             elif event.kind == "metric":
                 values = event.data.get("values")
                 trial.last_metric = values if isinstance(values, dict) else {}
+            elif event.kind == "trial_pruned":
+                step, value = event.data.get("step"), event.data.get("value")
+                trial.pruned_step = int(step) if _number(step) else None
+                trial.pruned_value = float(value) if _number(value) else None
             elif event.kind == "trial_finished":
                 trial.state = "finished"
                 trial.outcome = str(event.data.get("outcome", ""))
@@ -211,6 +246,13 @@ class Progress:
         known = [(o, counts[o]) for o in OUTCOME_STYLES if counts[o]]
         return known + sorted((o, n) for o, n in counts.items() if o not in OUTCOME_STYLES)
 
+    def stop_text(self) -> Text:
+        """Why the sweep stopped before its last trial; empty if it did not."""
+        if not self.stop_reason:
+            return Text("")
+        why, style = STOP_REASONS.get(self.stop_reason, (short(self.stop_reason), ""))
+        return Text(f"stopped early: {why}", style=style)
+
     def best_text(self) -> Text:
         if not self.metric:
             return Text("best: no objective (give the spec an objective metric)", style="dim")
@@ -226,13 +268,17 @@ class Progress:
             header = Text()
             header.append(f"sweep {self.sweep_id}", style="bold")
             header.append(f" · {short(self.task)} · {self.state}")
+            if self.search:
+                header.append(f" · {self.search}", style="dim")
             bar = Table.grid(padding=(0, 1))
             bar.add_row(
                 ProgressBar(total=max(self.total, 1), completed=finished, width=40),
                 Text(f"{finished}/{self.total} trials"),
                 Text(seconds_text(time.time() - self.created) if self.created else ""),
             )
-            return Group(header, bar, self.counts_text(), self.best_text(), self._running())
+            parts: list[RenderableType] = [header, bar, self.counts_text(), self.best_text()]
+            parts += [self.stop_text()] if self.stop_reason else []
+            return Group(*parts, self._running())
 
     def _running(self) -> RenderableType:
         running = sorted(
@@ -245,12 +291,15 @@ class Progress:
             table.add_column(column)
         now = time.monotonic()
         for t in running[:MAX_RUNNING_ROWS]:
+            last = Text(short(metrics_text(t.last_metric)))
+            if t.pruned_step is not None:  # stopping: its runner has been told
+                last = Text(f"pruned at step {t.pruned_step}", style=OUTCOME_STYLES["pruned"])
             table.add_row(
                 str(t.index),
                 Text(short(params_text(t.params))),
                 Text(short(t.runner, 20)),
                 seconds_text(now - t.started) if t.started is not None else "",
-                Text(short(metrics_text(t.last_metric))),
+                last,
             )
         if len(running) > MAX_RUNNING_ROWS:
             table.add_row("…", f"and {len(running) - MAX_RUNNING_ROWS} more")
@@ -280,16 +329,45 @@ class Progress:
             return f"{trial} {short(data.get('outcome', '?'), 20)}{shown}{reason}"
         if event.kind in ("trial_requeued", "trial_retrying"):
             return f"{trial} {event.kind.removeprefix('trial_')}: {short(data.get('reason', ''))}"
+        if event.kind == "trial_pruned":
+            reached = f"{short(self.prune_metric, 40)}={short(data.get('value', '?'))}"
+            return f"{trial} pruned at step {short(data.get('step', '?'))}: {reached}"
+        if event.kind == "sweep_target_reached":
+            reached = f"{short(self.metric, 40)}={short(data.get('value', '?'))}"
+            by = f"trial {short(data.get('trial', '?'))}"
+            return f"sweep {self.sweep_id} reached its target: {by} {reached}"
+        if event.kind == "sweep_deadline_reached":
+            seconds = data.get("seconds")
+            after = f" after {_compact(seconds)} s" if _number(seconds) else ""
+            return f"sweep {self.sweep_id} passed its deadline{after}: stopping its trials"
+        if event.kind == "sweep_search_failed":
+            return f"sweep {self.sweep_id}: its sampler failed: {short(data.get('error', ''), 200)}"
         if event.final:
             return f"sweep {self.sweep_id} {event.sweep_state or event.kind}"
         return None
 
 
 def summary(sweep: orchestrator_pb2.Sweep) -> list[Text]:
-    """A finished (or running) sweep in a few lines: its counts by outcome and its best trial."""
+    """A finished (or running) sweep in a few lines: its counts by outcome, its best trial
+    and why it stopped early, if it did."""
     progress = Progress(sweep)
     head = Text(f"sweep {sweep.id} {sweep.state}: ", style="bold")
-    return [head + progress.counts_text(), progress.best_text()]
+    lines = [head + progress.counts_text(), progress.best_text()]
+    return [*lines, progress.stop_text()] if sweep.stop_reason else lines
+
+
+def _search_text(spec: orchestrator_pb2.SweepSpec) -> str:
+    """An adaptive search's sampler and early-stopping rule, in a few words."""
+    if not spec.HasField("search"):
+        return ""
+    text = f"{short(spec.search.sampler or 'tpe', 20)} search"
+    if spec.HasField("early_stopping"):
+        text += f", {short(spec.early_stopping.rule, 20)} pruning"
+    return text
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def trials_table(sweep: orchestrator_pb2.Sweep) -> Table:
@@ -304,6 +382,9 @@ def trials_table(sweep: orchestrator_pb2.Sweep) -> Table:
         table.add_column(Text(short(name, 24)), justify="right")
     if progress.metric:
         table.add_column(Text(short(progress.metric, 24)), justify="right")
+    pruning = any(t.pruned_step is not None for t in progress.trials.values())
+    if pruning:
+        table.add_column("pruned at step", justify="right")
     table.add_column("time", justify="right")
     table.add_column("runner")
     table.add_column("reason")
@@ -318,6 +399,8 @@ def trials_table(sweep: orchestrator_pb2.Sweep) -> Table:
         if progress.metric:
             value = progress.value(t)
             row.append("" if value is None else _compact(value))
+        if pruning:
+            row.append("" if t.pruned_step is None else str(t.pruned_step))
         seconds = durations.get(t.index, 0.0)
         row += [f"{seconds:.1f}s" if seconds else "", Text(short(t.runner, 20))]
         row.append(Text(short(t.reason, 80) if t.outcome != "succeeded" else ""))
@@ -326,10 +409,13 @@ def trials_table(sweep: orchestrator_pb2.Sweep) -> Table:
 
 
 def sweeps_table(sweeps: Iterable[orchestrator_pb2.Sweep], now: float) -> Table:
+    """The sweeps, one a row; a column of pruned trials when any sweep has some."""
+    sweeps = list(sweeps)
+    pruning = any(sweep.counts.pruned for sweep in sweeps)
     table = Table(header_style="bold", box=None, pad_edge=False)
     table.add_column("id", no_wrap=True)
-    for column in ("state", "trials", "succeeded", "age"):
-        right = column in ("trials", "succeeded")
+    for column in ("state", "trials", "succeeded", *(["pruned"] if pruning else []), "age"):
+        right = column in ("trials", "succeeded", "pruned")
         table.add_column(
             column, justify="right" if right else "left", no_wrap=True, min_width=len(column)
         )
@@ -342,6 +428,7 @@ def sweeps_table(sweeps: Iterable[orchestrator_pb2.Sweep], now: float) -> Table:
             Text(sweep.state, style={"done": "green", "error": "red"}.get(sweep.state, "")),
             f"{counts.finished}/{counts.total}",
             str(counts.succeeded),
+            *([str(counts.pruned)] if pruning else []),
             _age(age),
             Text(short(sweep.spec.task)),
         )

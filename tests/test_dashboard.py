@@ -70,6 +70,17 @@ for step in range(8):
 print(json.dumps({"loss": 0}))
 """
 
+# Reports its loss, x, at steps 1 to 4: once a trial has finished, the rule (asha) prunes a
+# worse one at its first step.
+CURVE = """\
+import json, os, time
+x = json.loads(os.environ["PRISM_PARAMS"])["x"]
+for step in range(1, 5):
+    print("PRISM_METRIC " + json.dumps({"step": step, "loss": x}), flush=True)
+    time.sleep(0.5)
+print(json.dumps({"loss": x}))
+"""
+
 # Collects what the Content-Security-Policy refused, before any script of the page runs.
 CSP_PROBE = """
 window.__csp = [];
@@ -349,6 +360,49 @@ def test_a_sweep_live_with_its_plot_curves_logs_and_artifacts(
     page.evaluate(NEXT_FRAME)
     expect(page.locator("#trial h2")).to_have_text(f"Trial {best}")
     expect(page.locator("#trials tr.selected")).to_have_attribute("data-index", str(best))
+
+
+def test_a_pruned_trial_shows_as_pruned_with_its_step(
+    page: Page, stack: RunningStack, screenshots: Path
+) -> None:
+    # One trial at a time, each asked for once the one before has ended: the search and
+    # the rule's decisions follow from the seed alone.
+    sweep_id = create(
+        stack,
+        {
+            "task": "dashboard: prune the losing trials",
+            "script": CURVE,
+            "parameters": {"random": {"parameters": {"x": {"int": [0, 9]}}}},
+            "objective": {"metric": "loss"},
+            "maxParallel": 1,
+            "search": {"sampler": "random", "trials": 6, "seed": 1},
+            "earlyStopping": {"rule": "asha", "minResource": 1, "reductionFactor": 2},
+        },
+    )
+    sweep = stack.finished(sweep_id, timeout=180)
+    pruned = [t for t in sweep["trials"] if t["outcome"] == "pruned"]
+    assert pruned and sweep["counts"]["pruned"] == len(pruned), sweep["counts"]
+    sign_in(page, stack.token)
+    page.goto(f"http://{stack.gateway}/ui/#/sweeps/{sweep_id}")
+    expect(page.locator("#trials tbody tr")).to_have_count(6)
+    expect(page.locator(".summary .counts")).to_contain_text(f"{len(pruned)} pruned")
+    expect(page.locator(".summary")).to_contain_text("random sampler, 6 trials at most; asha")
+    expect(page.locator(".summary")).not_to_contain_text("null")
+    page.select_option("#outcome-filter", "pruned")
+    expect(page.locator("#trials tbody tr")).to_have_count(len(pruned))
+    expect(page.locator("#trials tbody td.outcome-pruned")).to_have_count(len(pruned))
+    rows = trial_rows(page)
+    assert [r["pruned"] for r in rows] == [str(t["prunedStep"]) for t in pruned]
+    page.click(f'#trials tr[data-index="{pruned[0]["index"]}"]')
+    facts = page.locator("#trial dl")
+    expect(facts).to_contain_text(f"pruned at step{pruned[0]['prunedStep']}")
+    expect(page.locator("#trial pre.intermediate")).to_contain_text("step 1: ")
+    # The optimisation history: a point a succeeded trial, and the best value so far.
+    history = chart_option(page, "history")
+    points, best = history["series"][0]["data"], history["series"][1]["data"]
+    assert [p[1] for p in points] == [h["value"] for h in sweep["history"]]
+    assert [b[1] for b in best] == [h["bestValue"] for h in sweep["history"]]
+    page.screenshot(path=screenshots / "9-pruned.png", full_page=True)
 
 
 def test_the_cancel_button_cancels_a_running_sweep(

@@ -22,9 +22,15 @@
   const MAX_POINTS = 5000;
   const MAX_PAGE_VALUES = 200000;
   const OUTCOMES = [
-    "succeeded", "failed", "timed_out", "oom_killed", "output_limit", "cancelled",
+    "succeeded", "pruned", "failed", "timed_out", "oom_killed", "output_limit", "cancelled",
     "sandbox_error", "runner_lost",
   ];
+  // Why a sweep stopped before its last trial (its stopReason).
+  const STOP_REASONS = {
+    target_reached: "its target was reached",
+    deadline: "its deadline passed",
+    search_failed: "its sampler failed",
+  };
 
   // ---- DOM: text only ----
 
@@ -289,6 +295,7 @@
   function sweepRow(sweep, best) {
     const counts = sweep.counts || {};
     const trials = `${counts.succeeded ?? 0} ok / ${counts.finished ?? 0} done / ${counts.total ?? 0}` +
+      (counts.pruned ? ` · ${counts.pruned} pruned` : "") +
       (counts.running ? ` · ${counts.running} running` : "");
     const link = el("a", { href: `#/sweeps/${encodeURIComponent(sweep.id)}` }, sweep.id.slice(0, 8));
     return el(
@@ -306,6 +313,12 @@
   function stateBadge(state) {
     return el("span", { class: `badge state-${/^[a-z_]+$/.test(state) ? state : "other"}` }, state);
   }
+
+  /** The class of an outcome's cell: its own for the outcomes this page knows. */
+  const outcomeClass = (outcome) => (OUTCOMES.includes(outcome) ? `outcome-${outcome}` : undefined);
+
+  /** An int64 of the API (a string in its JSON) as a number; undefined when absent. */
+  const int64 = (value) => (value === undefined || value === null ? undefined : Number(value));
 
   // ---- A sweep's page ----
 
@@ -333,6 +346,7 @@
       plot: el("div", { id: "plot", class: "chart" }),
       metricChoice: el("select", { id: "metric-choice", "aria-label": "Metric" }),
       curves: el("div", { id: "curves", class: "chart" }),
+      history: el("div", { id: "history", class: "chart" }),
       detail: el("section", { id: "trial", class: "detail", hidden: true }),
     };
     page.parts = parts;
@@ -345,10 +359,12 @@
       el("h2", {}, "Trials ", parts.filter), parts.table,
       el("div", { class: "charts" },
         el("section", {}, el("h2", {}, "Objective against the parameters"), parts.plot),
-        el("section", {}, el("h2", {}, "Metric curves ", parts.metricChoice), parts.curves)),
+        el("section", {}, el("h2", {}, "Metric curves ", parts.metricChoice), parts.curves),
+        el("section", {}, el("h2", {}, "Optimisation history"), parts.history)),
       parts.detail,
     );
-    page.charts = [parts.plot, parts.curves].map((node) => echarts.init(node, null, { renderer: "canvas" }));
+    page.charts = [parts.plot, parts.curves, parts.history]
+      .map((node) => echarts.init(node, null, { renderer: "canvas" }));
     const resize = () => page.charts.forEach((chart) => chart.resize());
     window.addEventListener("resize", resize);
     view.onStop(() => {
@@ -489,21 +505,35 @@
     parts.heading.replaceChildren("Sweep ", el("span", { class: "mono" }, sweep.id), " ",
       stateBadge(sweep.state));
     const objective = sweep.spec?.objective;
-    parts.summary.replaceChildren(
+    const stop = sweep.stopReason;
+    parts.summary.replaceChildren(...[
       el("p", {}, el("strong", {}, "Task: "), sweep.spec?.task ?? ""),
-      el("p", {}, `${counts.total ?? 0} trials: ${counts.pending ?? 0} pending, ` +
+      el("p", { class: "counts" }, `${counts.total ?? 0} trials: ${counts.pending ?? 0} pending, ` +
         `${counts.running ?? 0} running, ${counts.finished ?? 0} finished, ` +
-        `${counts.succeeded ?? 0} succeeded`),
+        `${counts.succeeded ?? 0} succeeded` + (counts.pruned ? `, ${counts.pruned} pruned` : "")),
       el("p", {}, el("strong", {}, "Objective: "), objective?.metric
         ? `${objective.goal || "minimize"} ${objective.metric}` : "none"),
+      sweep.spec?.search ? el("p", {}, el("strong", {}, "Search: "), searchText(sweep.spec)) : null,
       el("p", { class: "best-value" }, el("strong", {}, "Best: "), bestText(sweep) || "none yet"),
-    );
+      stop ? el("p", { class: "stop-reason" }, el("strong", {}, "Stopped early: "),
+        Object.hasOwn(STOP_REASONS, stop) ? STOP_REASONS[stop] : stop) : null,
+    ].filter((p) => p !== null));
     parts.cancel.disabled = sweep.state !== "running";
     renderTrials(page);
     renderPlot(page);
+    renderHistory(page);
     const before = page.chosenMetric;
     chooseMetric(page);
     if (page.chosenMetric !== before) scheduleCurves(page);
+  }
+
+  /** An adaptive search in a few words: its sampler and budget, and its rule if any. */
+  function searchText(spec) {
+    const { search, earlyStopping: rule } = spec;
+    const text = `${search.sampler || "tpe"} sampler, ${search.trials ?? 0} trials at most`;
+    if (!rule) return text;
+    return `${text}; ${rule.rule} pruning on ${rule.metric ?? spec.objective?.metric ?? ""}` +
+      ` at each ${rule.stepKey || "step"}`;
   }
 
   // ---- The trial table ----
@@ -523,12 +553,14 @@
     const { sweep, parts, sort } = page;
     if (!sweep) return;
     const params = paramNames(sweep);
+    const pruning = (sweep.trials || []).some((t) => t.prunedStep !== undefined);
     const columns = [
       { key: "index", label: "#", value: (t) => t.index ?? 0 },
       { key: "state", label: "state", value: (t) => t.state },
-      { key: "outcome", label: "outcome", value: (t) => t.outcome },
+      { key: "outcome", label: "outcome", value: (t) => t.outcome, class: (t) => outcomeClass(t.outcome) },
       { key: "objective", label: sweep.spec?.objective?.metric || "objective",
         value: (t) => objectiveOf(sweep, t) },
+      ...(pruning ? [{ key: "pruned", label: "pruned at step", value: (t) => int64(t.prunedStep) }] : []),
       ...params.map((name) => ({ key: `param:${name}`, label: name, value: (t) => t.params?.[name] })),
       { key: "duration", label: "seconds",
         value: (t) => (t.state === "finished" ? t.durationSeconds : undefined) },
@@ -554,7 +586,7 @@
         "data-index": index,
         class: [index === bestIndex ? "best" : "", index === page.selected ? "selected" : ""].join(" ").trim(),
         title: index === bestIndex ? "best trial" : undefined,
-      }, ...columns.map((c) => el("td", {}, formatValue(c.value(t)) ?? "")));
+      }, ...columns.map((c) => el("td", { class: c.class?.(t) }, formatValue(c.value(t)) ?? "")));
       row.addEventListener("click", () => page.showTrial(index));
       return row;
     });
@@ -633,6 +665,46 @@
         emphasis: { lineStyle: { width: 3, opacity: 1 } },
         data,
       }],
+    }, { notMerge: true });
+  }
+
+  /**
+   * The optimisation history: each scored trial's objective in the order they finished, and
+   * the best value up to it as a line.
+   */
+  function renderHistory(page) {
+    const { sweep } = page;
+    const metric = sweep.spec?.objective?.metric;
+    const points = (sweep.history || []).filter((p) => typeof p.value === "number" &&
+      typeof p.bestValue === "number");
+    const hint = !metric ? "No objective: nothing to rank the trials by."
+      : !points.length ? "No trial has reported the objective yet." : "";
+    if (hint) {
+      page.charts[2].setOption({
+        title: { text: hint, left: "center", top: "middle",
+          textStyle: { fontSize: 14, fontWeight: "normal", color: "#5c6474" } },
+      }, { notMerge: true });
+      return;
+    }
+    // x: the nth trial to finish with an objective value; the tooltip names the trial.
+    const dimensions = [{ name: "x", displayName: "finished" }, { name: "y", displayName: metric },
+      { name: "trial", displayName: "trial" }];
+    page.charts[2].setOption({
+      animation: false,
+      tooltip: { ...TEXT_TOOLTIP, trigger: "item" },
+      legend: { top: 0 },
+      grid: { left: 60, right: 30, top: 40, bottom: 40 },
+      xAxis: { type: "value", name: "trials finished", nameLocation: "middle", nameGap: 25,
+        minInterval: 1 },
+      yAxis: { type: "value", name: metric, scale: true },
+      series: [
+        { type: "scatter", name: "trial", dimensions, encode: { x: 0, y: 1, tooltip: [2, 1] },
+          data: points.map((p, i) => [i + 1, p.value, p.trialIndex ?? 0]) },
+        { type: "line", name: "best so far", step: "end", showSymbol: false, dimensions,
+          encode: { x: 0, y: 1, tooltip: [0, 1] },
+          lineStyle: { color: "#d9480f", width: 2 }, itemStyle: { color: "#d9480f" },
+          data: points.map((p, i) => [i + 1, p.bestValue]) },
+      ],
     }, { notMerge: true });
   }
 
@@ -757,6 +829,12 @@
       ["peak memory (bytes)", trial.peakMemoryBytes], ["attempts", trial.attempts],
       ["runner", trial.runner],
     ];
+    if (trial.prunedStep !== undefined) {
+      facts.push(["pruned at step", int64(trial.prunedStep)], ["pruned value", trial.prunedValue]);
+    }
+    // The (step, value) pairs told to the sweep's early-stopping rule.
+    const told = (trial.intermediateValues || [])
+      .map((v) => `step ${formatValue(int64(v.step ?? 0))}: ${formatValue(v.value ?? 0)}`);
     const artifacts = (listed.artifacts || []).map((artifact) => {
       const button = el("button", { type: "button", class: "download" }, "download");
       button.addEventListener("click", () => download(page.id, index, artifact.name).catch(report));
@@ -769,6 +847,8 @@
       el("dl", {}, ...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, formatValue(v))])),
       el("h3", {}, "Parameters"), el("pre", {}, JSON.stringify(trial.params ?? {}, null, 2)),
       el("h3", {}, "Result"), el("pre", { class: "result" }, JSON.stringify(trial.metrics ?? {}, null, 2)),
+      ...(told.length ? [el("h3", {}, "Values told to the early-stopping rule"),
+        el("pre", { class: "intermediate" }, told.join("\n"))] : []),
       el("h3", {}, "Artifacts"),
       artifacts.length ? el("ul", { class: "artifacts" }, ...artifacts) : el("p", { class: "hint" }, "none"),
       ...(listed.skipped || []).map((note) => el("p", { class: "hint" }, `skipped: ${note}`)),

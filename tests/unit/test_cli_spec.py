@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator_svc import spec as service_spec
 from prism import cli, specfile
 from prism.client import spec_message
+from prism.v1 import orchestrator_pb2
+from tests.unit.test_spec import SETTINGS
 
 SCRIPT = "import json\nprint(json.dumps({'loss': 1}))\n"
 
@@ -73,6 +76,110 @@ def test_every_distribution_and_a_seed(tmp_path: Path) -> None:
         "d": {"choice": [1, 2]},
     }
     assert spec["objective"] == {"metric": "acc", "goal": "maximize"}
+
+
+def test_an_adaptive_search_from_the_command_line(tmp_path: Path) -> None:
+    spec = build(
+        tmp_path,
+        "train.py",
+        *("-p", "lr=loguniform:1e-4:1e-1", "-p", "layers=1,2,3"),
+        *("-p", "width=int:16:256:log", "-p", "drop=uniform:0:0.5:0.1", "-p", "n=int:2:8:2"),
+        *("--objective", "loss", "--sampler", "tpe", "--trials", "30", "--seed", "4"),
+        *("--prune", "asha", "--step-key", "epoch"),
+        *("--prune-setting", "reductionFactor=2", "--prune-setting", "min_resource=2"),
+        *("--target", "0.05", "--max-duration", "600"),
+    )
+    assert spec["parameters"] == {
+        "random": {
+            "parameters": {
+                "lr": {"loguniform": [1e-4, 0.1]},
+                "layers": {"choice": [1, 2, 3]},
+                "width": {"int": [16, 256], "log": True},
+                "drop": {"uniform": [0, 0.5], "step": 0.1},
+                "n": {"int": [2, 8], "step": 2},
+            }
+        }
+    }
+    assert spec["search"] == {"sampler": "tpe", "trials": 30, "seed": 4}
+    assert spec["earlyStopping"] == {
+        "rule": "asha",
+        "stepKey": "epoch",
+        "reductionFactor": 2,
+        "minResource": 2,
+    }
+    assert (spec["target"], spec["maxDurationSeconds"]) == ({"value": 0.05}, 600.0)
+    # The service takes it, filling in the rule's metric and goal from the objective.
+    made = service_spec.plan(spec_message(spec), SETTINGS).spec
+    assert made["earlyStopping"]["metric"] == "loss" and made["earlyStopping"]["goal"] == "minimize"
+    assert made["parameters"]["random"]["parameters"]["width"] == {"int": [16, 256], "log": True}
+
+
+def test_a_grid_search_takes_its_size_as_the_budget_and_a_rule_its_own_metric(
+    tmp_path: Path,
+) -> None:
+    spec = build(
+        tmp_path,
+        "train.py",
+        *("-p", "lr=0.1,0.01", "-p", "layers=1,2", "--objective", "acc:max"),
+        *("--sampler", "grid", "--prune", "median", "--prune-metric", "val_loss:min"),
+    )
+    assert spec["parameters"] == {"grid": {"lr": [0.1, 0.01], "layers": [1, 2]}}
+    assert spec["search"] == {"sampler": "grid"}
+    assert spec["earlyStopping"] == {"rule": "median", "metric": "val_loss", "goal": "minimize"}
+    made = service_spec.plan(spec_message(spec), SETTINGS).spec
+    assert made["search"]["trials"] == 4 and made["earlyStopping"]["goal"] == "minimize"
+
+
+# A search that prunes: what the flags of a rule go with.
+PRUNING = ["-p", "x=1,2", "--sampler", "grid", "--objective", "l", "--prune", "asha"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["-p", "x=uniform:0:1", "--sampler", "grid", "--objective", "l"], "listed values only"),
+        (["-p", "x=uniform:0:1", "--sampler", "tpe", "--objective", "l"], "needs a budget"),
+        (["-p", "x=uniform:0:1", "--sampler", "qmc", "--trials", "3"], "give --objective"),
+        (["--sampler", "tpe", "--trials", "3", "--objective", "l"], "--sampler needs parameters"),
+        (["-p", "x=1,2", "--prune", "asha"], "give --sampler too"),
+        (["-p", "x=1,2", "--step-key", "epoch"], "go with --prune"),
+        (["-p", "x=1,2", "--prune-setting", "percentile=5"], "go with --prune"),
+        ([*PRUNING, "--prune-setting", "reductionFactor"], "expected NAME=NUMBER"),
+        (
+            [*PRUNING, "--prune-setting", "minResource=1", "--prune-setting", "min_resource=2"],
+            "given twice",
+        ),
+        ([*PRUNING, "--prune-metric", ":max"], "expected METRIC"),
+        (["-p", "x=loguniform:1:2:0.1", "--trials", "3"], r"loguniform:LOW:HIGH$"),
+        (["-p", "x=uniform:0:1:log", "--trials", "3"], r"uniform:LOW:HIGH\[:STEP\]"),
+        (["-p", "x=int:0:10:2:3", "--trials", "3"], r"int:LOW:HIGH\[:STEP\|log\]"),
+        (["-p", "x=int:0:10:step", "--trials", "3"], "int takes two numbers"),
+    ],
+)
+def test_a_wrong_search_flag_is_named(tmp_path: Path, argv: list[str], says: str) -> None:
+    with pytest.raises(specfile.SpecError, match=says):
+        build(tmp_path, "train.py", *argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--sampler", "bayes"],
+        ["--prune", "sha"],
+        ["--target", "nan"],
+        ["--max-duration", "inf"],
+        ["--target", "low"],
+    ],
+)
+def test_a_search_flag_s_value_outside_its_choices_is_a_usage_error(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.parser().parse_args(["run", "train.py", *argv])
+    assert exited.value.code == cli.EXIT_USAGE
+
+
+def test_the_command_s_samplers_and_rules_are_the_service_s() -> None:
+    assert specfile.SAMPLERS == service_spec.SAMPLERS
+    assert specfile.RULES == tuple(service_spec.RULE_SETTINGS) == service_spec.RULES
 
 
 @pytest.mark.parametrize(
@@ -145,6 +252,98 @@ def test_spec_files_in_each_format_give_the_same_spec(tmp_path: Path, name: str)
     assert message.objective.metric == "loss"
 
 
+ADAPTIVE_FILES = {
+    "search.toml": """
+task = "adaptive from toml"
+scriptFile = "train.py"
+max_duration_seconds = 600
+[parameters.random.parameters]
+lr = { loguniform = [1e-4, 1e-1] }
+width = { int = [16, 256], log = true }
+drop = { uniform = [0, 0.5], step = 0.1 }
+[objective]
+metric = "loss"
+[search]
+sampler = "tpe"
+trials = 30
+seed = 4
+[early_stopping]
+rule = "asha"
+step_key = "epoch"
+reduction_factor = 2
+[target]
+value = 0.05
+""",
+    "search.yaml": """
+task: adaptive from yaml
+scriptFile: train.py
+maxDurationSeconds: 600
+parameters:
+  random:
+    parameters:
+      lr: {loguniform: [1.0e-4, 1.0e-1]}
+      width: {int: [16, 256], log: true}
+      drop: {uniform: [0, 0.5], step: 0.1}
+objective: {metric: loss}
+search: {sampler: tpe, trials: 30, seed: 4}
+earlyStopping: {rule: asha, stepKey: epoch, reductionFactor: 2}
+target: {value: 0.05}
+""",
+    "search.json": json.dumps(
+        {
+            "task": "adaptive from json",
+            "script": SCRIPT,
+            "max_duration_seconds": 600,
+            "parameters": {
+                "random": {
+                    "parameters": {
+                        "lr": {"loguniform": [1e-4, 1e-1]},
+                        "width": {"int": [16, 256], "log": True},
+                        "drop": {"uniform": [0, 0.5], "step": 0.1},
+                    }
+                }
+            },
+            "objective": {"metric": "loss"},
+            "search": {"sampler": "tpe", "trials": 30, "seed": 4},
+            "early_stopping": {"rule": "asha", "stepKey": "epoch", "reduction_factor": 2},
+            "target": {"value": 0.05},
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTIVE_FILES))
+def test_spec_files_take_a_search_in_each_format_and_spelling(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_text(ADAPTIVE_FILES[name])
+    message = spec_message(build(tmp_path, name))
+    assert (message.search.sampler, message.search.trials, message.search.seed) == ("tpe", 30, 4)
+    rule = message.early_stopping
+    assert (rule.rule, rule.step_key, rule.reduction_factor) == ("asha", "epoch", 2)
+    assert message.max_duration_seconds == 600 and message.target.value == 0.05
+    made = service_spec.plan(message, SETTINGS).spec
+    assert made["parameters"]["random"]["parameters"]["drop"] == {"uniform": [0, 0.5], "step": 0.1}
+    assert made["earlyStopping"]["reductionFactor"] == 2
+    # --target and --max-duration replace the file's own, however it spells them.
+    spec = build(tmp_path, name, "--target", "0.5", "--max-duration", "60")
+    assert (spec["target"], spec["maxDurationSeconds"]) == ({"value": 0.5}, 60.0)
+    assert "max_duration_seconds" not in spec
+    with pytest.raises(specfile.SpecError, match="go with a script"):
+        build(tmp_path, name, "--sampler", "random")
+    with pytest.raises(specfile.SpecError, match="go with a script"):
+        build(tmp_path, name, "--prune-setting", "minResource=2")
+
+
+def test_a_target_flag_keeps_the_file_s_target_metric(tmp_path: Path) -> None:
+    (tmp_path / "sweep.yaml").write_text(
+        "task: t\nscriptFile: train.py\nobjective: {metric: loss}\n"
+        "target: {metric: loss, value: 1}\n"
+    )
+    assert build(tmp_path, "sweep.yaml", "--target", "0.2")["target"] == {
+        "metric": "loss",
+        "value": 0.2,
+    }
+
+
 def test_flags_override_a_spec_file(tmp_path: Path) -> None:
     (tmp_path / "sweep.yaml").write_text(SPEC_FILES["sweep.yaml"])
     spec = build(tmp_path, "sweep.yaml", "--wall", "5", "--max-parallel", "1", "--task", "t")
@@ -178,8 +377,6 @@ def test_an_unknown_field_in_a_spec_file_is_named_before_sending(tmp_path: Path)
 
 
 def test_exit_statuses_of_a_finished_sweep() -> None:
-    from prism.v1 import orchestrator_pb2
-
     def sweep(state: str, succeeded: int, total: int) -> orchestrator_pb2.Sweep:
         counts = orchestrator_pb2.TrialCounts(total=total, succeeded=succeeded, finished=total)
         return orchestrator_pb2.Sweep(state=state, counts=counts)
@@ -190,11 +387,51 @@ def test_exit_statuses_of_a_finished_sweep() -> None:
     assert cli.sweep_status(sweep("cancelled", 3, 3)) == cli.EXIT_CANCELLED
 
 
+def stopped(state: str, stop_reason: str, *outcomes: str) -> orchestrator_pb2.Sweep:
+    """A finished sweep whose trials ended so, with its counts as the service gives them."""
+    counts = orchestrator_pb2.TrialCounts(
+        total=len(outcomes),
+        finished=len(outcomes),
+        succeeded=outcomes.count("succeeded"),
+        pruned=outcomes.count("pruned"),
+    )
+    trials = [
+        orchestrator_pb2.Trial(index=i, state="finished", outcome=o) for i, o in enumerate(outcomes)
+    ]
+    return orchestrator_pb2.Sweep(
+        state=state, stop_reason=stop_reason, counts=counts, trials=trials
+    )
+
+
+@pytest.mark.parametrize(
+    ("sweep", "status"),
+    [
+        # Pruned trials were stopped on purpose: not failures.
+        (stopped("done", "", "succeeded", "pruned", "pruned"), cli.EXIT_OK),
+        (stopped("done", "", "succeeded", "pruned", "failed"), cli.EXIT_TRIALS_FAILED),
+        # Nor are the trials a reached target or a passed deadline cancelled.
+        (stopped("done", "target_reached", "succeeded", "cancelled", "pruned"), cli.EXIT_OK),
+        (stopped("done", "deadline", "succeeded", "cancelled"), cli.EXIT_OK),
+        (
+            stopped("done", "deadline", "succeeded", "cancelled", "timed_out"),
+            cli.EXIT_TRIALS_FAILED,
+        ),
+        # A sampler that failed, or no trial that succeeded, is a failure.
+        (stopped("done", "search_failed", "succeeded", "cancelled"), cli.EXIT_TRIALS_FAILED),
+        (stopped("error", "deadline", "pruned", "cancelled"), cli.EXIT_TRIALS_FAILED),
+        (stopped("cancelled", "", "pruned", "cancelled"), cli.EXIT_CANCELLED),
+    ],
+)
+def test_pruned_trials_and_a_purposeful_stop_are_no_failure(
+    sweep: orchestrator_pb2.Sweep, status: int
+) -> None:
+    assert cli.sweep_status(sweep) == status
+
+
 def test_a_watch_s_json_lines_are_the_http_api_s_events() -> None:
     from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
     from prism.client import Event
-    from prism.v1 import orchestrator_pb2
 
     data = struct_pb2.Struct()
     data.update({"values": {"step": 1, "loss": 0.5}})

@@ -11,13 +11,17 @@ import pytest
 from google.protobuf import any_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from orchestrator_svc.spec import plan
 from prism import client
 from prism.client import (
+    EarlyStopping,
     InvalidArgument,
     Limits,
     NotFound,
     Objective,
+    Search,
     SweepSpec,
+    Target,
     UnsafeArtifactName,
     choice,
     grid,
@@ -25,8 +29,10 @@ from prism.client import (
     listed,
     loguniform,
     random_search,
+    search_space,
     uniform,
 )
+from tests.unit.test_spec import SETTINGS
 
 
 def test_the_builder_writes_the_json_spec_the_api_takes() -> None:
@@ -80,6 +86,64 @@ def test_grid_and_listed_parameters() -> None:
     }
     assert listed({"a": 1}, {"a": 2}).space == {"list": [{"a": 1}, {"a": 2}]}
     assert SweepSpec(task="t").to_json() == {"task": "t"}
+
+
+def test_an_adaptive_search_as_the_api_takes_it() -> None:
+    spec = SweepSpec(
+        task="tune",
+        script="print(1)",
+        parameters=search_space(
+            lr=loguniform(1e-4, 1e-1),
+            momentum=uniform(0.5, 0.9, step=0.1),
+            batch=integer(16, 1024, log=True),
+            layers=integer(2, 8, step=2),
+            act=choice("relu", "tanh"),
+        ),
+        objective=Objective("loss"),
+        search=Search("cmaes", trials=40, seed=3),
+        early_stopping=EarlyStopping("hyperband", step_key="epoch", max_resource=30),
+        target=Target(0.05),
+        max_duration_seconds=600,
+    )
+    shown = spec.to_json()
+    assert shown["parameters"] == {
+        "random": {
+            "parameters": {
+                "lr": {"loguniform": [1e-4, 1e-1]},
+                "momentum": {"uniform": [0.5, 0.9], "step": 0.1},
+                "batch": {"int": [16, 1024], "log": True},
+                "layers": {"int": [2, 8], "step": 2},
+                "act": {"choice": ["relu", "tanh"]},
+            }
+        }
+    }
+    assert shown["search"] == {"sampler": "cmaes", "trials": 40, "seed": 3}
+    assert shown["earlyStopping"] == {"rule": "hyperband", "stepKey": "epoch", "maxResource": 30}
+    assert (shown["target"], shown["maxDurationSeconds"]) == ({"value": 0.05}, 600)
+    # The service takes it as it is, every default filled in.
+    made = plan(spec.to_proto(), SETTINGS).spec
+    assert made["earlyStopping"]["metric"] == "loss" and made["earlyStopping"]["stepKey"] == "epoch"
+    assert made["target"] == {"metric": "loss", "value": 0.05}
+
+
+def test_search_settings_left_out_are_the_service_s_defaults() -> None:
+    spec = SweepSpec(
+        task="t",
+        script="print(1)",
+        parameters=grid(lr=[0.1, 0.01]),
+        objective=Objective("acc", "maximize"),
+        search=Search("grid"),
+        early_stopping=EarlyStopping("median", startup_trials=0),
+        target=Target(0.0, metric="acc"),
+    )
+    shown = spec.to_json()
+    assert shown["search"] == {"sampler": "grid"}
+    assert shown["earlyStopping"] == {"rule": "median", "startupTrials": 0}
+    assert shown["target"] == {"value": 0.0, "metric": "acc"}
+    assert "maxDurationSeconds" not in shown
+    made = plan(spec.to_proto(), SETTINGS).spec
+    assert made["search"] == {"sampler": "grid", "trials": 2, "seed": 0}
+    assert made["earlyStopping"]["goal"] == "maximize"
 
 
 def test_a_spec_field_the_api_does_not_have_is_refused_naming_it() -> None:
@@ -184,6 +248,12 @@ def test_builder_footguns_are_caught() -> None:
     space = random_search(3, {"seed": integer(0, 9)}, seed=5).space
     assert space["random"]["seed"] == 5
     assert space["random"]["parameters"] == {"seed": {"int": [0, 9]}}
+    assert search_space({"seed": integer(0, 9)}).space == {
+        "random": {"parameters": {"seed": {"int": [0, 9]}}}
+    }
+    # A random search's own trials and seed would be refused beside the Search's.
+    with pytest.raises(ValueError, match="search_space"):
+        SweepSpec(task="t", parameters=random_search(3, x=uniform(0, 1)), search=Search())
 
 
 def test_the_client_s_names_are_the_package_s() -> None:

@@ -158,3 +158,79 @@ def test_clean_is_quick_on_a_long_plain_log_and_keeps_its_lines() -> None:
     shown = display.clean(log, keep_newlines=True)
     assert shown.count("\n") == 1001 and "\t" in shown
     assert shown.endswith("\\x1b[31mred\n")
+
+
+def adaptive(*trials: orchestrator_pb2.Trial, budget: int = 10) -> orchestrator_pb2.Sweep:
+    """A running adaptive search with early stopping, of `budget` trials, these asked."""
+    shown = sweep(*trials)
+    shown.spec.search.CopyFrom(orchestrator_pb2.Search(sampler="tpe", trials=budget))
+    shown.spec.early_stopping.CopyFrom(orchestrator_pb2.EarlyStopping(rule="asha", metric="loss"))
+    return shown
+
+
+def pruned(index: int, step: int, value: float) -> orchestrator_pb2.Trial:
+    found = trial(index, None, "pruned", lr=0.5)
+    found.pruned_step, found.pruned_value = step, value
+    found.reason = f"stopped by the asha rule at step {step} (loss {value})"
+    return found
+
+
+def test_a_pruned_trial_is_counted_in_its_own_colour_with_its_step() -> None:
+    done = adaptive(trial(0, 0.2, "succeeded", lr=0.1), pruned(1, 3, 0.9), trial(2, lr=0.3))
+    progress = display.Progress(done)
+    counts = progress.counts_text()
+    assert plain(counts).startswith("1 succeeded · 1 pruned · 8 pending")  # of its budget of 10
+    (style,) = [span.style for span in counts.spans if counts.plain[span.start :].startswith("1 p")]
+    assert style == display.OUTCOME_STYLES["pruned"] != display.OUTCOME_STYLES["failed"]
+    table = plain(display.trials_table(done)).splitlines()
+    assert "pruned at step" in table[0]
+    (row,) = [line for line in table if line.lstrip().startswith("1 ")]
+    assert "pruned" in row and " 3 " in row and "stopped by the asha rule at step 3" in row
+    # Without a pruned trial, no column for it.
+    assert "pruned at step" not in plain(display.trials_table(sweep(trial(0, 0.2, "succeeded"))))
+    assert "tpe search, asha pruning" in plain(progress)
+
+
+def test_a_sweeps_table_counts_pruned_trials_when_there_are_some() -> None:
+    listed = sweep()
+    assert "pruned" not in plain(display.sweeps_table([listed], now=0))
+    listed.counts.pruned = 4
+    header, row = plain(display.sweeps_table([listed], now=0)).splitlines()[:2]
+    assert "pruned" in header and " 4 " in row
+
+
+def test_the_events_of_an_adaptive_search_keep_its_progress() -> None:
+    progress = display.Progress(adaptive(trial(0, lr=0.1), trial(1, lr=0.2)))
+    assert progress.total == 10
+    progress.apply(event(1, "trial_started", 1, runner="r1"))
+    assert progress.apply(event(2, "trial_pruned", 1, step=3.0, value=0.9)) is None
+    assert (progress.trials[1].pruned_step, progress.trials[1].pruned_value) == (3, 0.9)
+    # Still running while its runner stops it: shown as being pruned.
+    assert "pruned at step 3" in plain(progress)
+    assert progress.line(event(2, "trial_pruned", 1, step=3.0, value=0.9)) == (
+        "trial 1 pruned at step 3: loss=0.9"
+    )
+    stop = event(3, "sweep_target_reached", None, trial=0, value=0.25)
+    assert progress.line(stop) == "sweep s1 reached its target: trial 0 loss=0.25"
+    progress.apply(stop)
+    # No more trials are asked for: the two there are, are the total.
+    assert progress.stop_reason == "target_reached" and progress.total == 2
+    assert "stopped early: its target was reached" in plain(progress)
+    deadline = event(4, "sweep_deadline_reached", None, seconds=60.0)
+    assert progress.line(deadline) == "sweep s1 passed its deadline after 60 s: stopping its trials"
+    failed = event(5, "sweep_search_failed", None, error="ValueError: \x1b[2Jbad")
+    line = progress.line(failed)
+    assert line == "sweep s1: its sampler failed: ValueError: \\x1b[2Jbad"
+
+
+def test_a_stopped_sweep_s_summary_says_why() -> None:
+    done = adaptive(trial(0, 0.2, "succeeded", lr=0.1), trial(1, None, "cancelled"))
+    done.state, done.stop_reason = "done", "deadline"
+    lines = [plain(line).strip() for line in display.summary(done)]
+    assert lines == [
+        "sweep s1 done: 1 succeeded · 1 cancelled",
+        "best: trial 0 · loss 0.2 · lr=0.1",
+        "stopped early: its deadline passed",
+    ]
+    done.stop_reason = "\x1b]0;owned\x07"  # a reason this command does not know, shown inert
+    assert "\x1b" not in plain(display.summary(done)[2])
