@@ -737,6 +737,9 @@ def finish_trial(execution_id: str, result: TrialResult) -> str | None:
                 attempt=trial.attempts,
             )
             return None
+        if sweep.stop_reason and result.outcome == Outcome.CANCELLED:
+            # Stopped by the sweep's target or deadline: the reason says which.
+            result = dataclasses.replace(result, reason=_stopped(sweep, result.reason))
         _end(trial, result)
         target = sweep.spec.get("target")
         value = _objective(sweep.spec, result)

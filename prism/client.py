@@ -356,6 +356,8 @@ class SweepSpec:
     target: Target | None = None
     # The sweep's deadline from its creation; None: none.
     max_duration_seconds: float | None = None
+    # Several objectives instead of `objective`: the answer's pareto_front.
+    objectives: Sequence[Objective] = ()
 
     def __post_init__(self) -> None:
         for name in ("requirements", "examples"):
@@ -379,6 +381,8 @@ class SweepSpec:
             spec["parameters"] = self.parameters.space
         if self.objective is not None:
             spec["objective"] = {"metric": self.objective.metric, "goal": self.objective.goal}
+        if self.objectives:
+            spec["objectives"] = [{"metric": o.metric, "goal": o.goal} for o in self.objectives]
         if self.max_parallel:
             spec["maxParallel"] = self.max_parallel
         if self.retries:

@@ -60,7 +60,7 @@ giving the source as `script`. Its keys are the JSON spec's (`maxParallel`) or t
 SPEC_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # The service's samplers and early-stopping rules (orchestrator_svc.spec has the rules).
-SAMPLERS = ("tpe", "cmaes", "qmc", "random", "grid")
+SAMPLERS = ("tpe", "cmaes", "nsga2", "qmc", "random", "grid")
 RULES = ("median", "percentile", "asha", "hyperband")
 GOALS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
 # Larger than any script the API accepts, so that the API names the rule; a bound on reading.

@@ -126,6 +126,22 @@ def test_an_adaptive_search_as_the_api_takes_it() -> None:
     assert made["target"] == {"metric": "loss", "value": 0.05}
 
 
+def test_several_objectives_as_the_api_takes_them() -> None:
+    spec = SweepSpec(
+        task="tune",
+        script="print(1)",
+        parameters=search_space(lr=loguniform(1e-4, 1e-1)),
+        objectives=[Objective("loss"), Objective("accuracy", "maximize")],
+        search=Search("nsga2", trials=20),
+    )
+    shown = spec.to_json()
+    assert shown["objectives"] == [
+        {"metric": "loss", "goal": "minimize"},
+        {"metric": "accuracy", "goal": "maximize"},
+    ]
+    assert plan(spec.to_proto(), SETTINGS).spec["objectives"] == shown["objectives"]
+
+
 def test_search_settings_left_out_are_the_service_s_defaults() -> None:
     spec = SweepSpec(
         task="t",

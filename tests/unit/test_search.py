@@ -283,6 +283,7 @@ def test_the_deadline_ends_the_sweep_even_with_no_runner(orchestrator_db: Path) 
     assert store.take_stops() == [("r1", execution_id)]
     assert trials("s")[1].outcome == "cancelled"
     store.finish_trial(execution_id, not_run(Outcome.CANCELLED, "stopped"))
+    assert trials("s")[0].reason == "the sweep's deadline passed; stopped"
     sweep = store.sweep("s")
     assert sweep is not None and (sweep.status, sweep.stop_reason) == ("error", "deadline")
     assert store.stop_overdue() == []
@@ -480,7 +481,7 @@ def test_a_schema_3_file_is_brought_up_to_date(tmp_path: Path) -> None:
 def test_the_grid_sampler_runs_each_combination_once(
     orchestrator_db: Path, rule: dict[str, Any] | None
 ) -> None:
-    grid = {"x": [0, 1, 2, 3, 4, 5], "k": ["a", {"b": 1}]}
+    grid: dict[str, list[Any]] = {"x": [0, 1, 2, 3, 4, 5], "k": ["a", {"b": 1}]}
     more: dict[str, Any] = {
         "parameters": {"grid": grid},
         "search": {"sampler": "grid", "seed": 1},
