@@ -61,10 +61,11 @@ def _quiet(method: Callable[P, T]) -> Callable[P, T]:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Steps told to the rule per trial, at most: what a trial prints past them is kept as
-# metrics but not judged (each judgement reads the sweep's other trials, and a trial
-# must not make the orchestrator work without bound).
-MAX_REPORTS = 1000
+# Steps told to the median or percentile rule per trial, at most: what a trial prints
+# past them is kept as metrics but not judged. Each judgement reads every other trial of
+# the sweep on the store's one thread, so a trial printing its 10,000 metric lines must
+# not buy 10,000 of them. (asha and hyperband are told only their rungs' steps, a few.)
+MAX_REPORTS = 100
 
 # (log number, the log) rows to add to the store, inside the caller's transaction.
 Write = Callable[[int, list[dict[str, Any]]], None]
@@ -197,6 +198,7 @@ class Search:
                 50.0 if kind == "median" else float(rule["percentile"]),
                 n_startup_trials=int(rule["startupTrials"]),
                 n_warmup_steps=int(rule["warmupSteps"]),
+                interval_steps=int(rule.get("intervalSteps", 1)),
             )
         if kind == "asha":
             return optuna.pruners.SuccessiveHalvingPruner(
@@ -239,12 +241,34 @@ class Search:
             state = TrialState.COMPLETE
         self._study.tell(number, values, state=state, skip_if_finished=True)
 
+    def judges(self, step: int) -> bool:
+        """Whether the rule judges a trial at `step`: asha and hyperband at their rungs
+        (minResource times a power of reductionFactor: where they decide, as Ray's ASHA
+        does at its milestones), median and percentile every intervalSteps past their
+        warm-up."""
+        rule = self.rule
+        if rule is None:
+            return False
+        if rule["rule"] in ("asha", "hyperband"):
+            base, factor = int(rule["minResource"]), int(rule["reductionFactor"])
+            if step < base or step % base:
+                return False
+            rungs = step // base
+            while rungs % factor == 0:
+                rungs //= factor
+            return rungs == 1
+        interval = int(rule.get("intervalSteps", 1))
+        return (
+            step >= int(rule["warmupSteps"]) and (step - int(rule["warmupSteps"])) % interval == 0
+        )
+
     @_quiet
     def report(self, number: int, step: int, value: float) -> bool | None:
         """Tell the rule trial `number`'s `value` at `step`; True when it says to stop
-        the trial, None when it was not told: a step not above the last one told, one
-        past MAX_REPORTS, a trial already ended."""
-        if self.rule is None:
+        the trial, None when it was not told: a step the rule does not judge (see
+        judges), one not above the last one told, one past MAX_REPORTS, a trial already
+        ended."""
+        if not self.judges(step):
             return None
         last, count = self._told.get(number, (-1, 0))
         if step <= last or count >= MAX_REPORTS:
@@ -256,7 +280,7 @@ class Search:
         frozen = self._study._storage.get_trial(trial_id)
         if frozen.state != TrialState.RUNNING:
             return None
-        if self.rule["goal"] != self.goal:
+        if self.rule is not None and self.rule["goal"] != self.goal:
             value = -value  # the rule compares in the objective's direction
         trial.report(value, step)
         self._told[number] = (step, count + 1)

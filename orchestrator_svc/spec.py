@@ -65,10 +65,15 @@ MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 # An early-stopping rule's settings: (the JSON name, low, high, left out); None: not
 # one of the rule's.
 RULE_SETTINGS: dict[str, dict[str, tuple[float, float, float]]] = {
-    "median": {"startupTrials": (0, 1000, 5), "warmupSteps": (0, MAX_STEP, 0)},
+    "median": {
+        "startupTrials": (0, 1000, 5),
+        "warmupSteps": (0, MAX_STEP, 0),
+        "intervalSteps": (1, MAX_STEP, 1),
+    },
     "percentile": {
         "startupTrials": (0, 1000, 5),
         "warmupSteps": (0, MAX_STEP, 0),
+        "intervalSteps": (1, MAX_STEP, 1),
         "percentile": (0, 100, 25),
     },
     "asha": {"minResource": (1, MAX_STEP, 1), "reductionFactor": (2, 100, 3)},

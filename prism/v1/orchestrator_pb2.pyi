@@ -121,7 +121,7 @@ class Search(_message.Message):
     def __init__(self, sampler: _Optional[str] = ..., trials: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class EarlyStopping(_message.Message):
-    __slots__ = ("rule", "metric", "goal", "step_key", "min_resource", "max_resource", "reduction_factor", "startup_trials", "warmup_steps", "percentile")
+    __slots__ = ("rule", "metric", "goal", "step_key", "min_resource", "max_resource", "reduction_factor", "startup_trials", "warmup_steps", "percentile", "interval_steps")
     RULE_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class EarlyStopping(_message.Message):
     STARTUP_TRIALS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
     PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     rule: str
     metric: str
     goal: str
@@ -142,7 +143,8 @@ class EarlyStopping(_message.Message):
     startup_trials: int
     warmup_steps: int
     percentile: float
-    def __init__(self, rule: _Optional[str] = ..., metric: _Optional[str] = ..., goal: _Optional[str] = ..., step_key: _Optional[str] = ..., min_resource: _Optional[int] = ..., max_resource: _Optional[int] = ..., reduction_factor: _Optional[int] = ..., startup_trials: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., percentile: _Optional[float] = ...) -> None: ...
+    interval_steps: int
+    def __init__(self, rule: _Optional[str] = ..., metric: _Optional[str] = ..., goal: _Optional[str] = ..., step_key: _Optional[str] = ..., min_resource: _Optional[int] = ..., max_resource: _Optional[int] = ..., reduction_factor: _Optional[int] = ..., startup_trials: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., percentile: _Optional[float] = ..., interval_steps: _Optional[int] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("metric", "value")

@@ -251,10 +251,38 @@ def test_metrics_that_are_not_a_step_and_a_value_are_not_judged(orchestrator_db:
     ]
     store.record_metrics([(ids[0], json.dumps(v)) for v in hostile])
     assert trials("s")[0].intermediate_json == ""
-    # Steps must rise; one told twice counts once.
-    for step in (3, 3, 2, 4):
+    # Steps must rise; one told twice counts once; asha judges its rungs' steps only
+    # (1, 2, 4, 8… with minResource 1 and reductionFactor 2).
+    for step in (2, 2, 1, 3, 4):
         metric(ids[0], step, 1.0)
-    assert json.loads(trials("s")[0].intermediate_json) == [[3, 1.0], [4, 1.0]]
+    assert json.loads(trials("s")[0].intermediate_json) == [[2, 1.0], [4, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("rule", "told"),
+    [
+        (
+            {"rule": "asha", "minResource": 2, "reductionFactor": 3},
+            [2, 6, 18, 54, 162, 486, 1458, 4374],
+        ),
+        (
+            {"rule": "hyperband", "minResource": 1, "maxResource": 27},
+            [1, 3, 9, 27, 81, 243, 729, 2187, 6561],
+        ),
+        ({"rule": "median", "warmupSteps": 5, "intervalSteps": 10}, list(range(5, 1000, 10))[:100]),
+        ({"rule": "percentile"}, list(range(0, 100))),
+    ],
+)
+def test_a_trial_printing_every_step_is_judged_a_bounded_number_of_times(
+    orchestrator_db: Path, rule: dict[str, Any], told: list[int]
+) -> None:
+    create("s", maxParallel=1, earlyStopping=rule, search={"sampler": "random", "trials": 2})
+    store.ask_trials(1)
+    execution_id = start(trials("s")[0])
+    store.record_metrics(
+        [(execution_id, json.dumps({"step": step, "loss": 1.0})) for step in range(10_000)]
+    )
+    assert [step for step, _ in json.loads(trials("s")[0].intermediate_json)] == told
 
 
 def test_the_target_ends_the_sweep(orchestrator_db: Path) -> None:
