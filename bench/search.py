@@ -23,7 +23,7 @@
    sampler ("random", same seed: both runs see the same parameter sets) with and
    without {"earlyStopping": {"rule": "asha", "minResource": 1, "reductionFactor": 3}}.
    Reported: the trial-seconds spent (sum of the trials' durationSeconds, measured by
-   the runner's host) and steps judged, the best found by each, the ratio no-pruning /
+   the runner's host) and steps run, the best found by each, the ratio no-pruning /
    ASHA (medians over the seeds); whether ASHA kept the no-pruning best trial, else
    how far its best is above that one (the tolerance: 0.02 of loss). Beside them,
    Optuna alone with SuccessiveHalvingPruner on the same parameter sets, sequential, the curves
@@ -360,16 +360,26 @@ def index(trial: dict[str, Any]) -> int:
     return int(trial.get("index", 0))
 
 
+def rungs(last: int) -> list[int]:
+    """The steps ASHA judges up to `last`: MIN_RESOURCE times a power of
+    REDUCTION_FACTOR (its rungs, where it decides)."""
+    found, step = [], MIN_RESOURCE
+    while step <= last:
+        found.append(step)
+        step *= REDUCTION_FACTOR
+    return found
+
+
 def check_steps(shown: dict[str, Any]) -> None:
-    """In an ASHA sweep, a trial that ran to its end was told every step, a pruned one
-    every step up to the one it was pruned at, that one last, with its value."""
+    """In an ASHA sweep, a trial that ran to its end was told every rung's step, a pruned
+    one every rung's step up to the one it was pruned at, that one last, with its value."""
     for t in shown["trials"]:
         told = [(int(v["step"]), float(v["value"])) for v in t.get("intermediateValues", [])]
         if t["outcome"] == "pruned":
-            expected = list(range(1, int(t["prunedStep"]) + 1))
+            expected = rungs(int(t["prunedStep"]))
             last_ok = bool(told) and told[-1][1] == float(t["prunedValue"])
         else:
-            expected, last_ok = list(range(1, STEPS + 1)), True
+            expected, last_ok = rungs(STEPS), True
         if [step for step, _ in told] != expected or not last_ok:
             raise RuntimeError(f"sweep {shown['id']} trial {index(t)}: told {told} of {t}")
 
@@ -377,9 +387,9 @@ def check_steps(shown: dict[str, Any]) -> None:
 def curve_run(shown: dict[str, Any], *, asha: bool) -> CurveRun:
     trials = shown["trials"]
     if asha:
-        # The steps told to the rule: every step of a trial that ran to its end, up to
-        # the step it was pruned at otherwise.
-        steps = sum(len(t.get("intermediateValues", [])) for t in trials)
+        # The steps run: every step of a trial that ran to its end, up to the step it
+        # was pruned at otherwise.
+        steps = sum(int(t["prunedStep"]) if t["outcome"] == "pruned" else STEPS for t in trials)
     else:
         steps = STEPS * len(trials)
     seconds = [float(t.get("durationSeconds", 0.0)) for t in trials]
@@ -440,8 +450,8 @@ def sha_pruner() -> optuna.pruners.BasePruner:
 def replay(events: list[dict[str, Any]], trials: int) -> dict[int, int]:
     """The step at which Optuna alone prunes each trial it prunes, told the metrics in
     the order the orchestrator recorded them (its events): what Prism's rule must have
-    decided. As in Prism, a step not above the trial's last one is not told, nor is
-    anything after the trial was pruned."""
+    decided. As in Prism, only the rungs' steps are told, a step not above the
+    trial's last one is not, nor is anything after the trial was pruned."""
     study = optuna.create_study(direction="minimize", pruner=sha_pruner())
     handles = [study.ask() for _ in range(trials)]
     last: dict[int, int] = {}
@@ -452,7 +462,7 @@ def replay(events: list[dict[str, Any]], trials: int) -> dict[int, int]:
         index = int(event.get("trialIndex", 0))
         values = event["data"]["values"]
         step, loss = int(values["step"]), float(values["loss"])
-        if index in pruned or step <= last.get(index, -1):
+        if index in pruned or step <= last.get(index, -1) or step not in rungs(step):
             continue
         last[index] = step
         handles[index].report(loss, step)
@@ -575,7 +585,7 @@ def report(
         ("wall, in-process random", f"{median(ornd.seconds):.3f} s", ""),
         (f"{curves_title} (medians of {n} seeds)", "", ""),
         ("Prism no pruning: trial-seconds", f"{plain_s:.1f} s", f"{full} steps"),
-        ("Prism ASHA: trial-seconds", f"{asha_s:.1f} s", f"{asha_steps:.0f} steps judged"),
+        ("Prism ASHA: trial-seconds", f"{asha_s:.1f} s", f"{asha_steps:.0f} steps run"),
         ("ratio trial-seconds no pruning / ASHA", f"{ratio(plain_s, asha_s):.2f}", "> 1"),
         ("ratio steps no pruning / ASHA (Prism)", f"{ratio(full, asha_steps):.2f}", ""),
         ("ratio steps, Optuna alone (sequential)", f"{ratio(full, alone_steps):.2f}", ""),
