@@ -200,6 +200,21 @@ def run_faults(stack: RunningStack, seconds: float, seed: int) -> Counts:
     one_at_a_time: list[str] = []
     snapshots: list[Held] = []
     services = [ORCHESTRATOR, *stack.layout.runners]
+
+    def kill(victim: str, down: float) -> None:
+        stack.stack.kill(victim)
+        counts.kills["orchestrator" if victim == ORCHESTRATOR else "runner"] += 1
+        if victim == ORCHESTRATOR:
+            snapshots.append(held(stack, adaptive))
+            counts.kills_after_pruning += bool(snapshots[-1].pruning & {*one_at_a_time})
+        time.sleep(down)
+        stack.stack.start(victim)
+        stack.stack.wait_ready(victim)
+
+    def finished(sweep_id: str) -> bool:
+        [(at,)] = stack.orchestrator_query("SELECT finished_at FROM sweep WHERE id = ?", sweep_id)
+        return at is not None
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         left = deadline - time.monotonic()
@@ -219,15 +234,12 @@ def run_faults(stack: RunningStack, seconds: float, seed: int) -> Counts:
         forced = not counts.kills_after_pruning and bool(held(stack, one_at_a_time).pruning)
         if rng.random() < 0.6 or forced:
             drawn = rng.choice(services)
-            victim = ORCHESTRATOR if forced else drawn
-            stack.stack.kill(victim)
-            counts.kills["orchestrator" if victim == ORCHESTRATOR else "runner"] += 1
-            if victim == ORCHESTRATOR:
-                snapshots.append(held(stack, adaptive))
-                counts.kills_after_pruning += bool(snapshots[-1].pruning & {*one_at_a_time})
-            time.sleep(rng.uniform(0.0, 0.5))
-            stack.stack.start(victim)
-            stack.stack.wait_ready(victim)
+            kill(ORCHESTRATOR if forced else drawn, rng.uniform(0.0, 0.5))
+    # If the faults ended before such a sweep had pruned, that kill comes when it has.
+    while not counts.kills_after_pruning and not all(map(finished, one_at_a_time)):
+        if held(stack, one_at_a_time).pruning:
+            kill(ORCHESTRATOR, 0.0)
+        time.sleep(0.1)
     settling = time.monotonic()
     for sweep_id in sweeps:
         settle(stack, sweep_id)
