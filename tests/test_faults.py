@@ -24,6 +24,7 @@ import os
 import random
 import sqlite3
 import time
+from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,7 +95,8 @@ class Counts:
 
     def line(self) -> str:
         return (
-            f"fault injection: sweeps={self.sweeps} (adaptive={','.join(self.samplers)}) "
+            f"fault injection: sweeps={self.sweeps} (adaptive={len(self.samplers)}: "
+            f"{', '.join(f'{s}={n}' for s, n in Counter(self.samplers).items())}) "
             f"trials={self.trials} (pruned={self.pruned}, untold_steps={self.untold}) "
             f"kills={sum(self.kills.values())} (orchestrator={self.kills['orchestrator']}, "
             f"runner={self.kills['runner']}, after_pruning={self.kills_after_pruning}) "
