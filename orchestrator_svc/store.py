@@ -578,25 +578,36 @@ def _requeue(trial: Trial, kind: str, **data: Any) -> None:
 
 def unassign(trial_id: str, runner: str, why: str) -> None:
     """Put a dispatched trial back to pending: it is known never to have reached `runner`."""
-    with db.atomic("IMMEDIATE"):
+    with _writing():
         trial = Trial.get_by_id(trial_id)
         if trial.state != DISPATCHED or trial.runner != runner:
             return
         trial.attempts -= 1  # that execution never existed
-        _requeue(trial, "trial_requeued", runner=runner, reason=why)
+        _release(trial, why)
 
 
 def release_unknown_runners(runners: list[str]) -> list[str]:
     """Trials held by runners no longer configured cannot be answered for: queue
     them again as a new execution. Returns their ids."""
-    with db.atomic("IMMEDIATE"):
+    with _writing():
         Abandoned.delete().where(Abandoned.runner.not_in(runners)).execute()
         held = list(Trial.select().where(Trial.state.in_(IN_FLIGHT) & Trial.runner.not_in(runners)))
         for trial in held:
-            _requeue(
-                trial, "trial_requeued", runner=trial.runner, reason="runner no longer configured"
-            )
+            _release(trial, "runner no longer configured")
     return [t.id for t in held]
+
+
+def _release(trial: Trial, why: str) -> None:
+    """A trial whose execution ended without a word from its runner, that failed no
+    one: queued again, unless its sweep's rule pruned it (it ends pruned) or its sweep
+    stopped (it ends cancelled); call inside the transaction."""
+    sweep = Sweep.get_by_id(trial.sweep_id)
+    if trial.pruned_step is None and sweep.open:
+        _requeue(trial, "trial_requeued", runner=trial.runner, reason=why)
+        return
+    ended = not_run(Outcome.CANCELLED, _stopped(sweep, why))
+    _end(trial, _pruned(sweep, trial, ended) if trial.pruned_step is not None else ended)
+    _finish_sweep_if_done(trial.sweep_id)
 
 
 def held_by(runner: str) -> tuple[list[Dispatchable], list[str]]:

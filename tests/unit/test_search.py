@@ -542,3 +542,23 @@ def test_a_grid_too_big_to_list_is_refused() -> None:
     with pytest.raises(InvalidArgument) as raised:
         plan(body, SETTINGS)
     assert raised.value.violations[0][0] == "parameters.grid"
+
+
+def test_a_trial_of_a_stopped_sweep_is_never_queued_again(orchestrator_db: Path) -> None:
+    create("s", maxParallel=2, maxDurationSeconds=5)
+    store.ask_trials(2)
+    first, second = trials("s")
+    start(first, "gone")
+    assigned = store.assign(second.id, "r1")
+    assert assigned is not None
+    store.Sweep.update(deadline=time.time() - 1).execute()
+    store.stop_overdue()
+    # The runner never got the second one; the first one's runner left the configuration.
+    store.unassign(second.id, "r1", "stream closed before send")
+    assert store.release_unknown_runners(["r1"]) == [first.id]
+    ended = trials("s")
+    assert [t.outcome for t in ended] == ["cancelled", "cancelled"]
+    assert "deadline" in ended[0].reason and "deadline" in ended[1].reason
+    assert store.dispatchable(10) == []
+    sweep = store.sweep("s")
+    assert sweep is not None and sweep.finished_at is not None

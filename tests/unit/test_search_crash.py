@@ -244,13 +244,6 @@ def test_one_death_changes_nothing_wherever_it_comes(orchestrator_db: Path) -> N
         assert crashed == calm, f"died at journal write {k}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a trial pruned while held by a runner no longer configured is queued "
-    "again at the restart (store.release_unknown_runners) and then sent to a runner as a "
-    "RunTrial: Dispatcher._dispatch_pending drops the Dispatchable's `cancelled` (it "
-    "ends pruned all the same, after running in full)",
-)
 def test_a_pruned_trial_is_not_run_again_when_its_runner_is_gone_at_a_restart(
     tmp_path: Path,
 ) -> None:
