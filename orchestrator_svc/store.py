@@ -588,7 +588,7 @@ def unassign(trial_id: str, runner: str, why: str) -> None:
 
 def release_unknown_runners(runners: list[str]) -> list[str]:
     """Trials held by runners no longer configured cannot be answered for: queue
-    them again as a new execution. Returns their ids."""
+    them again as a new execution (or end them: see _release). Returns their ids."""
     with _writing():
         Abandoned.delete().where(Abandoned.runner.not_in(runners)).execute()
         held = list(Trial.select().where(Trial.state.in_(IN_FLIGHT) & Trial.runner.not_in(runners)))
@@ -790,7 +790,8 @@ def hand_back(execution_id: str, reason: str) -> str | None:
     next dispatch is a new execution on any runner. That execution counts among the
     trial's attempts as any other (so it leaves one retry fewer for a later
     sandbox_error or runner_lost), but it is requeued whatever `retries` says: it
-    failed no one. In a cancelled sweep it ends cancelled instead. A return of an
+    failed no one. In a sweep that stopped it ends cancelled instead, and a trial the
+    rule pruned ends pruned. A return of an
     earlier execution changes nothing. Returns the sweep's new status when this
     finished it."""
     with _writing():
