@@ -365,7 +365,10 @@ class Dispatcher:
         # Adaptive sweeps ask their samplers for trials now, as late as can be, so each
         # is asked knowing every result told so far.
         if free > 0:
-            await self._write(store.ask_trials, free)
+            try:
+                await self._write(store.ask_trials, free)
+            except Exception as error:  # the planned sweeps' trials go out all the same
+                logs.unexpected(log, "asking the samplers for trials failed", error)
         for item in await self._db(store.dispatchable, free):
             # Placed one at a time, on the links as they are now: a stream may have
             # closed, or a runner come back with fewer slots, during the last write.

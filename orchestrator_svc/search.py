@@ -39,7 +39,7 @@ from optuna.distributions import (
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.trial import TrialState
 
-from orchestrator_svc.spec import Dist, on_step
+from orchestrator_svc.spec import Dist
 
 optuna.logging.set_verbosity(logging.WARNING)
 optuna.logging.disable_propagation()
@@ -113,10 +113,21 @@ def _distribution(dist: Dist) -> BaseDistribution:
         return IntDistribution(int(dist.low), int(dist.high), log=dist.log, step=step)
     if dist.kind == "loguniform":
         return FloatDistribution(dist.low, dist.high, log=True)
-    high = dist.high
-    if dist.step is not None:  # Optuna wants high on the step's grid
-        high = float(on_step(dist, dist.high))
-    return FloatDistribution(dist.low, high, step=dist.step)
+    # With a step, Optuna moves high down onto the step's grid itself (in decimal).
+    return FloatDistribution(dist.low, dist.high, step=dist.step)
+
+
+@_quiet
+def check_space(space: dict[str, Dist]) -> list[tuple[str, str]]:
+    """(parameter name, why) for each parameter Optuna cannot search as given; checked
+    when the spec is, so a sweep that is accepted has a space its sampler can use."""
+    problems = []
+    for name, dist in space.items():
+        try:
+            _distribution(dist)
+        except (ValueError, ArithmeticError) as error:
+            problems.append((name[:64], f"is not a space the sampler can search: {error}"))
+    return problems
 
 
 class Search:
@@ -241,37 +252,32 @@ class Search:
             state = TrialState.COMPLETE
         self._study.tell(number, values, state=state, skip_if_finished=True)
 
-    def judges(self, step: int) -> bool:
-        """Whether the rule judges a trial at `step`: asha and hyperband at their rungs
-        (minResource times a power of reductionFactor: where they decide, as Ray's ASHA
-        does at its milestones), median and percentile every intervalSteps past their
-        warm-up."""
+    def judges(self, number: int, step: int) -> bool:
+        """Whether the rule judges trial `number` at `step`: asha and hyperband at the
+        first step at or past each rung (minResource times a power of reductionFactor,
+        where they decide: Ray's ASHA milestones), median and percentile every
+        intervalSteps past their warm-up. Either way a step above the last one judged."""
         rule = self.rule
-        if rule is None:
+        last = self._told.get(number, (-1, 0))[0]
+        if rule is None or step <= last:
             return False
         if rule["rule"] in ("asha", "hyperband"):
-            base, factor = int(rule["minResource"]), int(rule["reductionFactor"])
-            if step < base or step % base:
-                return False
-            rungs = step // base
-            while rungs % factor == 0:
-                rungs //= factor
-            return rungs == 1
-        interval = int(rule.get("intervalSteps", 1))
-        return (
-            step >= int(rule["warmupSteps"]) and (step - int(rule["warmupSteps"])) % interval == 0
-        )
+            rung, factor = int(rule["minResource"]), int(rule["reductionFactor"])
+            while rung <= last:
+                rung *= factor
+            return step >= rung
+        warmup, interval = int(rule["warmupSteps"]), int(rule.get("intervalSteps", 1))
+        return step >= warmup and (step - warmup) % interval == 0
 
     @_quiet
     def report(self, number: int, step: int, value: float) -> bool | None:
         """Tell the rule trial `number`'s `value` at `step`; True when it says to stop
         the trial, None when it was not told: a step the rule does not judge (see
-        judges), one not above the last one told, one past MAX_REPORTS, a trial already
-        ended."""
-        if not self.judges(step):
+        judges), one past MAX_REPORTS, a trial already ended."""
+        if not self.judges(number, step):
             return None
-        last, count = self._told.get(number, (-1, 0))
-        if step <= last or count >= MAX_REPORTS:
+        count = self._told.get(number, (-1, 0))[1]
+        if count >= MAX_REPORTS:
             return None
         trial_id = self._study._storage.get_trial_id_from_study_id_trial_number(
             self._study._study_id, number

@@ -61,6 +61,8 @@ MAX_OBJECTIVES = 8
 MAX_GRID = 10_000
 RULES = ("median", "percentile", "asha", "hyperband")
 MAX_STEP = 10**9
+# The points a step may make of a range, at most.
+MAX_STEPS_IN_RANGE = 1e12
 MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 # An early-stopping rule's settings: (the JSON name, low, high, left out); None: not
 # one of the rule's.
@@ -231,6 +233,12 @@ def distributions(space: dict[str, Any], where: str, problems: Problems) -> dict
             problems.add(f"{here}.step", "cannot go with a log scale")
         elif step is not None and kind == "int" and not float(step).is_integer():
             problems.add(f"{here}.step", "must be a whole number for int")
+        elif kind == "int" and max(abs(pair[0]), abs(pair[1])) > 2**53:
+            problems.add(here, "int needs whole numbers within ±2^53")
+        elif not math.isfinite(pair[1] - pair[0]):
+            problems.add(here, "needs a range high - low that is a finite number")
+        elif step is not None and (pair[1] - pair[0]) / step > MAX_STEPS_IN_RANGE:
+            problems.add(f"{here}.step", f"makes more than {MAX_STEPS_IN_RANGE:g} points")
         else:
             found[name] = Dist(kind, pair[0], pair[1], step, log)
     return found
@@ -511,7 +519,11 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
         sets = _parameter_sets(spec, problems) if spec.script else []
     else:
         sets = []
-        space_of(spec, problems)
+        space = space_of(spec, problems)
+        from orchestrator_svc.search import check_space  # it builds on this module
+
+        for where, rule in check_space(space):
+            problems.add(f"parameters.random.parameters.{where}", rule)
     if spec.objective.metric and not NAME.fullmatch(spec.objective.metric):
         problems.add("objective.metric", "must be 1 to 64 letters, digits, '_', '.' or '-'")
     if spec.objective.HasField("goal") and spec.objective.goal not in GOALS:

@@ -274,9 +274,11 @@ _INSERT_EVENT = (
 
 
 # The adaptive sweeps' studies, by sweep id: loaded from the journal on first use,
-# dropped when their sweep finishes, and all of them whenever a transaction that may
-# have used one fails (what it wrote to a study's journal is not in the store).
+# dropped when their sweep finishes, and those a transaction used when it fails (what
+# it wrote to their journals is not in the store).
 _searches: dict[str, search.Search] = {}
+# The sweeps whose studies the transaction under way has used.
+_used: set[str] = set()
 # (runner, execution id) of trials a committed change stopped (a pruned trial, a sweep
 # that reached its target or deadline): the dispatcher takes them and tells the runners.
 _stops: list[tuple[str, str]] = []
@@ -288,11 +290,13 @@ def _writing() -> Iterator[list[tuple[str, str]]]:
     """A write transaction; yields the list of trials it stops, handed to the
     dispatcher (take_stops) once it committed."""
     stops: list[tuple[str, str]] = []
+    _used.clear()
     try:
         with db.atomic("IMMEDIATE"):
             yield stops
     except BaseException:
-        _searches.clear()
+        for sweep_id in _used:
+            _searches.pop(sweep_id, None)
         raise
     with _stops_lock:
         _stops.extend(stops)
@@ -309,6 +313,7 @@ def take_stops() -> list[tuple[str, str]]:
 
 def _search(sweep: Sweep) -> search.Search:
     """The sweep's study, read from its journal the first time."""
+    _used.add(sweep.id)
     found = _searches.get(sweep.id)
     if found is None:
         query: Any = (
@@ -459,12 +464,11 @@ def ask_trials(free: int) -> int:
 
 
 def _ask(sweep: Sweep, total: int, n: int) -> None:
-    study = _search(sweep)
     source = sweep.spec["script"]
     sha = hashlib.sha256(source.encode()).hexdigest()
     for index in range(total, total + n):
         try:
-            params = study.ask(index)
+            params = _search(sweep).ask(index)
         except Exception as error:  # the store's own failures are not the sampler's
             if isinstance(error, peewee.PeeweeException):
                 raise
@@ -643,6 +647,12 @@ def mark_started(execution_id: str) -> None:
         _append(trial.sweep_id, "trial_started", trial.position, runner=trial.runner)
 
 
+# A metric line is judged by its sweep's early-stopping rule only within this many
+# characters (a step and a few values take far fewer): each one judged is parsed on the
+# store's thread, and a trial may print 10,000 lines of 64 KiB.
+MAX_JUDGED_LINE_CHARS = 1024
+
+
 def record_metrics(metrics: Iterable[tuple[str, str]]) -> None:
     """Append a batch of (execution id, values as JSON text) metric events in one
     transaction (one commit to disk for the batch, not one per line); a metric of an
@@ -652,8 +662,10 @@ def record_metrics(metrics: Iterable[tuple[str, str]]) -> None:
     by_sweep: dict[str, list[tuple[str, int | None, str]]] = {}
     with _writing() as stops:
         current: dict[str, Trial | None] = {}
-        sweeps: dict[str, Sweep] = {}
-        judged: dict[str, Trial] = {}
+        # Per sweep in the batch, read once: its row and early-stopping rule (None: none).
+        rules: dict[str, tuple[Sweep, dict[str, Any] | None]] = {}
+        # Per trial judged in the batch: its [step, value] pairs told to the rule.
+        told: dict[str, list[list[float]]] = {}
         for execution_id, values_json in metrics:
             if execution_id not in current:
                 current[execution_id] = _current(execution_id)
@@ -662,55 +674,60 @@ def record_metrics(metrics: Iterable[tuple[str, str]]) -> None:
                 continue
             events = by_sweep.setdefault(trial.sweep_id, [])
             events.append(("metric", trial.position, '{"values":' + values_json + "}"))
-            sweep = sweeps.get(trial.sweep_id) or sweeps.setdefault(
-                trial.sweep_id, Sweep.get_by_id(trial.sweep_id)
-            )
-            if sweep.budget and trial.pruned_step is None and sweep.spec.get("earlyStopping"):
-                judged[trial.id] = trial
-                if _judge(sweep, trial, values_json):
-                    events.append(
-                        (
-                            "trial_pruned",
-                            trial.position,
-                            json.dumps({"step": trial.pruned_step, "value": trial.pruned_value}),
-                        )
-                    )
-                    stops.append((str(trial.runner), trial.execution_id))
-        for trial in judged.values():
+            if trial.sweep_id not in rules:
+                sweep = Sweep.get_by_id(trial.sweep_id)
+                rule = sweep.spec.get("earlyStopping") if sweep.budget else None
+                rules[trial.sweep_id] = sweep, rule
+            sweep, rule = rules[trial.sweep_id]
+            if rule is None or trial.pruned_step is not None:
+                continue
+            if len(values_json) > MAX_JUDGED_LINE_CHARS:
+                continue
+            judged = _judge(sweep, rule, trial, values_json)
+            if judged is None:
+                continue
+            if trial.id not in told:
+                told[trial.id] = json.loads(trial.intermediate_json or "[]")
+            told[trial.id].append(list(judged))
+            if trial.pruned_step is not None:
+                data = json.dumps({"step": trial.pruned_step, "value": trial.pruned_value})
+                events.append(("trial_pruned", trial.position, data))
+                stops.append((str(trial.runner), trial.execution_id))
+        for trial_id, pairs in told.items():
+            trial = next(t for t in current.values() if t is not None and t.id == trial_id)
+            trial.intermediate_json = json.dumps(pairs)
             trial.save()
         for sweep_id, events in by_sweep.items():
             _append_many(sweep_id, events)
 
 
-def _judge(sweep: Sweep, trial: Trial, values_json: str) -> bool:
+def _judge(
+    sweep: Sweep, rule: dict[str, Any], trial: Trial, values_json: str
+) -> tuple[int, float] | None:
     """Tell the sweep's rule a metric of `trial` (when it has the rule's metric and
-    step); True, with the trial marked pruned (not yet saved), when the rule stops it."""
-    rule = sweep.spec["earlyStopping"]
+    step, at a step the rule judges); the (step, value) told, with the trial marked
+    pruned (not yet saved) when the rule stops it; None when nothing was told."""
     try:
         values = json.loads(values_json)
     except (ValueError, RecursionError):
-        return False
+        return None
     if not isinstance(values, dict):
-        return False
+        return None
     value, step = _number(values.get(rule["metric"])), values.get(rule["stepKey"])
     if isinstance(step, float) and step.is_integer() and abs(step) <= specs.MAX_STEP:
         step = int(step)
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= specs.MAX_STEP:
-        return False
+        return None
     if value is None:
-        return False
+        return None
     study = _search(sweep)
     verdict = study.report(trial.position, step, value)
     if verdict is None:
-        return False
-    told = json.loads(trial.intermediate_json) if trial.intermediate_json else []
-    told.append([step, value])
-    trial.intermediate_json = json.dumps(told)
-    if not verdict:
-        return False
-    study.tell(trial.position, None, pruned=True)
-    trial.pruned_step, trial.pruned_value = step, value
-    return True
+        return None
+    if verdict:
+        study.tell(trial.position, None, pruned=True)
+        trial.pruned_step, trial.pruned_value = step, value
+    return step, value
 
 
 def finish_trial(execution_id: str, result: TrialResult) -> str | None:

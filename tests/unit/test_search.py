@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from orchestrator_svc import store
+from orchestrator_svc import search, store
 from orchestrator_svc.spec import plan
 from prism.errors import InvalidArgument
 from prism.trial import Outcome, TrialResult, not_run
@@ -562,3 +562,86 @@ def test_a_trial_of_a_stopped_sweep_is_never_queued_again(orchestrator_db: Path)
     assert store.dispatchable(10) == []
     sweep = store.sweep("s")
     assert sweep is not None and sweep.finished_at is not None
+
+
+@pytest.mark.parametrize("with_search", [True, False])
+@pytest.mark.parametrize(
+    ("dist", "where"),
+    [
+        ({"uniform": [0, 1], "step": 1e-300}, "x.step"),
+        ({"uniform": [0, 1], "step": 5e-324}, "x.step"),
+        ({"uniform": [-1e308, 1e308], "step": 1e300}, "x"),
+        ({"uniform": [-1e308, 1e308]}, "x"),
+        ({"int": [-1e300, 1e300]}, "x"),
+    ],
+)
+def test_a_space_no_sampler_can_use_is_refused(
+    dist: dict[str, Any], where: str, with_search: bool
+) -> None:
+    parameters: dict[str, Any] = {"parameters": {"x": dist}}
+    if not with_search:
+        parameters["trials"] = 3
+    body = spec(parameters={"random": parameters})
+    if not with_search:
+        del body["search"]
+    with pytest.raises(InvalidArgument) as raised:
+        plan(json_format.ParseDict(body, orchestrator_pb2.SweepSpec()), SETTINGS)
+    assert raised.value.violations[0][0] == f"parameters.random.parameters.{where}"
+
+
+def test_a_failing_sampler_stops_its_sweep_alone(
+    orchestrator_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create("bad", maxParallel=2)
+    create("good", maxParallel=2)
+    real = search.Search.ask
+
+    def ask(self: search.Search, number: int) -> dict[str, Any]:
+        if self._study.study_name == "bad":
+            raise ValueError("the sampler broke")
+        return real(self, number)
+
+    monkeypatch.setattr(search.Search, "ask", ask)
+    assert store.ask_trials(4) == 2
+    assert len(trials("good")) == 2 and trials("bad") == []
+    bad = store.sweep("bad")
+    assert bad is not None and (bad.stop_reason, bad.status) == ("search_failed", "error")
+    assert "sweep_search_failed" in kinds("bad")
+
+
+def test_asha_judges_the_first_step_at_or_past_each_rung(orchestrator_db: Path) -> None:
+    create("s", maxParallel=3, **asha(reductionFactor=3))
+    store.ask_trials(3)
+    ids = [start(t) for t in trials("s")]
+    # Steps 10, 20, … 100 hit no rung (1, 3, 9, 27, 81) exactly.
+    for i in range(2):
+        for step in range(10, 101, 10):
+            metric(ids[i], step, 1.0 / step + i * 0.001)
+        succeed(ids[i], 0.01)
+    for step in (10, 20, 30):
+        metric(ids[2], step, 1000.0)
+    row = trials("s")[2]
+    assert row.outcome is None and row.pruned_step == 10
+    assert [s for s, _ in json.loads(trials("s")[0].intermediate_json)] == [10, 30, 90]
+
+
+def test_a_step_keeps_the_top_of_its_range(orchestrator_db: Path) -> None:
+    space = {"x": {"uniform": [0, 0.9], "step": 0.3}}
+    create(
+        "s",
+        parameters={"random": {"parameters": space}},
+        search={"sampler": "random", "trials": 40, "seed": 1},
+    )
+    store.ask_trials(40)
+    drawn = {round(json.loads(t.params_json)["x"], 9) for t in trials("s")}
+    assert drawn == {0, 0.3, 0.6, 0.9}
+
+
+def test_a_long_metric_line_is_recorded_not_judged(orchestrator_db: Path) -> None:
+    create("s", maxParallel=1, **asha())
+    store.ask_trials(1)
+    execution_id = start(trials("s")[0])
+    line = json.dumps({"step": 1, "loss": 1.0, "note": "x" * store.MAX_JUDGED_LINE_CHARS})
+    store.record_metrics([(execution_id, line)])
+    assert kinds("s").count("metric") == 1
+    assert trials("s")[0].intermediate_json == ""
