@@ -14,7 +14,7 @@ What Optuna itself would keep in memory is made to follow from the journal too: 
 sampler that asks for trial n is a new one seeded from (the sweep's seed, n), so what
 it draws depends only on the seed and the results told before it, never on a process
 having restarted; the pruners are given every setting Optuna would otherwise infer
-from the first trials it sees (hyperband's resources).
+from the first trials it sees (the rungs' resources).
 
 A categorical parameter is asked for by the index of its choice, so any JSON value can
 be a choice, and shown as the value.
@@ -44,6 +44,9 @@ from orchestrator_svc.spec import Dist
 optuna.logging.set_verbosity(logging.WARNING)
 optuna.logging.disable_propagation()
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 def _quiet(method: Callable[P, T]) -> Callable[P, T]:
     """Optuna's warnings (experimental samplers, independent sampling of what CMA-ES
@@ -57,9 +60,6 @@ def _quiet(method: Callable[P, T]) -> Callable[P, T]:
 
     return quiet
 
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # Steps told to the median or percentile rule per trial, at most: what a trial prints
 # past them is kept as metrics but not judged. Each judgement reads every other trial of
