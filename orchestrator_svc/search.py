@@ -255,8 +255,9 @@ class Search:
     def judges(self, number: int, step: int) -> bool:
         """Whether the rule judges trial `number` at `step`: asha and hyperband at the
         first step at or past each rung (minResource times a power of reductionFactor,
-        where they decide: Ray's ASHA milestones), median and percentile every
-        intervalSteps past their warm-up. Either way a step above the last one judged."""
+        where they decide: Ray's ASHA milestones), median and percentile at the first
+        step at or past each intervalSteps from their warm-up. Either way a step above
+        the last one judged."""
         rule = self.rule
         last = self._told.get(number, (-1, 0))[0]
         if rule is None or step <= last:
@@ -267,7 +268,10 @@ class Search:
                 rung *= factor
             return step >= rung
         warmup, interval = int(rule["warmupSteps"]), int(rule.get("intervalSteps", 1))
-        return step >= warmup and (step - warmup) % interval == 0
+        boundary = (
+            warmup if last < warmup else warmup + ((last - warmup) // interval + 1) * interval
+        )
+        return step >= boundary
 
     @_quiet
     def report(self, number: int, step: int, value: float) -> bool | None:

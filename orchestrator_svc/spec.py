@@ -237,6 +237,10 @@ def distributions(space: dict[str, Any], where: str, problems: Problems) -> dict
             problems.add(here, "int needs whole numbers within ±2^53")
         elif not math.isfinite(pair[1] - pair[0]):
             problems.add(here, "needs a range high - low that is a finite number")
+        elif step is not None and not (
+            math.isfinite(pair[1] + step) and math.isfinite(pair[0] - step)
+        ):
+            problems.add(f"{here}.step", "takes the range past the largest number")
         elif step is not None and (pair[1] - pair[0]) / step > MAX_STEPS_IN_RANGE:
             problems.add(f"{here}.step", f"makes more than {MAX_STEPS_IN_RANGE:g} points")
         else:
@@ -524,6 +528,12 @@ def plan(spec: orchestrator_pb2.SweepSpec, settings: Settings) -> Plan:
 
         for where, rule in check_space(space):
             problems.add(f"parameters.random.parameters.{where}", rule)
+        largest = _largest_params_bytes(space)
+        if largest > MAX_PARAMS_BYTES:
+            problems.add(
+                "parameters",
+                f"a trial's parameters may take {largest} bytes, over {MAX_PARAMS_BYTES}",
+            )
     if spec.objective.metric and not NAME.fullmatch(spec.objective.metric):
         problems.add("objective.metric", "must be 1 to 64 letters, digits, '_', '.' or '-'")
     if spec.objective.HasField("goal") and spec.objective.goal not in GOALS:
@@ -595,6 +605,19 @@ def space_of(spec: orchestrator_pb2.SweepSpec, problems: Problems) -> dict[str, 
         return {name: Dist("choice", choices=tuple(grid[name])) for name in sorted(grid)}
     space = plain(json_format.MessageToDict(spec.parameters.random.parameters))
     return distributions(space, "parameters.random.parameters", problems)
+
+
+def _largest_params_bytes(space: dict[str, Dist]) -> int:
+    """The most bytes of JSON a trial's parameters drawn from `space` can take."""
+    number = 24  # a double's longest repr
+    total = 2
+    for name, dist in space.items():
+        if dist.kind == "choice":
+            value = max(len(json.dumps(choice)) for choice in dist.choices)
+        else:
+            value = number
+        total += len(json.dumps(name)) + 2 + value
+    return total
 
 
 def stored_space(spec: dict[str, Any]) -> dict[str, Dist]:

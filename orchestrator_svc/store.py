@@ -279,6 +279,8 @@ _INSERT_EVENT = (
 _searches: dict[str, search.Search] = {}
 # The sweeps whose studies the transaction under way has used.
 _used: set[str] = set()
+# Sweeps whose studies could not be read (not tried again until a restart).
+_unreadable: set[str] = set()
 # (runner, execution id) of trials a committed change stopped (a pruned trial, a sweep
 # that reached its target or deadline): the dispatcher takes them and tells the runners.
 _stops: list[tuple[str, str]] = []
@@ -314,6 +316,8 @@ def take_stops() -> list[tuple[str, str]]:
 def _search(sweep: Sweep) -> search.Search:
     """The sweep's study, read from its journal the first time."""
     _used.add(sweep.id)
+    if sweep.id in _unreadable:
+        raise search.SearchFailed("its study could not be read")
     found = _searches.get(sweep.id)
     if found is None:
         query: Any = (
@@ -322,7 +326,6 @@ def _search(sweep: Sweep) -> search.Search:
             .order_by(SearchLog.number)
             .tuples()
         )
-        logs = [json.loads(body) for (body,) in query]
         spec = sweep.spec
 
         def write(number: int, rows: list[dict[str, Any]]) -> None:
@@ -331,7 +334,12 @@ def _search(sweep: Sweep) -> search.Search:
                 fields=[SearchLog.sweep, SearchLog.number, SearchLog.body],
             ).execute()
 
-        found = search.Search(sweep.id, spec, specs.stored_space(spec), logs, write)
+        try:
+            logs = [json.loads(body) for (body,) in query]
+            found = search.Search(sweep.id, spec, specs.stored_space(spec), logs, write)
+        except Exception as error:  # its spec or journal cannot be read: it alone fails
+            _unreadable.add(sweep.id)
+            raise search.SearchFailed(f"{type(error).__name__}: {error}") from error
         _searches[sweep.id] = found
     return found
 
@@ -720,7 +728,10 @@ def _judge(
         return None
     if value is None:
         return None
-    study = _search(sweep)
+    try:
+        study = _search(sweep)
+    except search.SearchFailed:
+        return None  # a study that cannot be read judges nothing; its sweep stops
     verdict = study.report(trial.position, step, value)
     if verdict is None:
         return None
@@ -849,8 +860,10 @@ def _end(trial: Trial, result: TrialResult, now: float | None = None) -> None:
     )
     sweep = Sweep.get_by_id(trial.sweep_id)
     if sweep.budget and result.outcome != Outcome.PRUNED:
-        # Every end is told: a failure of any kind as a failure, never dropped.
-        _search(sweep).tell(trial.position, _objective_values(sweep.spec, result))
+        # Every end is told: a failure of any kind as a failure, never dropped. (A study
+        # that cannot be read takes no more asks: its sweep stops when it asks next.)
+        with contextlib.suppress(search.SearchFailed):
+            _search(sweep).tell(trial.position, _objective_values(sweep.spec, result))
 
 
 def _finish_sweep_if_done(sweep_id: str) -> str | None:

@@ -102,9 +102,12 @@ STOPPED_ON_PURPOSE = ("target_reached", "deadline")
 
 def sweep_status(sweep: orchestrator_pb2.Sweep) -> int:
     """The exit status a finished sweep gives: a pruned trial was stopped on purpose, as
-    was one a target or deadline cancelled; neither is a failure."""
+    was one a target or deadline cancelled; neither is a failure. A sampler that failed
+    is, whatever the trials did."""
     if sweep.state == "cancelled":
         return EXIT_CANCELLED
+    if sweep.stop_reason == "search_failed":
+        return EXIT_TRIALS_FAILED
     if sweep.state != "done":
         return EXIT_TRIALS_FAILED if sweep.state == "error" else EXIT_OK
     if sweep.counts.succeeded + sweep.counts.pruned == sweep.counts.total:

@@ -262,7 +262,7 @@ class Objective:
 
 @dataclass(frozen=True)
 class Search:
-    """Adaptive search: the sampler ("tpe", "cmaes", "qmc", "random" or "grid") asks for
+    """Adaptive search: the sampler ("tpe", "cmaes", "nsga2", "qmc", "random" or "grid") asks for
     each trial's parameters as a runner slot frees, from what the results so far say.
     `trials` is the budget (0: a grid's size, for "grid" only); the seed fixes every
     draw given the same results."""
@@ -287,7 +287,8 @@ class EarlyStopping:
     objective's unless given; the step is the metric line's `step_key` ("step"). The
     rule's settings (None: the service's default) are asha's and hyperband's
     min_resource, reduction_factor (and hyperband's max_resource), and median's and
-    percentile's startup_trials, warmup_steps (and percentile's percentile)."""
+    percentile's startup_trials, warmup_steps, interval_steps (and percentile's
+    percentile)."""
 
     rule: str
     metric: str = ""
@@ -299,6 +300,7 @@ class EarlyStopping:
     startup_trials: int | None = None
     warmup_steps: int | None = None
     percentile: float | None = None
+    interval_steps: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _set_fields(self)

@@ -146,6 +146,9 @@ class Progress:
     def __init__(self, sweep: orchestrator_pb2.Sweep) -> None:
         self.sweep_id, self.task, self.state = sweep.id, sweep.spec.task, sweep.state
         self.metric = sweep.spec.objective.metric
+        # Several objectives: no best, a Pareto front (read from the service).
+        self.objectives = [o.metric for o in sweep.spec.objectives]
+        self.front = list(sweep.pareto_front)
         self.maximize = sweep.spec.objective.goal == "maximize"
         self.created = sweep.create_time.ToSeconds() if sweep.HasField("create_time") else None
         self.trials = {t.index: TrialView.of(t) for t in sweep.trials}
@@ -180,7 +183,12 @@ class Progress:
                 self.state = event.sweep_state or self.state
             if trial is None:
                 return None
-            if event.kind == "trial_started":
+            if event.kind == "trial_queued":
+                # An adaptive search's trial: its parameters as the sampler chose them.
+                params = event.data.get("params")
+                if isinstance(params, dict) and not trial.params:
+                    trial.params = params
+            elif event.kind == "trial_started":
                 trial.state, trial.started = "running", time.monotonic()
                 trial.runner = str(event.data.get("runner", ""))
             elif event.kind in ("trial_requeued", "trial_retrying"):
@@ -254,6 +262,13 @@ class Progress:
         return Text(f"stopped early: {why}", style=style)
 
     def best_text(self) -> Text:
+        if self.objectives:
+            names = " and ".join(short(name) for name in self.objectives)
+            if not self.front:
+                return Text(f"pareto front ({names}): none yet", style="dim")
+            shown = ", ".join(str(i) for i in self.front[:20])
+            more = f" and {len(self.front) - 20} more" if len(self.front) > 20 else ""
+            return Text(f"pareto front ({names}): trials {shown}{more}", style="bold green")
         if not self.metric:
             return Text("best: no objective (give the spec an objective metric)", style="dim")
         top = self.best()

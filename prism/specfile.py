@@ -36,7 +36,7 @@ A `-p NAME=VALUES` is one of:
 With only listed values the sweep is a grid (every combination); `--trials N` or any
 distribution makes it a random search of N trials, listed values becoming choices.
 
-Adaptive search: `--sampler tpe|cmaes|qmc|random|grid` asks for each trial's parameters
+Adaptive search: `--sampler tpe|cmaes|nsga2|qmc|random|grid` asks for each trial's parameters
 as a slot frees, learning from the results so far, from the -p space (listed values
 become choices; `grid` takes listed values only and searches their combinations). It
 needs `--objective`, and `--trials N` as its budget (for `grid`, left out: every
@@ -45,7 +45,7 @@ losing trials early on their live PRISM_METRIC lines: the objective's metric and
 unless `--prune-metric METRIC[:min|max]`, the step in the line's `step` key unless
 `--step-key KEY`, and the rule's settings as `--prune-setting NAME=VALUE` (asha,
 hyperband: minResource, reductionFactor, hyperband's maxResource; median, percentile:
-startupTrials, warmupSteps, percentile's percentile).
+startupTrials, warmupSteps, intervalSteps, percentile's percentile).
 
 Any sweep: `--target VALUE` ends it once a trial's objective is VALUE or better,
 `--max-duration SECONDS` that long after it started (trials not started are cancelled,

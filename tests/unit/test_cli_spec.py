@@ -418,6 +418,7 @@ def stopped(state: str, stop_reason: str, *outcomes: str) -> orchestrator_pb2.Sw
         ),
         # A sampler that failed, or no trial that succeeded, is a failure.
         (stopped("done", "search_failed", "succeeded", "cancelled"), cli.EXIT_TRIALS_FAILED),
+        (stopped("done", "search_failed", "succeeded"), cli.EXIT_TRIALS_FAILED),
         (stopped("error", "deadline", "pruned", "cancelled"), cli.EXIT_TRIALS_FAILED),
         (stopped("cancelled", "", "pruned", "cancelled"), cli.EXIT_CANCELLED),
     ],

@@ -234,3 +234,25 @@ def test_a_stopped_sweep_s_summary_says_why() -> None:
     ]
     done.stop_reason = "\x1b]0;owned\x07"  # a reason this command does not know, shown inert
     assert "\x1b" not in plain(display.summary(done)[2])
+
+
+def test_an_asked_trial_shows_the_parameters_its_sampler_chose() -> None:
+    progress = display.Progress(adaptive())
+    progress.apply(event(1, "trial_queued", 0, name="trial-0", params={"lr": 0.01}))
+    progress.apply(event(2, "trial_started", 0, runner="r1"))
+    assert progress.trials[0].params == {"lr": 0.01}
+    assert "lr=0.01" in plain(progress)
+
+
+def test_several_objectives_show_their_pareto_front() -> None:
+    multi = sweep(trial(0, 0.2, "succeeded"), trial(1, 0.1, "succeeded"))
+    multi.spec.ClearField("objective")
+    multi.spec.objectives.add(metric="loss")
+    multi.spec.objectives.add(metric="size\x1b[2J")
+    assert (
+        plain(display.summary(multi)[1]).strip() == "pareto front (loss and size\\x1b[2J): none yet"
+    )
+    multi.pareto_front.extend([0, 1])
+    line = plain(display.summary(multi)[1]).strip()
+    assert line.startswith("pareto front (loss and size") and line.endswith("trials 0, 1")
+    assert "\x1b" not in line

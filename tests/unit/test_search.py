@@ -32,6 +32,7 @@ SPACE = {
 def fresh_memory() -> None:
     """Each test starts as a fresh process would."""
     store._searches.clear()
+    store._unreadable.clear()
     store.take_stops()
 
 
@@ -645,3 +646,52 @@ def test_a_long_metric_line_is_recorded_not_judged(orchestrator_db: Path) -> Non
     store.record_metrics([(execution_id, line)])
     assert kinds("s").count("metric") == 1
     assert trials("s")[0].intermediate_json == ""
+
+
+def test_median_judges_the_first_step_at_or_past_each_interval(orchestrator_db: Path) -> None:
+    rule = {"rule": "median", "warmupSteps": 5, "intervalSteps": 20, "startupTrials": 1}
+    create("s", maxParallel=2, earlyStopping=rule, search={"sampler": "random", "trials": 2})
+    store.ask_trials(2)
+    good, bad = (start(t) for t in trials("s"))
+    for step in range(10, 101, 10):  # none of them is on the grid 5 + 20k
+        metric(good, step, 0.1)
+    succeed(good, 0.1)
+    told = [step for step, _ in json.loads(trials("s")[0].intermediate_json)]
+    assert told == [10, 30, 50, 70, 90]
+    metric(bad, 10, 100.0)
+    assert trials("s")[1].pruned_step == 10
+
+
+def test_an_adaptive_space_whose_trials_may_be_too_big_is_refused() -> None:
+    big = {"x": {"choice": ["a" * 40_000, "b"]}}
+    body = spec(parameters={"random": {"parameters": big}})
+    with pytest.raises(InvalidArgument) as raised:
+        plan(json_format.ParseDict(body, orchestrator_pb2.SweepSpec()), SETTINGS)
+    assert raised.value.violations[0][0] == "parameters"
+
+
+def test_a_step_past_the_largest_number_is_refused() -> None:
+    space = {"x": {"uniform": [0, 1e308], "step": 1e308}}
+    body = spec(parameters={"random": {"parameters": space}})
+    with pytest.raises(InvalidArgument) as raised:
+        plan(json_format.ParseDict(body, orchestrator_pb2.SweepSpec()), SETTINGS)
+    assert raised.value.violations[0][0] == "parameters.random.parameters.x.step"
+
+
+def test_a_study_that_cannot_be_read_fails_its_sweep_alone(orchestrator_db: Path) -> None:
+    create("broken", maxParallel=2, **asha())
+    store.ask_trials(2)
+    held = start(trials("broken")[0])
+    # Its journal is damaged, and nothing of it is in memory (as after a restart).
+    store.SearchLog.update(body="not json").where(store.SearchLog.sweep == "broken").execute()
+    store._searches.clear()
+    create("fine", maxParallel=2, **asha())
+    metric(held, 1, 1.0)  # recorded, not judged
+    assert kinds("broken").count("metric") == 1
+    assert succeed(held, 1.0) is None
+    assert trials("broken")[0].outcome == "succeeded"
+    assert store.ask_trials(4) == 2  # the fine sweep's, and the broken one stops
+    assert len(trials("fine")) == 2
+    broken = store.sweep("broken")
+    assert broken is not None and (broken.stop_reason, broken.status) == ("search_failed", "done")
+    assert [t.outcome for t in trials("broken")] == ["succeeded", "cancelled"]
