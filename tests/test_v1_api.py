@@ -56,6 +56,7 @@ def test_create_returns_at_once_then_the_sweep_completes(stack: RunningStack) ->
         "running": 0,
         "finished": 6,
         "succeeded": 6,
+        "pruned": 0,
     }
     assert sweep["spec"]["objective"] == {"metric": "score", "goal": "maximize"}
 
