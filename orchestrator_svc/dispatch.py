@@ -58,6 +58,10 @@ class Dispatcher:
         self._holders: set[str] = set()
         self.metrics = MetricRecorder(self._record_metrics)
         self._kicked = asyncio.Event()
+        # Whether an adaptive sweep may be open: its samplers are asked for trials on
+        # each dispatch while one is (orchestrator_svc.store.ask_trials), and a planned
+        # sweep's dispatch is spared the call otherwise.
+        self._searching = True
         # Set when a runner has answered for its trials (reconcile waits on it).
         self._answered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -196,6 +200,8 @@ class Dispatcher:
         sweep_id = await self._write(
             store.create_sweep, str(uuid.uuid4()), plan.task, plan.spec, plan.trials, request_id
         )
+        if "search" in plan.spec:
+            self._searching = True
         log.info("sweep created", sweep=sweep_id, trials=len(plan.trials))
         self.kick()
         return sweep_id
@@ -364,9 +370,9 @@ class Dispatcher:
         free = sum(max(0, link.free) for link in self.links if link.up)
         # Adaptive sweeps ask their samplers for trials now, as late as can be, so each
         # is asked knowing every result told so far.
-        if free > 0:
+        if free > 0 and self._searching:
             try:
-                await self._write(store.ask_trials, free)
+                self._searching = await self._write(store.ask_trials, free) is not None
             except Exception as error:  # the planned sweeps' trials go out all the same
                 logs.unexpected(log, "asking the samplers for trials failed", error)
         for item in await self._db(store.dispatchable, free):

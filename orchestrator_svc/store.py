@@ -421,12 +421,13 @@ def create_sweep(
         return sweep_id
 
 
-def ask_trials(free: int) -> int:
+def ask_trials(free: int) -> int | None:
     """Ask the adaptive sweeps' samplers for trials to fill up to `free` runner slots:
     each open sweep at most its budget and its maxParallel (the sweep with the fewest
     trials waiting or in flight first), each asked-for trial recorded pending in the
     transaction its sampler's journal is written in. A sweep whose sampler fails
-    stops (search_failed), alone. Returns how many were asked for."""
+    stops (search_failed), alone. Returns how many were asked for; None when no
+    adaptive sweep is open (nothing was, or could have been, written)."""
     if free <= 0:
         return 0
     asked = 0
@@ -437,7 +438,7 @@ def ask_trials(free: int) -> int:
             )
         )
         if not open_sweeps:
-            return 0
+            return None
         by_state: dict[tuple[str, str], int] = {}
         rows: Any = (
             Trial.select(Trial.sweep, Trial.state, peewee.fn.COUNT(Trial.id))
