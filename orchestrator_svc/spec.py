@@ -15,6 +15,10 @@ Rules and caps (the README's reference lists the same):
   prism.limits.LIMITS, each one given checked (0 included), each one left out
   recorded at its default, so the stored spec, and every answer, shows what runs.
 - requirements: see prism.requirements.
+- search (adaptive: the random space or a grid is what the sampler searches, trials its
+  budget), earlyStopping (with search; a rule of RULE_SETTINGS), objectives (2 to
+  MAX_OBJECTIVES instead of objective), maxDurationSeconds, target (the objective's):
+  every default filled in as stored.
 
 Numbers from JSON arrive as doubles; integral ones are turned back into ints,
 so {"layers": [1, 2]} gives the script 1 and 2, not 1.0 and 2.0. NaN and the infinities,
@@ -64,8 +68,8 @@ MAX_STEP = 10**9
 # The points a step may make of a range, at most.
 MAX_STEPS_IN_RANGE = 1e12
 MAX_DURATION_SECONDS = 7 * 24 * 3600.0
-# An early-stopping rule's settings: (the JSON name, low, high, left out); None: not
-# one of the rule's.
+# Each early-stopping rule's settings, by JSON name: (low, high, left out). A setting
+# not listed for a rule is refused with it.
 RULE_SETTINGS: dict[str, dict[str, tuple[float, float, float]]] = {
     "median": {
         "startupTrials": (0, 1000, 5),
