@@ -62,6 +62,9 @@ class Dispatcher:
         # each dispatch while one is (orchestrator_svc.store.ask_trials), and a planned
         # sweep's dispatch is spared the call otherwise.
         self._searching = True
+        # Adaptive sweeps submitted so far: a pass that found none open tells only if no
+        # sweep was submitted while it looked.
+        self._submitted = 0
         # Set when a runner has answered for its trials (reconcile waits on it).
         self._answered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -201,7 +204,7 @@ class Dispatcher:
             store.create_sweep, str(uuid.uuid4()), plan.task, plan.spec, plan.trials, request_id
         )
         if "search" in plan.spec:
-            self._searching = True
+            self._searching, self._submitted = True, self._submitted + 1
         log.info("sweep created", sweep=sweep_id, trials=len(plan.trials))
         self.kick()
         return sweep_id
@@ -371,8 +374,10 @@ class Dispatcher:
         # Adaptive sweeps ask their samplers for trials now, as late as can be, so each
         # is asked knowing every result told so far.
         if free > 0 and self._searching:
+            submitted = self._submitted
             try:
-                self._searching = await self._write(store.ask_trials, free) is not None
+                if await self._write(store.ask_trials, free) is None:
+                    self._searching = submitted != self._submitted
             except Exception as error:  # the planned sweeps' trials go out all the same
                 logs.unexpected(log, "asking the samplers for trials failed", error)
         for item in await self._db(store.dispatchable, free):
