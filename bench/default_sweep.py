@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import statistics
 import tempfile
 import threading
@@ -28,7 +27,7 @@ import docker
 from docker.types import Ulimit
 
 from orchestrator_svc.config import EXAMPLES_DIR
-from prism.stack import GATEWAY, Layout, Stack, free_ports
+from prism.stack import GATEWAY, Layout, Stack
 from sandbox.images import ensure_sandbox_image
 from sandbox.seccomp import PROFILE_JSON
 
@@ -108,15 +107,7 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     with closing(docker.from_env(max_pool_size=16)) as client, tempfile.TemporaryDirectory() as tmp:
         image = ensure_sandbox_image(client)
-        ports = free_ports(5)
-        layout = Layout(
-            data_dir=Path(tmp),
-            gateway_port=ports[0],
-            orchestrator_port=ports[1],
-            runner_ports=tuple(ports[2:]),
-            runner_prefix=f"bench{secrets.token_hex(3)}",
-            image=image,
-        )
+        layout = Layout.on_free_ports(Path(tmp), image)
         stack = Stack(layout)
         try:
             stack.up()

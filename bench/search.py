@@ -47,7 +47,6 @@ import collections
 import json
 import math
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -67,7 +66,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prism.stack import GATEWAY, Layout, Stack, free_ports
+from prism.stack import GATEWAY, Layout, Stack
 from sandbox.container import OWNER_LABEL
 from sandbox.images import ensure_sandbox_image
 
@@ -641,15 +640,8 @@ def main() -> None:
     started = time.perf_counter()
     with closing(docker.from_env()) as client, tempfile.TemporaryDirectory() as tmp:
         image = ensure_sandbox_image(client)
-        ports = free_ports(5)
-        layout = Layout(
-            data_dir=Path(tmp),
-            gateway_port=ports[0],
-            orchestrator_port=ports[1],
-            runner_ports=tuple(ports[2:]),
-            runner_prefix=f"bench{secrets.token_hex(3)}",
-            image=image,
-            extra_env={"PRISM_RUNNER_DRAIN_SECONDS": "2"},
+        layout = Layout.on_free_ports(
+            Path(tmp), image, extra_env={"PRISM_RUNNER_DRAIN_SECONDS": "2"}
         )
         stack = Stack(layout)
         try:

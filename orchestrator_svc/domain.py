@@ -4,6 +4,7 @@ policy decides on them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,3 +38,14 @@ def split_execution_id(execution_id: str) -> tuple[str, int]:
 
 def sweep_of(trial_id: str) -> str:
     return trial_id.rpartition("/")[0]
+
+
+def objective_value(value: Any) -> float | None:
+    """A value a trial reported (its result's, or a metric line's) as a number an
+    objective or a rule can rank: finite, no bool, and (from a row stored before the
+    rules) no integer beyond 64 bits; None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and abs(value) >= 2**63:
+        return None
+    return float(value) if math.isfinite(value) else None

@@ -286,10 +286,9 @@ class Search:
         trial_id = self._study._storage.get_trial_id_from_study_id_trial_number(
             self._study._study_id, number
         )
-        trial = optuna.Trial(self._study, trial_id)
-        frozen = self._study._storage.get_trial(trial_id)
-        if frozen.state != TrialState.RUNNING:
+        if self._study._storage.get_trial(trial_id).state != TrialState.RUNNING:
             return None
+        trial = optuna.Trial(self._study, trial_id)
         if self.rule is not None and self.rule["goal"] != self.goal:
             value = -value  # the rule compares in the objective's direction
         trial.report(value, step)

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -344,23 +343,13 @@ def _search(sweep: Sweep) -> search.Search:
     return found
 
 
-def _number(value: Any) -> float | None:
-    """A result's value as an objective: a finite number (no bool, no integer past
-    64 bits: a row stored before the rules may hold one)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, int) and abs(value) >= 2**63:
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _objective(spec: dict[str, Any], result: TrialResult) -> float | None:
     """The trial's objective value: its result's metric, when it succeeded with a
     finite number there."""
     metric = (spec.get("objective") or {}).get("metric")
     if not metric or result.outcome != Outcome.SUCCEEDED or not result.result:
         return None
-    return _number(result.result.get(metric))
+    return domain.objective_value(result.result.get(metric))
 
 
 def _objective_values(spec: dict[str, Any], result: TrialResult) -> list[float] | None:
@@ -369,7 +358,7 @@ def _objective_values(spec: dict[str, Any], result: TrialResult) -> list[float] 
     objectives = spec.get("objectives") or [spec.get("objective") or {}]
     if result.outcome != Outcome.SUCCEEDED or not result.result:
         return None
-    values = [_number(result.result.get(o.get("metric", ""))) for o in objectives]
+    values = [domain.objective_value(result.result.get(o.get("metric", ""))) for o in objectives]
     return None if None in values else values  # type: ignore[return-value]
 
 
@@ -673,7 +662,7 @@ def record_metrics(metrics: Iterable[tuple[str, str]]) -> None:
         current: dict[str, Trial | None] = {}
         # Per sweep in the batch, read once: its row and early-stopping rule (None: none).
         rules: dict[str, tuple[Sweep, dict[str, Any] | None]] = {}
-        # Per trial judged in the batch: its [step, value] pairs told to the rule.
+        # Per execution judged in the batch: its [step, value] pairs told to the rule.
         told: dict[str, list[list[float]]] = {}
         for execution_id, values_json in metrics:
             if execution_id not in current:
@@ -695,17 +684,21 @@ def record_metrics(metrics: Iterable[tuple[str, str]]) -> None:
             judged = _judge(sweep, rule, trial, values_json)
             if judged is None:
                 continue
-            if trial.id not in told:
-                told[trial.id] = json.loads(trial.intermediate_json or "[]")
-            told[trial.id].append(list(judged))
+            if execution_id not in told:
+                told[execution_id] = json.loads(trial.intermediate_json or "[]")
+            told[execution_id].append(list(judged))
             if trial.pruned_step is not None:
                 data = json.dumps({"step": trial.pruned_step, "value": trial.pruned_value})
                 events.append(("trial_pruned", trial.position, data))
                 stops.append((str(trial.runner), trial.execution_id))
-        for trial_id, pairs in told.items():
-            trial = next(t for t in current.values() if t is not None and t.id == trial_id)
-            trial.intermediate_json = json.dumps(pairs)
-            trial.save()
+        for execution_id, pairs in told.items():
+            trial = current[execution_id]
+            assert trial is not None
+            Trial.update(
+                intermediate_json=json.dumps(pairs),
+                pruned_step=trial.pruned_step,
+                pruned_value=trial.pruned_value,
+            ).where(Trial.id == trial.id).execute()
         for sweep_id, events in by_sweep.items():
             _append_many(sweep_id, events)
 
@@ -714,15 +707,16 @@ def _judge(
     sweep: Sweep, rule: dict[str, Any], trial: Trial, values_json: str
 ) -> tuple[int, float] | None:
     """Tell the sweep's rule a metric of `trial` (when it has the rule's metric and
-    step, at a step the rule judges); the (step, value) told, with the trial marked
-    pruned (not yet saved) when the rule stops it; None when nothing was told."""
+    step, at a step the rule judges); the (step, value) told, with the trial's row marked
+    pruned (its columns, not yet written) when the rule stops it; None when nothing was
+    told."""
     try:
         values = json.loads(values_json)
     except (ValueError, RecursionError):
         return None
     if not isinstance(values, dict):
         return None
-    value, step = _number(values.get(rule["metric"])), values.get(rule["stepKey"])
+    value, step = domain.objective_value(values.get(rule["metric"])), values.get(rule["stepKey"])
     if isinstance(step, float) and step.is_integer() and abs(step) <= specs.MAX_STEP:
         step = int(step)
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= specs.MAX_STEP:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import math
-from typing import Any, TypeGuard
+from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
@@ -142,31 +141,46 @@ def _spec(row: store.Sweep) -> tuple[dict[str, Any], orchestrator_pb2.SweepSpec]
     return {}, json_format.ParseDict(shown, orchestrator_pb2.SweepSpec())
 
 
-def _scored(spec: dict[str, Any], rows: list[store.Trial]) -> list[tuple[float, store.Trial]]:
-    """Each succeeded trial with a finite objective value, with that value."""
-    metric = (spec.get("objective") or {}).get("metric")
-    if not metric:
+def _scored(rows: list[store.Trial], metrics: list[str]) -> list[tuple[list[float], store.Trial]]:
+    """Each succeeded trial with a finite value of every one of `metrics` in its result,
+    with those values (its result read once)."""
+    if not metrics:
         return []
     scored = []
     for row in rows:
         if row.outcome != Outcome.SUCCEEDED or not row.result_json:
             continue
         try:
-            # Checked when it was stored; here only one value of it counts.
+            # Checked when it was stored; here only these values of it count.
             found = json.loads(row.result_json)
         except (ValueError, RecursionError):
             continue
-        value = found.get(metric) if isinstance(found, dict) else None
-        if _comparable(value):
-            scored.append((float(value), row))
+        if not isinstance(found, dict):
+            continue
+        values = [domain.objective_value(found.get(metric)) for metric in metrics]
+        numbers = [v for v in values if v is not None]
+        if len(numbers) == len(metrics):
+            scored.append((numbers, row))
     return scored
+
+
+def _objective(spec: dict[str, Any]) -> tuple[list[str], bool]:
+    """The one objective's metric (none without one) and whether it is maximized."""
+    objective = spec.get("objective") or {}
+    metric = objective.get("metric")
+    return ([metric] if metric else []), objective.get("goal") == "maximize"
 
 
 def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
     """The succeeded trial with the best finite value of the objective metric
     (the lowest index among equals)."""
-    sign = 1 if (spec.get("objective") or {}).get("goal") == "maximize" else -1
-    ranked = [(sign * value, -row.position, row) for value, row in _scored(spec, rows)]
+    metrics, maximize = _objective(spec)
+    return _best(_scored(rows, metrics), maximize)
+
+
+def _best(scored: list[tuple[list[float], store.Trial]], maximize: bool) -> store.Trial | None:
+    sign = 1 if maximize else -1
+    ranked = [(sign * values[0], -row.position, row) for values, row in scored]
     return max(ranked, key=lambda s: (s[0], s[1]))[2] if ranked else None
 
 
@@ -174,23 +188,12 @@ def pareto_front(spec: dict[str, Any], rows: list[store.Trial]) -> list[int]:
     """With several objectives: the succeeded trials with a finite value for each that no
     other such trial beats on every one (of equal ones, the lowest index), by index."""
     objectives = spec.get("objectives") or []
-    if not objectives:
-        return []
     signs = [-1.0 if o.get("goal") == "maximize" else 1.0 for o in objectives]
-    points = []
-    for row in rows:
-        if row.outcome != Outcome.SUCCEEDED or not row.result_json:
-            continue
-        try:
-            found = json.loads(row.result_json)
-        except (ValueError, RecursionError):
-            continue
-        if not isinstance(found, dict):
-            continue
-        values = [found.get(o.get("metric")) for o in objectives]
-        numbers = [float(v) for v in values if _comparable(v)]
-        if len(numbers) == len(values):
-            points.append(([s * v for s, v in zip(signs, numbers, strict=True)], row.position))
+    scored = _scored(rows, [o.get("metric", "") for o in objectives])
+    points = [
+        ([s * v for s, v in zip(signs, values, strict=True)], row.position)
+        for values, row in scored
+    ]
     # In this order whatever beats a point (or equals it) comes before it, and what beats
     # it is beaten by, or is, a point already on the front.
     points.sort()
@@ -201,14 +204,15 @@ def pareto_front(spec: dict[str, Any], rows: list[store.Trial]) -> list[int]:
     return sorted(position for _, position in front)
 
 
-def history(spec: dict[str, Any], rows: list[store.Trial]) -> list[orchestrator_pb2.HistoryPoint]:
+def _history(
+    scored: list[tuple[list[float], store.Trial]], maximize: bool
+) -> list[orchestrator_pb2.HistoryPoint]:
     """The optimisation history: each scored trial in the order they finished, with the
     best value up to it."""
-    maximize = (spec.get("objective") or {}).get("goal") == "maximize"
     points = []
     best_value: float | None = None
-    scored = _scored(spec, rows)
-    for value, row in sorted(scored, key=lambda s: (s[1].finished_at or 0.0, s[1].position)):
+    for values, row in sorted(scored, key=lambda s: (s[1].finished_at or 0.0, s[1].position)):
+        value = values[0]
         if best_value is None or (value > best_value if maximize else value < best_value):
             best_value = value
         points.append(
@@ -217,14 +221,6 @@ def history(spec: dict[str, Any], rows: list[store.Trial]) -> list[orchestrator_
             )
         )
     return points
-
-
-def _comparable(value: Any) -> TypeGuard[int | float]:
-    """A number an objective can rank: finite, and (from a row stored before the rules)
-    no integer beyond 64 bits."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
 
 
 def counts(by_state: dict[str, int]) -> orchestrator_pb2.TrialCounts:
@@ -268,10 +264,12 @@ def sweep(
             shown_trial = trial(t, listed, abridged=spent >= SWEEP_BUDGET_BYTES)
             spent += max(shown_trial.ByteSize(), json_bytes(t, listed))
             shown.trials.append(shown_trial)
-        top = best(spec, rows)
+        metrics, maximize = _objective(spec)
+        scored = _scored(rows, metrics)
+        top = _best(scored, maximize)
         if top is not None:
             shown.best_trial.CopyFrom(trial(top, artifacts.get(top.id, [])))
-        shown.history.extend(history(spec, rows))
+        shown.history.extend(_history(scored, maximize))
         shown.pareto_front.extend(pareto_front(spec, rows))
     shown.counts.CopyFrom(counts(by_state or {}))
     return shown

@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prism.environ import env
 from prism.healthcheck import serving
@@ -66,6 +67,21 @@ class Layout:
                 f"PRISM_RUNNER_METRICS_PORTS: {len(self.runner_metrics_ports)} ports for "
                 f"{len(self.runner_ports)} runners: give one per runner, in the same order"
             )
+
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, image: str, runners: int = 3, **more: Any) -> Layout:
+        """A stack on loopback ports free now, its runners named for it alone (what a
+        benchmark starts beside anything else running)."""
+        ports = free_ports(2 + runners)
+        return cls(
+            data_dir=data_dir,
+            gateway_port=ports[0],
+            orchestrator_port=ports[1],
+            runner_ports=tuple(ports[2:]),
+            runner_prefix=f"bench{secrets.token_hex(3)}",
+            image=image,
+            **more,
+        )
 
     @classmethod
     def from_env(cls) -> Layout:

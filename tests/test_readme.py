@@ -37,20 +37,29 @@ def stack_env(stack: RunningStack) -> dict[str, str]:
     }
 
 
-def test_your_first_real_sweep_works_verbatim(stack: RunningStack, tmp_path: Path) -> None:
-    blocks = tutorial_blocks()
-    # The dependency example reaches a package index: not from a test.
-    offline = [b for b in blocks if "requirements" not in b]
-    assert len(offline) == 3, "the command, then the same over HTTP in two steps"
+def run_verbatim(
+    stack: RunningStack, blocks: list[str], cwd: Path, within: int
+) -> subprocess.CompletedProcess[str]:
+    """The blocks run as written against the test stack, within `within` seconds; they
+    must succeed."""
     done = subprocess.run(
-        ["timeout", "180", "bash", "-c", verbatim(stack, offline)],
-        cwd=tmp_path,
+        ["timeout", str(within), "bash", "-c", verbatim(stack, blocks)],
+        cwd=cwd,
         env=stack_env(stack),
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_your_first_real_sweep_works_verbatim(stack: RunningStack, tmp_path: Path) -> None:
+    blocks = tutorial_blocks()
+    # The dependency example reaches a package index: not from a test.
+    offline = [b for b in blocks if "requirements" not in b]
+    assert len(offline) == 3, "the command, then the same over HTTP in two steps"
+    done = run_verbatim(stack, offline, tmp_path, within=180)
     # What the README shows the command printing, but the sweep's id.
     shown = re.findall(r"^# (.*)$", offline[0], flags=re.M)
     assert len(shown) == 9
@@ -101,15 +110,7 @@ def test_the_search_example_prunes_and_finds_the_best(stack: RunningStack, tmp_p
     [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
     # $PRISM and $TOKEN as the walkthrough before it sets them.
     setup = "PRISM=http://127.0.0.1:8080\nTOKEN=$(cat .prism/api_token)\n"
-    done = subprocess.run(
-        ["timeout", "240", "bash", "-c", verbatim(stack, [setup, block])],
-        cwd=tmp_path,
-        env=stack_env(stack),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_verbatim(stack, [setup, block], tmp_path, within=240)
     lines = done.stdout.splitlines()
     assert lines[0].startswith("done {'total': 16, 'pending': 0, 'running': 0, 'finished': 16, ")
     pruned = [line for line in lines if " pruned at step " in line]
