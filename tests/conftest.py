@@ -51,27 +51,18 @@ T = TypeVar("T")
 
 # Tests outside the fast tier that need no engine, stack or image.
 NO_ENGINE = {"test_lint.py"}
-# Tests of what a trial's own code can do, each file on a stack of its own, that judge
-# outcomes and records, not timing: the second worker runs them beside the first's.
-BESIDE = {
-    "test_hostile.py",
-    "test_hostile_channel.py",
-    "test_hostile_json.py",
-    "test_hostile_names.py",
-    "test_hostile_outcomes.py",
-}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not item.path.resolve().is_relative_to(UNIT):
             item.add_marker(pytest.mark.slow)
-            # `make test` runs two pytest-xdist workers: the tests that use the engine in
-            # two groups, each on one worker, in order, sharing its session's stack and
-            # images as a single process would; the fast tier and the lint on either.
-            if item.path.name in BESIDE:
-                item.add_marker(pytest.mark.xdist_group("beside"))
-            elif item.path.name not in NO_ENGINE:
+            # `make test` runs two pytest-xdist workers: every test that uses the engine
+            # on one of them, in order, sharing its session's stack and images as a
+            # single process would (two at once starve each other's trials of the two
+            # cores: wall-clock limits and the dashboard's waits ran out); the fast tier
+            # and the lint on either.
+            if item.path.name not in NO_ENGINE:
                 item.add_marker(pytest.mark.xdist_group("engine"))
 
 
