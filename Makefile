@@ -19,7 +19,7 @@ demo:
 test: $(STAMP) chromium
 	$(PY) -m sandbox.engine start --run-dir $(TEST_RUN)
 	$(PY) -m sandbox.images
-	status=0; $(PY) -m pytest -n 2 --dist loadgroup || status=$$?; \
+	status=0; $(PY) -m pytest || status=$$?; \
 	  $(PY) -m sandbox.engine stop --run-dir $(TEST_RUN) >/dev/null; \
 	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; \
 	  exit $$status

@@ -49,21 +49,10 @@ SERVICES_TAG = f"prism-services:test-{hashlib.sha256(str(REPO).encode()).hexdige
 T = TypeVar("T")
 
 
-# Tests outside the fast tier that need no engine, stack or image.
-NO_ENGINE = {"test_lint.py"}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not item.path.resolve().is_relative_to(UNIT):
             item.add_marker(pytest.mark.slow)
-            # `make test` runs two pytest-xdist workers: every test that uses the engine
-            # on one of them, in order, sharing its session's stack and images as a
-            # single process would (two at once starve each other's trials of the two
-            # cores: wall-clock limits and the dashboard's waits ran out); the fast tier
-            # and the lint on either.
-            if item.path.name not in NO_ENGINE:
-                item.add_marker(pytest.mark.xdist_group("engine"))
 
 
 def wait_until(
