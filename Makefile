@@ -10,7 +10,7 @@ TEST_RUN := .prism/test-run
 # .prism/; the step runner needs python3 alone, since its first step makes the venv.
 STEPS := python3 -m prism.steps --venv $(VENV) --stamp $(STAMP)
 
-.PHONY: demo test test-fast up down logs install engine images services-image swarm-up swarm-scale swarm-down chromium protos check lint clean
+.PHONY: demo test test-fast bench wrk up down logs install engine images services-image swarm-up swarm-scale swarm-down chromium protos check lint clean
 
 demo:
 	@$(STEPS) demo
@@ -29,6 +29,25 @@ test-fast: $(STAMP)
 	status=0; $(PY) -m pytest tests/unit || status=$$?; \
 	  [ $$status -ne 5 ] || echo "pytest collected no tests: that is a failure" >&2; \
 	  exit $$status
+
+# The benchmarks of BENCHMARKS.md, each printing its figures beside floors measured in
+# the same run, with their ratios. Like the tests, they get an engine of their own when
+# none answers, stopped after. One script alone: make bench BENCH=throughput.py
+BENCH_RUN := .prism/bench-run
+BENCH ?= default_sweep.py throughput.py scale.py reads.py recovery.py
+bench: $(STAMP) wrk
+	$(PY) -m sandbox.engine start --run-dir $(BENCH_RUN)
+	$(PY) -m sandbox.images
+	status=0; for script in $(BENCH); do \
+	  echo "== bench/$$script"; PYTHONPATH=. $(PY) bench/$$script || status=$$?; done; \
+	  $(PY) -m sandbox.engine stop --run-dir $(BENCH_RUN) >/dev/null; \
+	  exit $$status
+
+# wrk (Debian's package) loads the gateway in bench/reads.py. Installed once, as root.
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || \
+	  echo "wrk is missing (apt-get install wrk): bench/reads.py will fail" >&2
 
 up:
 	@$(STEPS) up
@@ -50,7 +69,7 @@ $(STAMP): pyproject.toml
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
 	  rm -rf $(VENV) && python3 -m venv $(VENV); } || \
 	  { echo "python3 -m venv failed: install python3-venv" >&2; exit 1; }
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[server,build,lint,test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[server,build,lint,test,bench]'
 	touch $@
 
 # The dashboard's tests drive the distribution's Chromium through Playwright (never a browser

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +27,9 @@ from pathlib import Path
 import docker
 from docker.types import Ulimit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import engine
 from orchestrator_svc.config import EXAMPLES_DIR
 from prism.stack import GATEWAY, Layout, Stack
 from sandbox.images import ensure_sandbox_image
@@ -105,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     rounds = parser.parse_args().rounds
-    with closing(docker.from_env(max_pool_size=16)) as client, tempfile.TemporaryDirectory() as tmp:
+    with closing(engine(max_pool_size=16)) as client, tempfile.TemporaryDirectory() as tmp:
         image = ensure_sandbox_image(client)
         layout = Layout.on_free_ports(Path(tmp), image)
         stack = Stack(layout)

@@ -44,15 +44,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import os
 import statistics
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -60,12 +57,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import docker
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import Api, engine
 from prism.stack import GATEWAY, Layout, Stack
 from sandbox.container import OWNER_LABEL
 from sandbox.images import ensure_sandbox_image
@@ -129,55 +126,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def branin(x: float, y: float) -> float:
     b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
     return (y - b * x * x + c * x - 6) ** 2 + 10 * (1 - t) * math.cos(x) + 10
-
-
-class Api:
-    """The gateway's JSON API with the stack's bearer token."""
-
-    def __init__(self, address: str, token: str) -> None:
-        self.base, self.token = f"http://{address}", token
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as reply:
-                return json.load(reply)
-        except urllib.error.HTTPError as error:
-            raise RuntimeError(f"{method} {path}: {error.code} {error.read()[:500]!r}") from None
-
-    def run(self, spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
-        """Create the sweep and poll it until it is no longer running."""
-        sweep_id = self.call("POST", "/v1/sweeps", spec)["id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            time.sleep(0.25)
-            shown: dict[str, Any] = self.call("GET", f"/v1/sweeps/{sweep_id}")
-            if shown["state"] != "running":
-                if shown["state"] != "done":
-                    raise RuntimeError(f"sweep {sweep_id} ended {shown['state']}: {shown}")
-                return shown
-        raise RuntimeError(f"sweep {sweep_id} still running after {timeout:.0f} s")
-
-    def events(self, sweep_id: str) -> list[dict[str, Any]]:
-        """A finished sweep's events, in the order recorded, up to the final one."""
-        request = urllib.request.Request(
-            f"{self.base}/v1/sweeps/{sweep_id}/events?afterSeq=0",
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        seen: list[dict[str, Any]] = []
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            for raw in reply:
-                line = raw.decode().strip()
-                if line.startswith("data:"):
-                    seen.append(json.loads(line.removeprefix("data:")))
-                    if seen[-1].get("final"):
-                        return seen
-        raise RuntimeError(f"sweep {sweep_id}: the events ended without a final one")
 
 
 def seconds(stamp: str) -> float:
@@ -638,7 +586,7 @@ def main() -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} cores; load average at the start {load} (timings need a quiet host)")
     started = time.perf_counter()
-    with closing(docker.from_env()) as client, tempfile.TemporaryDirectory() as tmp:
+    with closing(engine()) as client, tempfile.TemporaryDirectory() as tmp:
         image = ensure_sandbox_image(client)
         layout = Layout.on_free_ports(
             Path(tmp), image, extra_env={"PRISM_RUNNER_DRAIN_SECONDS": "2"}

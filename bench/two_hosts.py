@@ -48,7 +48,7 @@ from typing import Any
 
 from prism.stack import free_ports
 from prism.swarm import Deployment, SwarmError, docker, down, swarm_state, up
-from sandbox.container import OWNER_LABEL, TRIAL_LABEL
+from sandbox.container import OWNER_LABEL, container_name
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES_IMAGE = "prism-services:latest"
@@ -323,7 +323,8 @@ def ensure_image(image: str) -> str:
 
 @dataclass
 class EventWatch:
-    """Sandbox containers created on one engine, from its own event stream."""
+    """Sandbox containers given to a trial on one engine, from its own event stream: a
+    container is created ahead of its trial and renamed for it when it is taken."""
 
     engine: str
     argv: list[str]
@@ -334,7 +335,7 @@ class EventWatch:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [*self.argv, "events", "--format", "{{json .}}",
-             "--filter", "type=container", "--filter", "event=create",
+             "--filter", "type=container", "--filter", "event=rename",
              "--filter", f"label={OWNER_LABEL}"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -657,17 +658,22 @@ def runners_up(deployment: Deployment) -> list[str] | None:
 
 
 def report(sweep: dict[str, Any], watches: list[EventWatch], trials: int) -> None:
-    """Each trial's runner (the orchestrator's record) beside the engine that created its
-    sandbox container: the container's labels, `prism.trial` (the execution id,
-    `<sweep>/<index>`, `@<attempt>` after the first) and `prism.owner` (the runner)."""
+    """Each trial's runner (the orchestrator's record) beside the engine that ran its
+    sandbox container: the container's owner label (the runner) and its name, which is
+    made of the owner and the execution id (`<sweep>/<index>`, `@<attempt>` after the
+    first)."""
     seen: dict[int, list[tuple[str, str]]] = {}
     for watch in watches:
-        for created in watch.created:
-            execution = created.get(TRIAL_LABEL, "")
-            trial_id = execution.partition("@")[0]
-            sweep_id, _, index = trial_id.partition("/")
-            if sweep_id == sweep["id"] and index.isdigit():
-                seen.setdefault(int(index), []).append((watch.engine, created[OWNER_LABEL]))
+        for renamed in watch.created:
+            owner = renamed.get(OWNER_LABEL, "")
+            executions = {
+                container_name(owner, f"{sweep['id']}/{i}" + (f"@{a}" if a > 1 else "")): i
+                for i in range(trials)
+                for a in range(1, 6)
+            }
+            index = executions.get(renamed.get("name", ""))
+            if index is not None:
+                seen.setdefault(index, []).append((watch.engine, owner))
     say(
         "\ntrials: runner from the orchestrator; the engine (by its node's name) and the "
         "container's owner from each engine's own events"

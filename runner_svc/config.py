@@ -9,6 +9,9 @@ from pathlib import Path
 from prism.environ import env, read_secret
 from prism.metrics import parse_address
 
+# Created containers cost the engine little (no process runs), but each is a layer on
+# disk and a name: a bound keeps a setting's typo from making thousands.
+MAX_PREPARED = 64
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -20,6 +23,9 @@ class Settings:
     token: str | None
     image: str
     slots: int
+    # Containers made ahead of demand (PRISM_RUNNER_PREPARED, 0 to MAX_PREPARED; the
+    # slots by default), so a trial's start does not wait for one to be created.
+    prepared: int = 0
     # How long a stopping runner (SIGTERM) lets its running trials finish before it
     # hands the rest back. What stops the process must wait longer than this (compose's
     # stop_grace_period; see the README).
@@ -43,6 +49,11 @@ class Settings:
         slots = int(env("PRISM_RUNNER_SLOTS", "4"))
         if slots < 1:
             raise ValueError(f"PRISM_RUNNER_SLOTS must be at least 1, got {slots}")
+        prepared = int(env("PRISM_RUNNER_PREPARED", str(min(slots, MAX_PREPARED))))
+        if not 0 <= prepared <= MAX_PREPARED:
+            raise ValueError(
+                f"PRISM_RUNNER_PREPARED must be between 0 and {MAX_PREPARED}, got {prepared}"
+            )
         drain_seconds = float(env("PRISM_RUNNER_DRAIN_SECONDS", "20"))
         if not 0 <= drain_seconds <= 3600:
             raise ValueError(
@@ -56,6 +67,7 @@ class Settings:
             token=read_secret("PRISM_RUNNER_TOKEN"),
             image=env("PRISM_SANDBOX_IMAGE", "prism-sandbox:latest"),
             slots=slots,
+            prepared=prepared,
             drain_seconds=drain_seconds,
             pip_find_links=Path(find_links) if find_links else None,
             pip_index_url=env("PRISM_PIP_INDEX_URL", "") or None,

@@ -48,7 +48,7 @@ class RunnerMetrics:
         )
         self.container_start = Histogram(
             "prism_runner_container_start_seconds",
-            "How long a trial's container took from its creation until it was running.",
+            "How long a trial waited for its container to run: created then, or prepared ahead.",
             buckets=CONTAINER_START_BUCKETS,
             registry=self.registry,
         )

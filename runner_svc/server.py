@@ -60,6 +60,9 @@ async def serve(settings: Settings) -> None:
     # stops here, before its recovery could remove the first one's containers.
     port = listen(server, settings.address)
     client = docker.from_env(max_pool_size=max(8, 2 * settings.slots))
+    # The engine is reached directly: requests need not look for proxies in the
+    # environment before every call, a few of which each trial makes.
+    client.api.trust_env = False
     # Fail fast, with the engine's own message, when the image is missing.
     await asyncio.to_thread(client.images.get, settings.image)
     metrics = RunnerMetrics()
@@ -67,6 +70,10 @@ async def serve(settings: Settings) -> None:
         client,
         image=settings.image,
         owner=settings.name,
+        ahead=settings.prepared,
+        # Finished containers are removed behind the trials, at most a slot's worth
+        # waiting each.
+        behind=settings.slots,
         on_container_started=metrics.container_started,
     )
     # One process per runner name: a second one (Swarm starts a task's replacement while
@@ -122,5 +129,6 @@ async def serve(settings: Settings) -> None:
     finally:
         if endpoint is not None:
             await endpoint.close()
+        await asyncio.to_thread(sandbox.close)
         db.close()
         client.close()

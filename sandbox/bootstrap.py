@@ -16,11 +16,14 @@ memory, its open files) belong to root and no process of the trial can read them
 ptrace it (the seccomp profile denies ptrace besides). The key below therefore stays
 the bootstrap's and the host's alone.
 
-The trial arrives in the environment because the root filesystem is read-only and the
-workspace is a tmpfs that exists only once the container runs: there is no earlier
-moment to copy files in. For the same reason (and because the engine cannot copy
-files out of a tmpfs) the findings leave through stderr, as one report framed by a key
-the host made for this run:
+The trial arrives on stdin, once the container runs: the root filesystem is read-only
+and the workspace is a tmpfs that exists only then, so there is no earlier moment to
+copy files in, and the container itself is made before its trial is known (the runner
+prepares containers ahead of demand). The host writes one line with the key it made for
+this run, then one JSON object (``script``, ``params``, ``trial_id``), then closes the
+stream; the trial's own stdin is /dev/null. For the same reasons (and because the engine
+cannot copy files out of a tmpfs) the findings leave through stderr, as one report
+framed by that key:
 
     \\x1ePRISM-REPORT <key> <length>\\n<length bytes>
 
@@ -69,8 +72,10 @@ MAX_OUTPUT_ENTRIES = 10_000
 MAX_SKIPPED_LISTED = 64
 MAX_SKIPPED_CHARS = 512
 
-REPORT_KEY_ENV = "PRISM_REPORT_KEY"
 REPORT_MARK = b"\x1ePRISM-REPORT "
+# What the host may write on stdin, at most: a script, its parameters and its id
+# (the host's caps are far below), the key, and JSON's escaping of them.
+MAX_TRIAL_BYTES = 8 * 2**20
 
 # Signals the engine may send us that are meant for the trial: docker stop's SIGTERM,
 # and the rest a user could send with docker kill.
@@ -95,13 +100,20 @@ _CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
 
 
 def main() -> None:
-    key = os.environ.pop(REPORT_KEY_ENV, "")
+    key = ""
     try:
         _protect_self()
-        script = os.environ.pop("PRISM_SCRIPT")  # the trial should not see its source twice
-        params = os.environ["PRISM_PARAMS"] = os.environ.get("PRISM_PARAMS") or "{}"
+        key, text = _receive()
+        trial = json.loads(text)
+        if not isinstance(trial, dict):
+            raise ValueError("the trial on stdin is not a JSON object")
+        script, params = trial["script"], trial["params"]
+        if not (isinstance(script, str) and isinstance(params, str)):
+            raise ValueError("the script and the parameters must be text")
         if not isinstance(json.loads(params), dict):
             raise ValueError("PRISM_PARAMS must be a JSON object")
+        os.environ["PRISM_PARAMS"] = params
+        os.environ["PRISM_TRIAL_ID"] = str(trial["trial_id"])
         os.chdir(WORKSPACE)
         with open(TRIAL_FILE, "w", encoding="utf-8") as f:
             f.write(script)
@@ -122,6 +134,23 @@ def main() -> None:
     _report(key, signalled=signalled)
     # The script's status becomes the container's, as a shell would give it.
     sys.exit(128 + signalled if signalled else os.WEXITSTATUS(status))
+
+
+def _receive() -> tuple[str, bytes]:
+    """The key and the trial's JSON, as the host wrote them on stdin, which is then
+    /dev/null for the trial."""
+    data = bytearray()
+    while len(data) <= MAX_TRIAL_BYTES and (chunk := os.read(0, 2**16)):
+        data += chunk
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    if len(data) > MAX_TRIAL_BYTES:
+        raise ValueError(f"the trial on stdin is larger than {MAX_TRIAL_BYTES} bytes")
+    line, _, text = bytes(data).partition(b"\n")
+    if not re.fullmatch(rb"[0-9a-f]{32}", line):
+        raise ValueError("stdin does not start with the run's key")
+    return line.decode(), text
 
 
 def _protect_self() -> None:

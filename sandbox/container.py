@@ -25,12 +25,13 @@ import math
 import re
 import secrets
 import signal
+import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -41,6 +42,7 @@ from prism import logs
 from prism.limits import DEFAULTS
 from prism.trial import (
     MAX_ENV_STRING_BYTES,
+    MAX_SCRIPT_BYTES,
     Artifact,
     NotAnObject,
     Outcome,
@@ -54,15 +56,14 @@ from sandbox.bootstrap import (
     MAX_ARTIFACT_BYTES,
     MAX_RESULT_FILE_BYTES,
     MAX_SKIPPED_LISTED,
-    REPORT_KEY_ENV,
     REPORT_MARK,
     RESULT_FILE,
 )
+from sandbox.prepared import Prepared
 from sandbox.prism_trial import MAX_METRIC_LINE_BYTES, METRIC_PREFIX
 from sandbox.seccomp import PROFILE_JSON
 
 OWNER_LABEL = "prism.owner"
-TRIAL_LABEL = "prism.trial"
 
 _KiB, _MiB = 2**10, 2**20
 _TMP_BYTES = 16 * _MiB
@@ -81,6 +82,13 @@ MAX_METRICS = 10_000
 _MAX_REPORT_BYTES = MAX_ARTIFACT_BYTES + 6 * MAX_RESULT_FILE_BYTES + _MiB
 # How long a killed container, or the output stream of an exited one, may take to end.
 _GRACE_SECONDS = 10.0
+# What every container has in its environment; the trial's own arrives on stdin.
+_ENVIRONMENT = {
+    "HOME": "/workspace",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    # Unbuffered, so a trial that is killed still shows what it printed.
+    "PYTHONUNBUFFERED": "1",
+}
 
 log = logs.get("sandbox.container")
 
@@ -335,7 +343,12 @@ class _Trial:
 
 
 class Sandbox:
-    """Runs trials in fresh containers labelled with ``owner``, one container per run."""
+    """Runs trials in fresh containers labelled with ``owner``, one container per run.
+
+    With ``ahead``, up to that many containers of the latest trial's kind (image and
+    limits) are created before they are needed; with ``behind``, up to that many
+    finished ones wait to be removed by a thread of their own (sandbox.prepared).
+    ``close`` removes them. Without, each run creates and removes its own."""
 
     def __init__(
         self,
@@ -343,10 +356,13 @@ class Sandbox:
         *,
         image: str,
         owner: str,
+        ahead: int = 0,
+        behind: int = 0,
         on_container_started: Callable[[float], None] | None = None,
     ) -> None:
         """``on_container_started`` is told, from the run's thread, the seconds each
-        container took from its creation until it was running (the runner's metrics)."""
+        run took from asking for its container until it was running (the runner's
+        metrics)."""
         if not owner:
             raise ValueError("owner must not be empty: it tells our containers apart")
         self._on_container_started = on_container_started
@@ -355,6 +371,11 @@ class Sandbox:
         self._owner = owner
         self._trials: dict[str, _Trial] = {}
         self._lock = threading.Lock()
+        self._containers = Prepared(self._create, self._remove, ahead=ahead, behind=behind)
+
+    def close(self) -> None:
+        """Stop preparing containers; remove those prepared and those left to remove."""
+        self._containers.close()
 
     def run(
         self,
@@ -379,7 +400,7 @@ class Sandbox:
             self._trials[trial_id] = trial
         try:
             return self._run(trial_id, trial, script, params_json, limits, image or self._image)
-        except (docker.errors.DockerException, requests.RequestException) as error:
+        except (docker.errors.DockerException, requests.RequestException, OSError) as error:
             return _sandbox_error(f"docker engine: {error}")
         finally:
             trial.metrics.close()
@@ -404,21 +425,21 @@ class Sandbox:
                 )
         return True
 
-    def remove_orphans(self, keep: Collection[str] = ()) -> list[str]:
-        """Force-remove our containers whose trial is neither in ``keep`` nor running here;
-        return their trial ids."""
+    def remove_orphans(self) -> list[str]:
+        """Force-remove our containers that neither run a trial here nor are prepared
+        here (those of an earlier process); return their ids."""
         containers = self._api.containers(
             all=True, filters={"label": f"{OWNER_LABEL}={self._owner}"}
         )
+        held = self._containers.held()
+        with self._lock:
+            held |= {t.container_id for t in self._trials.values() if t.container_id}
         removed = []
         for container in containers:
-            trial_id = (container.get("Labels") or {}).get(TRIAL_LABEL, "")
-            with self._lock:
-                running = trial_id in self._trials
-            if trial_id in keep or running:
+            if container["Id"] in held:
                 continue
             self._remove(container["Id"])
-            removed.append(trial_id)
+            removed.append(container["Id"])
         return removed
 
     def _run(
@@ -430,17 +451,11 @@ class Sandbox:
         limits: Limits,
         image: str,
     ) -> TrialResult:
-        environment = {
-            "PRISM_SCRIPT": script,
-            "PRISM_PARAMS": params_json or "{}",  # an unset message field arrives empty
-            "PRISM_TRIAL_ID": trial_id,
-            REPORT_KEY_ENV: trial.report_key,
-            "HOME": "/workspace",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # Unbuffered, so a trial that is killed still shows what it printed.
-            "PYTHONUNBUFFERED": "1",
-        }
-        for name, value in environment.items():
+        params = params_json or "{}"  # an unset message field arrives empty
+        if len(script.encode()) > MAX_SCRIPT_BYTES:
+            return _sandbox_error(f"the script is larger than {MAX_SCRIPT_BYTES} bytes")
+        # The bootstrap hands these to the script in its environment.
+        for name, value in (("PRISM_PARAMS", params), ("PRISM_TRIAL_ID", trial_id)):
             if len(name) + 1 + len(value.encode()) > MAX_ENV_STRING_BYTES:
                 return _sandbox_error(
                     f"{name} is longer than the {MAX_ENV_STRING_BYTES} bytes Linux allows"
@@ -448,56 +463,78 @@ class Sandbox:
         if trial.stop_reason is not None:
             return not_run(Outcome.CANCELLED, "cancelled before it started")
 
-        creating = time.monotonic()
-        container_id: str = self._api.create_container(
-            image,
-            name=_container_name(self._owner, trial_id),
-            user=_NOBODY,
-            environment=environment,
-            labels={OWNER_LABEL: self._owner, TRIAL_LABEL: trial_id},
-            host_config=self._host_config(limits),
-        )["Id"]
+        asked = time.monotonic()
+        container_id, attached = self._take((image, limits))
         trial.container_id = container_id
-        attached: requests.Response | None = None
         try:
-            # Attached before start, so not a byte of output is missed.
-            attached = self._attach(container_id)
-            reader = threading.Thread(
-                target=trial.drain, args=(attached.raw,), name=f"output of {trial_id}", daemon=True
-            )
-            reader.start()
+            # Named for its trial, so `docker ps` tells which runs where.
+            self._api.rename(container_id, container_name(self._owner, trial_id))
             started = time.monotonic()
             self._api.start(container_id)
             if self._on_container_started is not None:
-                self._on_container_started(time.monotonic() - creating)
+                self._on_container_started(time.monotonic() - asked)
+            # The trial, on stdin: nothing of it runs before the bootstrap has read it
+            # all, so nothing is written to the output yet.
+            handed = json.dumps({"script": script, "params": params, "trial_id": trial_id})
+            try:
+                _send(attached, trial.report_key.encode() + b"\n" + handed.encode())
+            except OSError:
+                if trial.stop_reason is None:
+                    raise
+                # Killed by a stop as it started: the stop explains the end.
+            reader = threading.Thread(
+                target=trial.drain, args=(attached,), name=f"output of {trial_id}", daemon=True
+            )
+            reader.start()
             status = self._supervise(container_id, trial, started + limits.wall_seconds)
             duration = time.monotonic() - started
             reader.join(_GRACE_SECONDS)
             if reader.is_alive():
-                _close(attached)
+                _hang_up(attached)
                 reader.join(_GRACE_SECONDS)
             return self._result(container_id, trial, status, limits, duration)
         finally:
-            if attached is not None:
-                _close(attached)
-            self._remove(container_id)
+            _hang_up(attached)
+            self._containers.discard(container_id)
 
-    def _attach(self, container_id: str) -> requests.Response:
-        # The engine's attach call itself, not the SDK's wrapper: that one inspects the
-        # container first (a round trip per trial) and leaves its socket to the garbage
-        # collector. Without an Upgrade header the engine answers 200 and then streams
-        # until the container ends, which a plain streamed response reads.
-        response: requests.Response = self._api.post(
-            f"{self._api.base_url}/v{self._api.api_version}/containers/{container_id}/attach",
-            params={"stdout": 1, "stderr": 1, "stream": 1},
-            stream=True,
+    def _take(self, kind: tuple[str, Limits]) -> tuple[str, Any]:
+        """A container for one trial, attached to: a prepared one, else a new one. One
+        prepared but gone since (removed by hand, say) is passed over."""
+        while True:
+            container_id, prepared = self._containers.take(kind)
+            try:
+                return container_id, self._attach(container_id)
+            except docker.errors.NotFound:
+                if not prepared:
+                    raise
+            except BaseException:
+                self._containers.discard(container_id)
+                raise
+
+    def _create(self, kind: Hashable) -> str:
+        image, limits = cast(tuple[str, Limits], kind)
+        created: dict[str, Any] = self._api.create_container(
+            image,
+            user=_NOBODY,
+            environment=_ENVIRONMENT,
+            labels={OWNER_LABEL: self._owner},
+            # With stdin open and not detached, the SDK asks for StdinOnce too: the
+            # container's stdin closes when the host has written the trial.
+            stdin_open=True,
+            host_config=self._host_config(limits),
         )
-        try:
-            response.raise_for_status()
-        except requests.HTTPError:
-            response.close()
-            raise
-        return response
+        return str(created["Id"])
+
+    def _attach(self, container_id: str) -> Any:
+        """The container's stdin, stdout and stderr, on one socket taken over from the
+        engine's HTTP connection (Docker's attach). Attached before the start, so not a
+        byte of output is missed; the stream ends when the container does. Reads block
+        without a timeout: the wall-clock limit is kept by the caller, who hangs up."""
+        attached = self._api.attach_socket(
+            container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        _socket_of(attached).settimeout(_GRACE_SECONDS)
+        return attached
 
     def _supervise(self, container_id: str, trial: _Trial, deadline: float) -> dict[str, Any]:
         """Wait for the container to end, killing it on a stop request or at the deadline."""
@@ -679,7 +716,8 @@ class Sandbox:
             log.warning("could not remove a container", container=container_id, error=str(error))
 
 
-def _container_name(owner: str, trial_id: str) -> str:
+def container_name(owner: str, trial_id: str) -> str:
+    """The name of the container running ``trial_id`` for ``owner``."""
     # Readable prefix for `docker ps`, hash for uniqueness once sanitising merged names.
     readable = re.sub(r"[^a-zA-Z0-9_.-]+", "-", f"{owner}-{trial_id}")[:64]
     digest = hashlib.sha256(f"{owner}\0{trial_id}".encode()).hexdigest()[:12]
@@ -796,12 +834,31 @@ def _read(output: Any, size: int) -> bytes:
     return data
 
 
-def _close(response: requests.Response) -> None:
-    # A shutdown, unlike a close, also ends a read blocked in the reader thread
-    # (urllib3 >= 2.3; without it the reader ends when the engine closes the stream).
-    with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
-        response.raw.shutdown()
-    response.close()
+def _socket_of(attached: Any) -> socket.socket:
+    # attach_socket gives the socket's file object on a local engine, the socket itself
+    # over TLS.
+    return cast(socket.socket, getattr(attached, "_sock", attached))
+
+
+def _send(attached: Any, data: bytes) -> None:
+    """Write ``data`` to the container's stdin and close it (the engine sees the half
+    close and closes the container's stdin); then wait for output without a timeout."""
+    sock = _socket_of(attached)
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(None)
+
+
+def _hang_up(attached: Any) -> None:
+    sock = _socket_of(attached)
+    if sock is None:  # hung up already: the file object let go of its socket
+        return
+    # A shutdown, unlike a close, also ends a read blocked in the reader thread.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        attached.close()
+    sock.close()
 
 
 def _sandbox_error(reason: str) -> TrialResult:

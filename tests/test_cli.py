@@ -68,6 +68,9 @@ def on_a_terminal(
     process = subprocess.Popen(
         [PRISM, *args], env=env_of(stack), cwd=cwd, stdin=subprocess.DEVNULL,
         stdout=terminal, stderr=terminal,
+        # As from a terminal: a run started in the background by a shell without job
+        # control (CI, say) inherits SIGINT ignored, and Python then never interrupts.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     os.close(terminal)
     seen = b""

@@ -25,7 +25,7 @@ from runner_svc import store as runner_store
 from runner_svc.config import Settings
 from runner_svc.executor import TrialExecutor
 from sandbox import MAX_ARTIFACT_BYTES, MAX_SCRIPT_BYTES, Sandbox
-from sandbox.container import OWNER_LABEL, TRIAL_LABEL
+from sandbox.container import OWNER_LABEL, container_name
 from sandbox.images import ensure_requirements_image
 from tests.conftest import RunningStack, StackFactory, wait_until
 from tests.test_requirements import write_wheel
@@ -94,7 +94,7 @@ def running(
         for event in events:
             if event.HasField("started"):
                 break
-        labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}={trial}"]}
+        labels = {"label": f"{OWNER_LABEL}={runner}", "name": container_name(runner, trial)}
         wait_until(lambda: client.containers.list(filters=labels), what="the trial's container")
         yield client
 
@@ -198,7 +198,7 @@ def test_an_unrunnable_trial_fails_alone(
 def test_restarted_runner_removes_orphans_and_keeps_its_record(runner_stack: RunningStack) -> None:
     runner = next(iter(runner_stack.layout.runners))
     script = "import time\nprint('working', flush=True)\ntime.sleep(300)"
-    labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}=long/0"]}
+    labels = {"label": f"{OWNER_LABEL}={runner}", "name": container_name(runner, "long/0")}
     with running(runner_stack, runner, run("long/0", script)) as client:
         runner_stack.stack.kill(runner)
         assert client.containers.list(all=True, filters=labels), "SIGKILL leaves the container"
@@ -525,7 +525,7 @@ def test_a_second_runner_process_on_a_taken_port_stops_before_touching_anything(
 ) -> None:
     runner = next(iter(runner_stack.layout.runners))
     script = "import time\ntime.sleep(120)"
-    labels = {"label": [f"{OWNER_LABEL}={runner}", f"{TRIAL_LABEL}=held/0"]}
+    labels = {"label": f"{OWNER_LABEL}={runner}", "name": container_name(runner, "held/0")}
     with running(runner_stack, runner, run("held/0", script)) as client:
         # The same runner started again by mistake: same name, data and port.
         second = subprocess.run(

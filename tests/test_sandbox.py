@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,12 @@ from sandbox import (
 from sandbox.container import (
     BOOTSTRAP_BYTES,
     OWNER_LABEL,
-    TRIAL_LABEL,
     _parse_report,
     _ReportReader,
+    container_name,
 )
 from sandbox.engine import ensure_engine, stop_engine
+from tests.conftest import wait_until
 
 MiB = 2**20
 SMALL = Limits(wall_seconds=20, memory_bytes=64 * MiB, workspace_bytes=8 * MiB, output_bytes=MiB)
@@ -268,7 +269,7 @@ def test_cancel_kills_a_running_trial(
     try:
         deadline = time.monotonic() + 20
         while not docker_client.api.containers(
-            filters={"label": f"{TRIAL_LABEL}={trial_id}", "status": "running"}
+            filters={"name": container_name(owner, trial_id), "status": "running"}
         ):
             assert time.monotonic() < deadline, "the trial's container never ran"
             time.sleep(0.05)
@@ -899,32 +900,85 @@ def test_a_cut_or_malformed_report_is_a_problem_not_text() -> None:
     )
 
 
-def test_remove_orphans_spares_kept_and_foreign_containers(
-    box: Sandbox, docker_client: docker.DockerClient, owner: str, sandbox_image: str
+def test_remove_orphans_spares_prepared_and_foreign_containers(
+    docker_client: docker.DockerClient, owner: str, sandbox_image: str
 ) -> None:
     api = docker_client.api
-    image = sandbox_image
-    labels = [
-        {OWNER_LABEL: owner, TRIAL_LABEL: "orphan"},
-        {OWNER_LABEL: owner, TRIAL_LABEL: "kept"},
-        {OWNER_LABEL: f"other-{secrets.token_hex(4)}", TRIAL_LABEL: "orphan"},
-    ]
-    created = [api.create_container(image, labels=label)["Id"] for label in labels]
+    labels = [{OWNER_LABEL: owner}, {OWNER_LABEL: f"other-{secrets.token_hex(4)}"}]
+    created = [api.create_container(sandbox_image, labels=label)["Id"] for label in labels]
+    box = Sandbox(docker_client, image=sandbox_image, owner=owner, ahead=2)
     try:
-        assert box.remove_orphans(keep={"kept"}) == ["orphan"]
-        remaining = {c["Id"] for c in api.containers(all=True, filters={"id": created})}
-        assert remaining == set(created[1:])
+        # One run makes the sandbox prepare containers of its kind.
+        assert run(box, "print(1)").outcome == "succeeded"
+        wait_until(lambda: len(box._containers.held()) == 2, what="two prepared containers")
+        prepared = box._containers.held()
+
+        assert box.remove_orphans() == [created[0]]
+        ours = {c["Id"] for c in api.containers(all=True, filters={"label": OWNER_LABEL})}
+        assert created[0] not in ours
+        assert {created[1]} | prepared <= ours
     finally:
+        box.close()
         for container_id in created:
             with suppress(docker.errors.NotFound):
                 api.remove_container(container_id, force=True)
+    # Closed: what it prepared is gone, and nothing else of its own is left.
+    assert api.containers(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}) == []
+
+
+def test_prepared_containers_each_serve_one_trial_with_the_same_hardening(
+    docker_client: docker.DockerClient, owner: str, sandbox_image: str
+) -> None:
+    script = """
+import json, os, socket
+found = sorted(os.listdir("/workspace")) + sorted(os.listdir("/tmp"))
+for path in ("/workspace/left", "/tmp/left"):
+    open(path, "w").write("x")
+trial = os.environ["PRISM_TRIAL_ID"]
+print(json.dumps({"host": socket.gethostname(), "found": found, "id": trial}))
+"""
+    api = docker_client.api
+    box = Sandbox(docker_client, image=sandbox_image, owner=owner, ahead=2, behind=2)
+    try:
+        first = box.run("prepared-0", script, "{}", SMALL)
+        wait_until(lambda: len(box._containers.held()) == 2, what="two prepared containers")
+        prepared = box._containers.held()
+        configs = [api.inspect_container(c)["HostConfig"] for c in prepared]
+        # One prepared but removed by hand since is passed over.
+        api.remove_container(next(iter(prepared)), force=True)
+        later = [box.run(f"prepared-{i}", script, "{}", SMALL) for i in (1, 2, 3)]
+    finally:
+        box.close()
+
+    results = [r.result or {} for r in [first, *later]]
+    assert [r.outcome for r in [first, *later]] == ["succeeded"] * 4
+    assert [r["id"] for r in results] == [f"prepared-{i}" for i in range(4)]
+    # A fresh container each: nothing another trial left, a host name of its own.
+    assert [r["found"] for r in results] == [["output", "params.json", "trial.py"]] * 4
+    assert len({r["host"] for r in results}) == 4
+    # Made ahead with what a container made for the trial has.
+    for config in configs:
+        assert config["ReadonlyRootfs"] and config["NetworkMode"] == "none"
+        assert config["CapDrop"] == ["ALL"] and config["Memory"] == SMALL.container_memory_bytes
+        assert config["PidsLimit"] == SMALL.processes + 1
+        assert any(o.startswith("seccomp=") for o in config["SecurityOpt"])
+
+
+def test_a_silent_trial_outlives_the_clients_timeout(
+    docker_client: docker.DockerClient, owner: str, sandbox_image: str
+) -> None:
+    # The engine client's timeout bounds its calls, not how long a trial may stay quiet.
+    with closing(docker.from_env(timeout=2)) as impatient:
+        box = Sandbox(impatient, image=sandbox_image, owner=owner)
+        execution = run(box, "import time\ntime.sleep(4)\nprint('{\"quiet\": 4}')")
+    assert (execution.outcome, execution.result) == ("succeeded", {"quiet": 4})
 
 
 def test_too_large_script_is_refused_without_a_container(box: Sandbox) -> None:
     execution = run(box, "#" * (200 * 1024))
 
     assert execution.outcome == "sandbox_error"
-    assert "PRISM_SCRIPT" in execution.reason
+    assert "the script is larger than" in execution.reason
 
 
 def test_limits_must_be_positive() -> None:

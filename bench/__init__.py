@@ -1,0 +1,1 @@
+"""The benchmarks (BENCHMARKS.md): scripts run from the repository, `make bench`."""
