@@ -18,7 +18,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from orchestrator_svc import domain, store
+from orchestrator_svc import domain, store, sweeps
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.news import SweepNews
 from orchestrator_svc.servicer import OrchestratorServicer
@@ -248,6 +248,14 @@ def test_a_small_sweep_has_no_next_trials_page(tmp_path: Path) -> None:
 
     sweep = serve(tmp_path / "o.db", scenario)
     assert len(sweep.trials) == 1000 and not sweep.next_trials_page_token
+
+
+@pytest.mark.parametrize("trials", [1, 3, 1000, 1001, 4000, 10_000])
+def test_the_compatible_routes_outputs_stay_within_the_gateways_buffer(trials: int) -> None:
+    share = store.output_share(trials, sweeps.OUTPUT_BUDGET_CHARS)
+    assert share >= min(store.OUTPUT_SHARE_CHARS, sweeps.OUTPUT_BUDGET_CHARS // trials)
+    # Each character 6 bytes as JSON at most, and one more each to show a cut.
+    assert (share + 1) * trials * 6 < 32 * 2**20
 
 
 def token(*parts: Any) -> str:
