@@ -40,6 +40,10 @@ EVENTS_PER_READ = 500
 DEADLINE_MARGIN_SECONDS = 1.0
 MAX_REQUEST_ID = 100
 DEFAULT_PAGE, MAX_PAGE = 20, 100
+DEFAULT_TRIALS_PAGE, MAX_TRIALS_PAGE = 100, 1000
+# The trials a sweep's answer (GetSweep, CreateSweep, CancelSweep) carries, at most, by
+# index: ListTrials goes on from there. Its cost stays flat in the sweep's size.
+SWEEP_TRIALS = 1000
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
@@ -85,10 +89,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return found
 
     async def _full(self, sweep_id: str) -> orchestrator_pb2.Sweep:
-        row, trials = await self._sweep(sweep_id)
-        artifacts = await self._db(store.artifacts_by_trial, [t.id for t in trials])
+        answer = await self._found(
+            functools.partial(store.sweep_answer, first=SWEEP_TRIALS), sweep_id
+        )
+        artifacts = await self._db(store.artifacts_by_trial, [t.id for t in answer.trials])
         # Building a large answer is CPU work: off the event loop.
-        return await asyncio.to_thread(views.sweep, row, trials, artifacts)
+        return await asyncio.to_thread(views.sweep, answer.sweep, answer, artifacts)
 
     @rpc
     async def GetLanding(
@@ -243,6 +249,47 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return orchestrator_pb2.ListSweepsResponse(
             sweeps=[views.sweep(row, by_state=counts) for row, counts in page],
             next_page_token=views.page_token(page[-1][0]) if len(found) > size else "",
+        )
+
+    @rpc
+    async def ListTrials(
+        self, request: orchestrator_pb2.ListTrialsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ListTrialsResponse:
+        if not 0 <= request.page_size <= MAX_TRIALS_PAGE:
+            raise InvalidArgument(
+                "pageSize", f"must be 1 to {MAX_TRIALS_PAGE} (0: {DEFAULT_TRIALS_PAGE})"
+            )
+        chosen = views.TrialFilter.of(request)
+        after = views.parse_trials_page_token(request.page_token, request.sweep_id, chosen)
+        self._check_ready()
+        row = await self._sweep_row(request.sweep_id)
+        if chosen.order == store.BY_OBJECTIVE and not (row.spec.get("objective") or {}).get(
+            "metric"
+        ):
+            raise InvalidArgument("orderBy", "objective needs a sweep with one objective")
+        size = request.page_size or DEFAULT_TRIALS_PAGE
+        # One more than the page tells whether another page follows.
+        rows, total = await self._db(
+            functools.partial(
+                store.trial_page,
+                state=chosen.state,
+                outcome=chosen.outcome,
+                order=chosen.order,
+                after=after,
+                limit=size + 1,
+            ),
+            row.id,
+        )
+        artifacts = await self._db(store.artifacts_by_trial, [t.id for t in rows[:size]])
+        shown = await asyncio.to_thread(views.trials_page, rows[:size], artifacts)
+        last = rows[len(shown) - 1] if shown else None
+        more = len(shown) < len(rows)
+        token = ""
+        if more and last is not None:
+            rank = last.objective_rank if chosen.order == store.BY_OBJECTIVE else None
+            token = views.trials_page_token(row.id, chosen, rank, last.position)
+        return orchestrator_pb2.ListTrialsResponse(
+            trials=shown, next_page_token=token, total_size=total
         )
 
     @rpc

@@ -48,7 +48,9 @@ from prism.trial import MAX_SCRIPT_BYTES
 from prism.v1 import orchestrator_pb2
 
 MAX_TASK_CHARS = 500
-MAX_TRIALS = 1000
+# Trials per sweep: planned (grid, random, list) or asked for (search.trials). Reads of a
+# sweep stay flat in its size: GetSweep carries the first 1,000, ListTrials pages the rest.
+MAX_TRIALS = 10_000
 MAX_PARAMETERS = 32
 MAX_VALUES = 1000
 MAX_PARAMS_BYTES = 16 * 1024
@@ -61,8 +63,8 @@ SAMPLERS = ("tpe", "cmaes", "nsga2", "qmc", "random", "grid")
 # The samplers that learn several objectives at once.
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "nsga2", "qmc", "random", "grid")
 MAX_OBJECTIVES = 8
-# The combinations a grid sampler's grid may have (it lists them all).
-MAX_GRID = 10_000
+# The combinations a grid sampler's grid may have (it lists them all): one trial each.
+MAX_GRID = MAX_TRIALS
 RULES = ("median", "percentile", "asha", "hyperband")
 MAX_STEP = 10**9
 # The points a step may make of a range, at most.

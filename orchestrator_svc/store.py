@@ -22,7 +22,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from prism import limits
 from prism.trial import Outcome, TrialResult, not_run
 
 db = peewee.SqliteDatabase(None)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # What a trial's output shows of itself at least, where outputs are shown together.
 OUTPUT_SHARE_CHARS = 2000
@@ -135,11 +135,28 @@ class Trial(BaseModel):
     pruned_step = peewee.BigIntegerField(null=True)
     pruned_value = peewee.FloatField(null=True)
     intermediate_json = peewee.TextField(default="")
+    # Lower is better: a succeeded trial's finite objective value, negated when the goal
+    # is to maximize; NULL for every other trial (written once, when it finishes). Stored
+    # so that best-first pages, the best trial and the history are read by the index.
+    objective_rank = peewee.FloatField(null=True)
 
     class Meta:
-        # (state, outcome) answers the metrics' count of trials by both from the index
-        # alone (orchestrator_svc.metrics); opening an older file adds it.
-        indexes = ((("sweep", "position"), True), (("state", "outcome"), False))
+        # Every read of a sweep's trials is a search of one of these, never a scan of the
+        # table (tests/unit/test_query_plans.py checks each query's plan): (sweep,
+        # position) lists them by index; (sweep, state, position) and (sweep, outcome,
+        # position) list those in one state or with one outcome by index, and find a
+        # sweep's pending ones; (sweep, objective_rank, position) lists them best first;
+        # (sweep, state, outcome) counts them by both from the index alone, as (state,
+        # outcome) does over every sweep for the metrics (orchestrator_svc.metrics).
+        # Opening an older file adds those it lacks.
+        indexes = (
+            (("sweep", "position"), True),
+            (("state", "outcome"), False),
+            (("sweep", "state", "position"), False),
+            (("sweep", "outcome", "position"), False),
+            (("sweep", "objective_rank", "position"), False),
+            (("sweep", "state", "outcome"), False),
+        )
 
     @property
     def artifacts_skipped(self) -> list[str]:
@@ -220,16 +237,45 @@ _ADDED_IN_4 = {
 }
 
 
+# The columns schema 5 added to schema 4's tables.
+_ADDED_IN_5 = {Trial: {"objective_rank": "REAL"}}
+
+
 def migrate(found: int) -> bool:
-    """Bring a file of schema `found` to this one (the new tables are made after);
-    False when it cannot be."""
-    if found != 3:
+    """Bring a file of schema `found` to this one (the new tables and indexes are made
+    after); False when it cannot be."""
+    if found not in (3, 4):
         return False
-    for model, columns in _ADDED_IN_4.items():
-        table = model._meta.table_name  # type: ignore[attr-defined]
-        for name, kind in columns.items():
-            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
+    for added in [_ADDED_IN_4] * (found == 3) + [_ADDED_IN_5]:
+        for model, columns in added.items():
+            table = model._meta.table_name  # type: ignore[attr-defined]
+            for name, kind in columns.items():
+                db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
+    _rank_finished()
     return True
+
+
+def _rank_finished() -> None:
+    """Schema 5: the objective rank of every trial that succeeded before it, read from
+    its stored result by the rule that ranks a new one (_rank)."""
+    sweeps: Any = Sweep.select(Sweep.id, Sweep.spec_json).tuples()
+    for sweep_id, spec_json in sweeps:
+        spec = read_spec(spec_json)
+        if not (spec.get("objective") or {}).get("metric"):
+            continue
+        succeeded: Any = (
+            Trial.select(Trial.id, Trial.result_json)
+            .where((Trial.sweep == sweep_id) & (Trial.outcome == Outcome.SUCCEEDED))
+            .tuples()
+        )
+        for trial_id, result_json in list(succeeded):
+            try:
+                result = json.loads(result_json) if result_json else None
+            except (ValueError, RecursionError):
+                continue
+            rank = _rank(spec, result) if isinstance(result, dict) else None
+            if rank is not None:
+                Trial.update(objective_rank=rank).where(Trial.id == trial_id).execute()
 
 
 @dataclass(frozen=True)
@@ -352,6 +398,18 @@ def _objective(spec: dict[str, Any], result: TrialResult) -> float | None:
     return domain.objective_value(result.result.get(metric))
 
 
+def _rank(spec: dict[str, Any], result: Mapping[str, Any] | None) -> float | None:
+    """A succeeded trial's objective rank (Trial.objective_rank) from its result: the
+    objective's finite value, negated when the goal is to maximize, so that lower is
+    better whatever the goal; None without one (or without a single objective)."""
+    objective = spec.get("objective") or {}
+    metric = objective.get("metric")
+    value = domain.objective_value(result.get(metric)) if metric and result else None
+    if value is None:
+        return None
+    return -value if objective.get("goal") == "maximize" else value
+
+
 def _objective_values(spec: dict[str, Any], result: TrialResult) -> list[float] | None:
     """What the sampler is told of a trial: each objective's value, or None (failed)
     unless it succeeded with a finite number for every one."""
@@ -394,20 +452,36 @@ def create_sweep(
             sha = hashlib.sha256(source.encode()).hexdigest()
             Script.insert(sha256=sha, source=source).on_conflict_ignore().execute()
         _append(sweep_id, "sweep_created", trials=budget or len(trials))
-        for index, planned in enumerate(trials):
-            sha = hashlib.sha256(planned.script.encode()).hexdigest()
-            Script.insert(sha256=sha, source=planned.script).on_conflict_ignore().execute()
-            Trial.create(
-                id=f"{sweep_id}/{index}",
-                sweep=sweep_id,
-                position=index,
-                name=planned.name,
-                script=sha,
-                params_json=json.dumps(planned.params),
-                state=PENDING,
-            )
-            _append(sweep_id, "trial_queued", index, name=planned.name)
+        # Up to 10,000 trials: their rows and events written in batches, not one by one.
+        scripts = {p.script: hashlib.sha256(p.script.encode()).hexdigest() for p in trials}
+        for source, sha in scripts.items():
+            Script.insert(sha256=sha, source=source).on_conflict_ignore().execute()
+        rows = [
+            {
+                "id": f"{sweep_id}/{index}",
+                "sweep": sweep_id,
+                "position": index,
+                "name": planned.name,
+                "script": scripts[planned.script],
+                "params_json": json.dumps(planned.params),
+                "state": PENDING,
+            }
+            for index, planned in enumerate(trials)
+        ]
+        for start in range(0, len(rows), _INSERT_BATCH):
+            Trial.insert_many(rows[start : start + _INSERT_BATCH]).execute()
+        _append_many(
+            sweep_id,
+            [
+                ("trial_queued", index, json.dumps({"name": planned.name}))
+                for index, planned in enumerate(trials)
+            ],
+        )
         return sweep_id
+
+
+# Rows a multi-row insert takes: well within SQLite's bound on a statement's variables.
+_INSERT_BATCH = 500
 
 
 def ask_trials(free: int) -> int | None:
@@ -506,24 +580,24 @@ def dispatchable(limit: int) -> list[Dispatchable]:
         .group_by(Trial.sweep)
         .tuples()
     )
-    # Each sweep's pending trials in order: no sweep can use more than `limit` of them.
-    ranked = Trial.select(
-        Trial.id,
-        Trial.sweep,
-        peewee.fn.ROW_NUMBER()
-        .over(partition_by=[Trial.sweep], order_by=[Trial.position])
-        .alias("rank"),
-    ).where((Trial.state == PENDING) & (Trial.not_before <= time.time()))
+    # Each running sweep's first pending trials (only a running sweep has any), by
+    # index: no sweep can use more than `limit` of them. Read from the front of each
+    # sweep's (state, position) index, so a dispatch costs the same for a sweep of
+    # 10,000 queued trials as for one of 10.
+    now = time.time()
     pending: dict[str, list[str]] = {}
-    query: Any = (
-        Trial.select(ranked.c.id, ranked.c.sweep_id)
-        .from_(ranked)
-        .where(ranked.c.rank <= limit)
-        .order_by(ranked.c.sweep_id, ranked.c.rank)
-        .tuples()
-    )
-    for trial_id, sweep_id in query:
-        pending.setdefault(sweep_id, []).append(trial_id)
+    running: Any = Sweep.select(Sweep.id).where(Sweep.status == SWEEP_RUNNING).tuples()
+    for (sweep_id,) in running:
+        query: Any = (
+            Trial.select(Trial.id)
+            .where((Trial.sweep == sweep_id) & (Trial.state == PENDING) & (Trial.not_before <= now))
+            .order_by(Trial.position)
+            .limit(limit)
+            .tuples()
+        )
+        found = [trial_id for (trial_id,) in query]
+        if found:
+            pending[sweep_id] = found
     sweeps: Any = Sweep.select(Sweep.id, Sweep.created_at, Sweep.spec_json).where(
         Sweep.id.in_(list(pending))
     )
@@ -838,9 +912,12 @@ def hand_back(execution_id: str, reason: str) -> str | None:
 def _end(trial: Trial, result: TrialResult, now: float | None = None) -> None:
     """The trial finished with `result` (its columns and artifacts) and its
     `trial_finished` event; call inside the transaction."""
+    sweep = Sweep.get_by_id(trial.sweep_id)
     for name, value in result.columns().items():
         setattr(trial, name, value)
     trial.state, trial.finished_at = FINISHED, time.time() if now is None else now
+    succeeded = result.outcome == Outcome.SUCCEEDED
+    trial.objective_rank = _rank(sweep.spec, result.result) if succeeded else None
     trial.save()
     for artifact in result.artifacts:
         Artifact.create(
@@ -853,7 +930,6 @@ def _end(trial: Trial, result: TrialResult, now: float | None = None) -> None:
         outcome=result.outcome.value,
         reason=result.reason,
     )
-    sweep = Sweep.get_by_id(trial.sweep_id)
     if sweep.budget and result.outcome != Outcome.PRUNED:
         # Every end is told: a failure of any kind as a failure, never dropped. (A study
         # that cannot be read takes no more asks: its sweep stops when it asks next.)
@@ -868,12 +944,18 @@ def _finish_sweep_if_done(sweep_id: str) -> str | None:
     if sweep.finished_at is not None:
         return None
     if sweep.open and sweep.budget:
-        asked = Trial.select().where(Trial.sweep == sweep_id).count()
-        if asked < sweep.budget:
+        # Trials are asked for by index, from 0: the last one is there once all are.
+        last = (Trial.sweep == sweep_id) & (Trial.position == sweep.budget - 1)
+        if not Trial.select().where(last).exists():
             return None  # more to ask for
+    # Called at every trial's end: it reads the trials that have not finished (a few
+    # index entries), and every trial's outcome only once none is left.
+    unfinished = (Trial.sweep == sweep_id) & Trial.state.in_((PENDING, *IN_FLIGHT))
+    if Trial.select().where(unfinished).exists():
+        return None
+    outcomes: Any = Trial.select(Trial.outcome).where(Trial.sweep == sweep_id).distinct().tuples()
     status = policy.final_status(
-        (t.outcome for t in Trial.select(Trial.outcome).where(Trial.sweep == sweep_id)),
-        cancelled=sweep.status == SWEEP_CANCELLED,
+        (outcome for (outcome,) in outcomes), cancelled=sweep.status == SWEEP_CANCELLED
     )
     if status is None:
         return None
@@ -1012,8 +1094,130 @@ def sweep_with_trials(sweep_id: str, *, output_budget: int = 0) -> tuple[Sweep, 
 
 
 def output_share(trials: int, budget: int) -> int:
-    """The characters of output each of `trials` trials shows, out of `budget`."""
-    return max(OUTPUT_SHARE_CHARS, budget // max(trials, 1))
+    """The characters of output each of `trials` trials shows, out of `budget`: at least
+    OUTPUT_SHARE_CHARS each up to SHARED_TRIALS trials; past that, those floors' sum
+    shared out, so the answer stays within twice OUTPUT_SHARE_CHARS * SHARED_TRIALS
+    and `budget`'s sum whatever the sweep's size."""
+    trials = max(trials, 1)
+    floor = OUTPUT_SHARE_CHARS * min(trials, SHARED_TRIALS) // trials
+    return max(floor, budget // trials)
+
+
+# Trials whose outputs get OUTPUT_SHARE_CHARS at least each (output_share).
+SHARED_TRIALS = 1000
+
+
+@dataclass(frozen=True)
+class SweepAnswer:
+    """What GetSweep shows of a sweep, read at one instant: its first trials and what
+    holds for all of them (counts, the best, the history, the Pareto front's
+    candidates), each read by an index, none of the others' rows read."""
+
+    sweep: Sweep
+    # The first trials by index (without their output), and whether more follow.
+    trials: list[Trial]
+    more: bool
+    # Trials by state, and by outcome for succeeded and pruned (views.counts).
+    by_state: dict[str, int]
+    best: Trial | None
+    # (index, objective value, finished at) of each trial with an objective value, in
+    # the order they finished.
+    history: list[tuple[int, float, float]]
+    # With objectives: the succeeded trials (index, outcome and result only).
+    succeeded: list[Trial]
+
+
+def sweep_answer(sweep_id: str, first: int) -> SweepAnswer | None:
+    """The sweep with its first `first` trials and its summary over all of them."""
+    with db.atomic():
+        row = sweep(sweep_id)
+        if row is None:
+            return None
+        of_sweep = Trial.sweep == sweep_id
+        by_state = _counts_by_sweep([sweep_id])[sweep_id]
+        total = sum(n for state, n in by_state.items() if state in _STATES)
+        trials = list(
+            Trial.select(*_WITHOUT_OUTPUT).where(of_sweep).order_by(Trial.position).limit(first)
+        )
+        ranked = of_sweep & Trial.objective_rank.is_null(False)
+        best = (
+            Trial.select(*_WITHOUT_OUTPUT)
+            .where(ranked)
+            .order_by(Trial.objective_rank, Trial.position)
+            .first()
+        )
+        sign = -1.0 if (row.spec.get("objective") or {}).get("goal") == "maximize" else 1.0
+        points: Any = (
+            Trial.select(Trial.position, Trial.objective_rank, Trial.finished_at)
+            .where(ranked)
+            .order_by(Trial.finished_at, Trial.position)
+            .tuples()
+        )
+        history = [(position, sign * rank, at or 0.0) for position, rank, at in points]
+        succeeded = []
+        if row.spec.get("objectives"):
+            succeeded = list(
+                Trial.select(Trial.position, Trial.outcome, Trial.result_json).where(
+                    of_sweep & (Trial.outcome == Outcome.SUCCEEDED)
+                )
+            )
+        return SweepAnswer(row, trials, total > len(trials), by_state, best, history, succeeded)
+
+
+_STATES = (PENDING, *IN_FLIGHT, FINISHED)
+# How a page of trials is ordered (ListTrials' orderBy).
+BY_INDEX, BY_OBJECTIVE = "index", "objective"
+
+
+def trial_page(
+    sweep_id: str,
+    *,
+    state: str = "",
+    outcome: str = "",
+    order: str = BY_INDEX,
+    after: tuple[float | None, int] | None = None,
+    limit: int,
+) -> tuple[list[Trial], int]:
+    """Up to `limit` of the sweep's trials (without their output) in one state and with
+    one outcome ("": any) after the key `after`, and how many match over all pages.
+    The key is the last trial's (objective rank, index) by objective (rank None: the
+    trials without one, which come last), its (None, index) by index. Keyset, not
+    offset: a trial that changes state between pages never shifts another one."""
+    with db.atomic():  # the count and the rows at one instant
+        return _trial_page(sweep_id, state, outcome, order, after, limit)
+
+
+def _trial_page(
+    sweep_id: str,
+    state: str,
+    outcome: str,
+    order: str,
+    after: tuple[float | None, int] | None,
+    limit: int,
+) -> tuple[list[Trial], int]:
+    where = Trial.sweep == sweep_id
+    if state:
+        where &= Trial.state == state
+    if outcome:
+        where &= Trial.outcome == outcome
+    total = Trial.select().where(where).count()
+    unranked_after = -1 if after is None else after[1]
+    rows: list[Trial] = []
+    if order == BY_OBJECTIVE and (after is None or after[0] is not None):
+        ranked = where & Trial.objective_rank.is_null(False)
+        if after is not None:
+            key = peewee.Tuple(Trial.objective_rank, Trial.position)
+            ranked &= key > peewee.Tuple(*after)
+        query = Trial.select(*_WITHOUT_OUTPUT).where(ranked)
+        rows = list(query.order_by(Trial.objective_rank, Trial.position).limit(limit))
+        unranked_after = -1
+    if order == BY_OBJECTIVE:
+        where &= Trial.objective_rank.is_null()
+    if len(rows) < limit:
+        rest = where & (Trial.position > unranked_after)
+        query = Trial.select(*_WITHOUT_OUTPUT).where(rest).order_by(Trial.position)
+        rows += list(query.limit(limit - len(rows)))
+    return rows, total
 
 
 def sweep_finished(sweep_id: str) -> bool:
@@ -1031,10 +1235,17 @@ def list_sweeps(limit: int, before: tuple[float, str] | None) -> list[tuple[Swee
             (Sweep.created_at < created) | ((Sweep.created_at == created) & (Sweep.id < sweep_id))
         )
     sweeps = list(query)
-    counts: dict[str, dict[str, int]] = {s.id: {} for s in sweeps}
+    counts = _counts_by_sweep([s.id for s in sweeps])
+    return [(s, counts[s.id]) for s in sweeps]
+
+
+def _counts_by_sweep(sweep_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Each sweep's trials by state, and by outcome for succeeded and pruned: grouped on
+    the (sweep, state, outcome) index alone."""
+    counts: dict[str, dict[str, int]] = {sweep_id: {} for sweep_id in sweep_ids}
     rows: Any = (
-        Trial.select(Trial.sweep, Trial.state, Trial.outcome, peewee.fn.COUNT(Trial.id))
-        .where(Trial.sweep.in_(list(counts)))
+        Trial.select(Trial.sweep, Trial.state, Trial.outcome, peewee.fn.COUNT(peewee.SQL("*")))
+        .where(Trial.sweep.in_(sweep_ids))
         .group_by(Trial.sweep, Trial.state, Trial.outcome)
         .tuples()
     )
@@ -1043,7 +1254,7 @@ def list_sweeps(limit: int, before: tuple[float, str] | None) -> list[tuple[Swee
         by[state] = by.get(state, 0) + n
         if outcome in (Outcome.SUCCEEDED, Outcome.PRUNED):
             by[outcome] = by.get(outcome, 0) + n
-    return [(s, counts[s.id]) for s in sweeps]
+    return counts
 
 
 def trial_at(sweep_id: str, position: int, *, outputs: bool = False) -> Trial | None:

@@ -14,10 +14,10 @@ from prism.v1 import orchestrator_pb2
 # How much of a failed trial's stderr its "output" shows: the end of a
 # traceback is the part that says what went wrong.
 ERROR_TAIL_CHARS = 2000
-# The characters of output one answer carries for all its trials (each trial at least
-# store.OUTPUT_SHARE_CHARS): a trial may print 16 MiB, and the gateway must buffer the
-# whole answer. As JSON a character takes 6 bytes at most, so 1,000 trials stay under
-# the gateway's 32 MiB.
+# The characters of output one answer carries for all its trials (besides the floor of
+# store.output_share: 2,000 characters a trial, 2,000,000 in all): a trial may print 16
+# MiB, and the gateway must buffer the whole answer. As JSON a character takes 6 bytes at
+# most, so both together stay under the gateway's 32 MiB for 1 to 10,000 trials.
 OUTPUT_BUDGET_CHARS = 2 * 2**20
 
 LANDING = orchestrator_pb2.Landing(

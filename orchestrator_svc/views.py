@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -164,26 +165,6 @@ def _scored(rows: list[store.Trial], metrics: list[str]) -> list[tuple[list[floa
     return scored
 
 
-def _objective(spec: dict[str, Any]) -> tuple[list[str], bool]:
-    """The one objective's metric (none without one) and whether it is maximized."""
-    objective = spec.get("objective") or {}
-    metric = objective.get("metric")
-    return ([metric] if metric else []), objective.get("goal") == "maximize"
-
-
-def best(spec: dict[str, Any], rows: list[store.Trial]) -> store.Trial | None:
-    """The succeeded trial with the best finite value of the objective metric
-    (the lowest index among equals)."""
-    metrics, maximize = _objective(spec)
-    return _best(_scored(rows, metrics), maximize)
-
-
-def _best(scored: list[tuple[list[float], store.Trial]], maximize: bool) -> store.Trial | None:
-    sign = 1 if maximize else -1
-    ranked = [(sign * values[0], -row.position, row) for values, row in scored]
-    return max(ranked, key=lambda s: (s[0], s[1]))[2] if ranked else None
-
-
 def pareto_front(spec: dict[str, Any], rows: list[store.Trial]) -> list[int]:
     """With several objectives: the succeeded trials with a finite value for each that no
     other such trial beats on every one (of equal ones, the lowest index), by index."""
@@ -205,20 +186,17 @@ def pareto_front(spec: dict[str, Any], rows: list[store.Trial]) -> list[int]:
 
 
 def _history(
-    scored: list[tuple[list[float], store.Trial]], maximize: bool
+    scored: list[tuple[int, float, float]], maximize: bool
 ) -> list[orchestrator_pb2.HistoryPoint]:
-    """The optimisation history: each scored trial in the order they finished, with the
-    best value up to it."""
+    """The optimisation history: each (index, value, finished at) in the order they
+    finished (store.SweepAnswer.history), with the best value up to it."""
     points = []
     best_value: float | None = None
-    for values, row in sorted(scored, key=lambda s: (s[1].finished_at or 0.0, s[1].position)):
-        value = values[0]
+    for position, value, _ in scored:
         if best_value is None or (value > best_value if maximize else value < best_value):
             best_value = value
         points.append(
-            orchestrator_pb2.HistoryPoint(
-                trial_index=row.position, value=value, best_value=best_value
-            )
+            orchestrator_pb2.HistoryPoint(trial_index=position, value=value, best_value=best_value)
         )
     return points
 
@@ -236,11 +214,12 @@ def counts(by_state: dict[str, int]) -> orchestrator_pb2.TrialCounts:
 
 def sweep(
     row: store.Sweep,
-    rows: list[store.Trial] | None = None,
+    answer: store.SweepAnswer | None = None,
     artifacts: dict[str, list[tuple[str, int]]] | None = None,
     by_state: dict[str, int] | None = None,
 ) -> orchestrator_pb2.Sweep:
-    """With `rows`, every trial and the best one; without, a summary."""
+    """With `answer`, its trials (the first ones, and the token that goes on), the best
+    one, the history and the front; without, a summary with the counts `by_state`."""
     spec, shown_spec = _spec(row)
     shown = orchestrator_pb2.Sweep(
         id=row.id,
@@ -250,27 +229,24 @@ def sweep(
         finish_time=_time(row.finished_at),
         stop_reason=row.stop_reason,
     )
-    if rows is not None:
-        by_state = {}
-        for t in rows:
-            by_state[t.state] = by_state.get(t.state, 0) + 1
-            if t.outcome in (Outcome.SUCCEEDED, Outcome.PRUNED):
-                by_state[t.outcome] = by_state.get(t.outcome, 0) + 1
+    if answer is not None:
+        by_state = answer.by_state
         artifacts = artifacts or {}
         # Whole trials while the answer is within its budget, abridged ones after.
         spent = 0
-        for t in rows:
+        for t in answer.trials:
             listed = artifacts.get(t.id, [])
             shown_trial = trial(t, listed, abridged=spent >= SWEEP_BUDGET_BYTES)
             spent += max(shown_trial.ByteSize(), json_bytes(t, listed))
             shown.trials.append(shown_trial)
-        metrics, maximize = _objective(spec)
-        scored = _scored(rows, metrics)
-        top = _best(scored, maximize)
-        if top is not None:
-            shown.best_trial.CopyFrom(trial(top, artifacts.get(top.id, [])))
-        shown.history.extend(_history(scored, maximize))
-        shown.pareto_front.extend(pareto_front(spec, rows))
+        if answer.more and answer.trials:
+            last = answer.trials[-1].position
+            shown.next_trials_page_token = trials_page_token(row.id, TrialFilter(), None, last)
+        if answer.best is not None:
+            shown.best_trial.CopyFrom(trial(answer.best, artifacts.get(answer.best.id, [])))
+        maximize = (spec.get("objective") or {}).get("goal") == "maximize"
+        shown.history.extend(_history(answer.history, maximize))
+        shown.pareto_front.extend(pareto_front(spec, answer.succeeded))
     shown.counts.CopyFrom(counts(by_state or {}))
     return shown
 
@@ -327,6 +303,77 @@ def parse_page_token(token: str) -> tuple[float, str] | None:
     except (ValueError, TypeError):
         pass
     raise InvalidArgument("pageToken", "is not a token from a previous page")
+
+
+@dataclass(frozen=True)
+class TrialFilter:
+    """Which of a sweep's trials a ListTrials page shows, in what order: the request's
+    fields, checked."""
+
+    state: str = ""
+    outcome: str = ""
+    order: str = store.BY_INDEX
+
+    @classmethod
+    def of(cls, request: orchestrator_pb2.ListTrialsRequest) -> TrialFilter:
+        if request.state not in ("", *TRIAL_STATES):
+            raise InvalidArgument("state", f"must be one of {', '.join(TRIAL_STATES)} (or empty)")
+        if request.outcome not in ("", *OUTCOMES):
+            raise InvalidArgument("outcome", f"must be one of {', '.join(OUTCOMES)} (or empty)")
+        if request.order_by not in ("", *ORDERS):
+            raise InvalidArgument("orderBy", f"must be {' or '.join(ORDERS)} (empty: index)")
+        return cls(request.state, request.outcome, request.order_by or store.BY_INDEX)
+
+
+TRIAL_STATES = (domain.PENDING, *domain.IN_FLIGHT, domain.FINISHED)
+OUTCOMES = tuple(outcome.value for outcome in Outcome)
+ORDERS = (store.BY_INDEX, store.BY_OBJECTIVE)
+
+
+def trials_page_token(sweep_id: str, chosen: TrialFilter, rank: float | None, index: int) -> str:
+    """The key of a page's last trial, with what the list is of, so that the token is
+    taken only for the same list."""
+    raw = json.dumps([sweep_id, chosen.state, chosen.outcome, chosen.order, rank, index])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def parse_trials_page_token(
+    token: str, sweep_id: str, chosen: TrialFilter
+) -> tuple[float | None, int] | None:
+    """The (objective rank, index) a page goes on after; None for the first page."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        found = json.loads(raw)
+        key = [sweep_id, chosen.state, chosen.outcome, chosen.order]
+        if isinstance(found, list) and len(found) == 6 and found[:4] == key:
+            rank, index = found[4:]
+            number = isinstance(rank, (int, float)) and not isinstance(rank, bool)
+            if (rank is None or number) and isinstance(index, int) and index >= -1:
+                return (None if rank is None else float(rank)), index
+    except (ValueError, TypeError, RecursionError):
+        pass
+    raise InvalidArgument(
+        "pageToken", "is not a token from a previous page of this list (same filter and order)"
+    )
+
+
+def trials_page(
+    rows: list[store.Trial], artifacts: dict[str, list[tuple[str, int]]]
+) -> list[orchestrator_pb2.Trial]:
+    """The trials of a ListTrials page, whole, as many of `rows` (at least one) as fit
+    the answer's size budget: the rest are the next page's."""
+    shown: list[orchestrator_pb2.Trial] = []
+    spent = 0
+    for row in rows:
+        if shown and spent >= SWEEP_BUDGET_BYTES:
+            break
+        listed = artifacts.get(row.id, [])
+        one = trial(row, listed)
+        spent += max(one.ByteSize(), json_bytes(row, listed))
+        shown.append(one)
+    return shown
 
 
 def event(row: store.Event) -> orchestrator_pb2.SweepEvent:

@@ -131,7 +131,7 @@ def follow(prism: Client, sweep_id: str, out: Console, args: argparse.Namespace)
         if args.json:
             for event in prism.watch(sweep_id):
                 print(json.dumps(event_json(event)), flush=True)
-            return sweep_status(prism.get(sweep_id))
+            return sweep_status(prism.get(sweep_id, all_trials=True))
         progress = display.Progress(prism.get(sweep_id))
         live = out.is_terminal and not args.plain
         if live:
@@ -144,7 +144,7 @@ def follow(prism: Client, sweep_id: str, out: Console, args: argparse.Namespace)
                 line = progress.line(event)
                 if line is not None:
                     out.print(Text(line), soft_wrap=True)
-        final = prism.get(sweep_id)
+        final = prism.get(sweep_id, all_trials=True)
     except KeyboardInterrupt:
         out.print(Text(DETACHED.format(id=sweep_id)), style="yellow", soft_wrap=True)
         return EXIT_DETACHED
@@ -242,7 +242,7 @@ def watch(prism: Client, args: argparse.Namespace, out: Console) -> int:
 
 
 def show(prism: Client, args: argparse.Namespace, out: Console) -> int:
-    sweep = prism.get(args.sweep_id)
+    sweep = prism.get(args.sweep_id, all_trials=True)
     if args.json:
         print_json(display.struct(sweep))
         return EXIT_OK

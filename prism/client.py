@@ -76,6 +76,8 @@ DEFAULT_TIMEOUT = 30.0
 # How long a watch keeps trying to reconnect before it gives up.
 RECONNECT_SECONDS = 60.0
 _PAGE = 100
+# Trials a ListTrials page asks for: the most the service gives.
+_TRIALS_PAGE = 1000
 # A trial's logs (16 MiB), an artifact (4 MiB) or a sweep (8 MiB of trials) is more than
 # gRPC's default 4 MiB a message.
 MAX_MESSAGE_BYTES = 64 * 2**20
@@ -566,11 +568,44 @@ class Client:
         sweep: orchestrator_pb2.Sweep = self.call("CreateSweep", _create(spec, request_id))
         return sweep
 
-    def get(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+    def get(self, sweep_id: str, *, all_trials: bool = False) -> orchestrator_pb2.Sweep:
+        """The sweep with its first 1,000 trials; with `all_trials`, every one (the rest
+        read page after page with ListTrials)."""
         sweep: orchestrator_pb2.Sweep = self.call(
             "GetSweep", orchestrator_pb2.GetSweepRequest(sweep_id=sweep_id)
         )
+        if all_trials and sweep.next_trials_page_token:
+            sweep.trials.extend(self.list_trials(sweep_id, page_token=sweep.next_trials_page_token))
+            sweep.next_trials_page_token = ""
         return sweep
+
+    def list_trials(
+        self,
+        sweep_id: str,
+        *,
+        state: str = "",
+        outcome: str = "",
+        order_by: str = "",
+        page_size: int = _TRIALS_PAGE,
+        page_token: str = "",
+    ) -> Iterator[orchestrator_pb2.Trial]:
+        """The sweep's trials in one state and with one outcome ("": any), by index or
+        best first (`order_by` "objective"), page after page as the iteration needs them;
+        from `page_token` on (a sweep's next_trials_page_token, say)."""
+        while True:
+            request = orchestrator_pb2.ListTrialsRequest(
+                sweep_id=sweep_id,
+                state=state,
+                outcome=outcome,
+                order_by=order_by,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            page: orchestrator_pb2.ListTrialsResponse = self.call("ListTrials", request)
+            yield from page.trials
+            page_token = page.next_page_token
+            if not page_token:
+                return
 
     def trial(self, sweep_id: str, index: int) -> orchestrator_pb2.Trial:
         trial: orchestrator_pb2.Trial = self.call(
@@ -733,11 +768,41 @@ class AsyncClient:
         sweep: orchestrator_pb2.Sweep = await self._call("CreateSweep", _create(spec, request_id))
         return sweep
 
-    async def get(self, sweep_id: str) -> orchestrator_pb2.Sweep:
+    async def get(self, sweep_id: str, *, all_trials: bool = False) -> orchestrator_pb2.Sweep:
         sweep: orchestrator_pb2.Sweep = await self._call(
             "GetSweep", orchestrator_pb2.GetSweepRequest(sweep_id=sweep_id)
         )
+        if all_trials and sweep.next_trials_page_token:
+            token = sweep.next_trials_page_token
+            sweep.trials.extend([t async for t in self.list_trials(sweep_id, page_token=token)])
+            sweep.next_trials_page_token = ""
         return sweep
+
+    async def list_trials(
+        self,
+        sweep_id: str,
+        *,
+        state: str = "",
+        outcome: str = "",
+        order_by: str = "",
+        page_size: int = _TRIALS_PAGE,
+        page_token: str = "",
+    ) -> AsyncIterator[orchestrator_pb2.Trial]:
+        while True:
+            request = orchestrator_pb2.ListTrialsRequest(
+                sweep_id=sweep_id,
+                state=state,
+                outcome=outcome,
+                order_by=order_by,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            page: orchestrator_pb2.ListTrialsResponse = await self._call("ListTrials", request)
+            for trial in page.trials:
+                yield trial
+            page_token = page.next_page_token
+            if not page_token:
+                return
 
     async def trial(self, sweep_id: str, index: int) -> orchestrator_pb2.Trial:
         trial: orchestrator_pb2.Trial = await self._call(

@@ -53,7 +53,8 @@ def test_a_sweep_of_heavy_results_is_answered_within_its_budget(result: str) -> 
     rows = [heavy_trial(i, result=result) for i in range(300)]
     names = [(f"{'n' * 1000}{i}", 1) for i in range(32)]
 
-    shown = views.sweep(SWEEP, rows, {row.id: names for row in rows})
+    answer = store.SweepAnswer(SWEEP, rows, False, {}, None, [], [])
+    shown = views.sweep(SWEEP, answer, {row.id: names for row in rows})
 
     # As protobuf (what the gateway buffers) and as JSON (what it then writes).
     assert shown.ByteSize() < views.SWEEP_BUDGET_BYTES + 2**20

@@ -39,6 +39,7 @@ def test_descriptor_set_carries_the_http_rules_and_rich_errors() -> None:
     assert (rules["GetLanding"].get, rules["GetLanding"].body) == ("/", "")
     assert (rules["RunSweep"].post, rules["RunSweep"].body) == ("/", "*")
     assert rules["GetSweepStatus"].get == "/sweeps/{sweep_id}"
+    assert rules["ListTrials"].get == "/v1/sweeps/{sweep_id}/trials"
     # The HTTP create takes the raw body, parsed strictly by the orchestrator; the typed
     # create is for gRPC clients only (the transcoder would drop unknown JSON fields).
     create = rules["CreateSweepFromJson"]

@@ -200,6 +200,7 @@ PUBLIC_REQUESTS = [
     ("GET", "/sweeps/some-id", None),
     ("GET", "/healthz", None),
     ("GET", "/no/such/route", None),
+    ("GET", "/v1/sweeps/some-id/trials?pageSize=5", None),
 ]
 
 

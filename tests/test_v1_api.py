@@ -347,6 +347,40 @@ def test_list_pages_through_every_sweep_newest_first(make_stack: StackFactory) -
     assert "pageToken" in violations(stack.http("GET", "/v1/sweeps?pageToken=garbage"))
 
 
+def test_list_trials_pages_a_sweep_through_the_gateway(stack: RunningStack) -> None:
+    sweep = stack.create(
+        {
+            "task": "paged",
+            "script": ECHO,
+            "parameters": {"grid": {"x": [3, 1, 2, 5, 4]}},
+            "objective": {"metric": "score", "goal": "maximize"},
+        }
+    ).body
+    route = f"/v1/sweeps/{sweep['id']}/trials"
+    wait_until(lambda: stack.http("GET", f"/v1/sweeps/{sweep['id']}").body["state"] == "done")
+    seen, token = [], ""
+    while True:
+        reply = stack.http("GET", f"{route}?pageSize=2&orderBy=objective&pageToken={token}")
+        assert reply.status == 200, reply.body
+        assert reply.body["totalSize"] == 5
+        seen += [t["params"]["x"] for t in reply.body["trials"]]
+        token = reply.body["nextPageToken"]
+        if not token:
+            break
+    assert seen == [5, 4, 3, 2, 1]
+    finished = stack.http("GET", f"{route}?state=finished&outcome=succeeded").body
+    assert [t["index"] for t in finished["trials"]] == [0, 1, 2, 3, 4]
+    assert violations(stack.http("GET", f"{route}?pageSize=1001")) == {
+        "pageSize": "must be 1 to 1000 (0: 100)"
+    }
+    assert "pageToken" in violations(stack.http("GET", f"{route}?pageToken=garbage"))
+    assert "orderBy" in violations(stack.http("GET", f"{route}?orderBy=loss"))
+    assert "state" in violations(stack.http("GET", f"{route}?state=done"))
+    assert stack.http("GET", route, token=None).status == 401
+    assert stack.http("GET", route, token="wrong").status == 401
+    assert stack.http("GET", "/v1/sweeps/no-such-sweep/trials").status == 404
+
+
 def test_unknown_sweeps_and_trials_are_404(stack: RunningStack) -> None:
     assert stack.http("GET", "/v1/sweeps/nope").status == 404
     sweep_id = stack.create({"task": "t", "script": "print('{}')"}).body["id"]

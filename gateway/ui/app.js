@@ -117,6 +117,22 @@
   }
 
   const apiJson = async (path, options) => (await api(path, options)).json();
+
+  /**
+   * A sweep's answer with every trial: it carries the first 1,000, and past them
+   * nextTrialsPageToken, from which the rest are read a page of 1,000 at a time.
+   */
+  async function wholeSweep(sweep, signal) {
+    const trials = sweep.trials || [];
+    let token = sweep.nextTrialsPageToken || "";
+    while (token) {
+      const query = `pageSize=1000&pageToken=${encodeURIComponent(token)}`;
+      const page = await apiJson(`${sweepPath(sweep.id)}/trials?${query}`, { signal });
+      trials.push(...(page.trials || []));
+      token = page.nextPageToken || "";
+    }
+    return { ...sweep, trials, nextTrialsPageToken: "" };
+  }
   const sweepPath = (id) => `/v1/sweeps/${encodeURIComponent(id)}`;
   const trialPath = (id, index) => `${sweepPath(id)}/trials/${Number(index)}`;
 
@@ -384,9 +400,9 @@
     parts.cancel.addEventListener("click", async () => {
       parts.cancel.disabled = true;
       try {
-        showSweep(page, await apiJson(`${sweepPath(sweepId)}:cancel`, {
+        showSweep(page, await wholeSweep(await apiJson(`${sweepPath(sweepId)}:cancel`, {
           method: "POST", body: {}, signal: view.signal,
-        }));
+        }), view.signal));
       } catch (error) {
         report(error);
         parts.cancel.disabled = false;
@@ -395,7 +411,8 @@
 
     const refresh = throttled(async () => {
       try {
-        showSweep(page, await apiJson(sweepPath(sweepId), { signal: view.signal }));
+        const sweep = await apiJson(sweepPath(sweepId), { signal: view.signal });
+        showSweep(page, await wholeSweep(sweep, view.signal));
         answered();
         // The open trial's logs are read again only once it has changed.
         const open = (page.sweep.trials || []).find((t) => (t.index ?? 0) === page.selected);
@@ -712,7 +729,7 @@
    * Keeps a metric event's numbers for the curves. A trial writes these names and how many
    * there are: past MAX_METRIC_NAMES new names are ignored, and past MAX_POINTS a trial's
    * curve keeps every other point. The whole page keeps at most MAX_PAGE_VALUES numbers, over
-   * every trial and name (a sweep has up to 1,000 trials): past it, the curve holding the most
+   * every trial and name (a sweep has up to 10,000 trials): past it, the curve holding the most
    * keeps every other point, again until the page is within it. So no trial, and no sweep,
    * can make the page unusable.
    */

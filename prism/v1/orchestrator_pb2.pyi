@@ -243,7 +243,7 @@ class ListSweepsResponse(_message.Message):
     def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Sweep(_message.Message):
-    __slots__ = ("id", "state", "spec", "create_time", "finish_time", "counts", "trials", "best_trial", "stop_reason", "history", "pareto_front")
+    __slots__ = ("id", "state", "spec", "create_time", "finish_time", "counts", "trials", "best_trial", "stop_reason", "history", "pareto_front", "next_trials_page_token")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +255,7 @@ class Sweep(_message.Message):
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     PARETO_FRONT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TRIALS_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     spec: SweepSpec
@@ -266,7 +267,8 @@ class Sweep(_message.Message):
     stop_reason: str
     history: _containers.RepeatedCompositeFieldContainer[HistoryPoint]
     pareto_front: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., stop_reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., pareto_front: _Optional[_Iterable[int]] = ...) -> None: ...
+    next_trials_page_token: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., stop_reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., pareto_front: _Optional[_Iterable[int]] = ..., next_trials_page_token: _Optional[str] = ...) -> None: ...
 
 class HistoryPoint(_message.Message):
     __slots__ = ("trial_index", "value", "best_value")
@@ -347,6 +349,32 @@ class GetTrialRequest(_message.Message):
     sweep_id: str
     index: int
     def __init__(self, sweep_id: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class ListTrialsRequest(_message.Message):
+    __slots__ = ("sweep_id", "page_size", "page_token", "state", "outcome", "order_by")
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    page_size: int
+    page_token: str
+    state: str
+    outcome: str
+    order_by: str
+    def __init__(self, sweep_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
+
+class ListTrialsResponse(_message.Message):
+    __slots__ = ("trials", "next_page_token", "total_size")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    next_page_token: str
+    total_size: int
+    def __init__(self, trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class ArtifactInfo(_message.Message):
     __slots__ = ("name", "size_bytes")

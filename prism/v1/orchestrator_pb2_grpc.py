@@ -73,6 +73,11 @@ class OrchestratorStub:
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
                 response_deserializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
                 _registered_method=True)
+        self.ListTrials = channel.unary_unary(
+                '/prism.v1.Orchestrator/ListTrials',
+                request_serializer=prism_dot_v1_dot_orchestrator__pb2.ListTrialsRequest.SerializeToString,
+                response_deserializer=prism_dot_v1_dot_orchestrator__pb2.ListTrialsResponse.FromString,
+                _registered_method=True)
         self.GetTrial = channel.unary_unary(
                 '/prism.v1.Orchestrator/GetTrial',
                 request_serializer=prism_dot_v1_dot_orchestrator__pb2.GetTrialRequest.SerializeToString,
@@ -167,7 +172,18 @@ class OrchestratorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSweep(self, request, context):
-        """GET /v1/sweeps/{sweep_id} : a sweep with every trial and the best one.
+        """GET /v1/sweeps/{sweep_id} : a sweep with its first 1,000 trials (ListTrials
+        pages through the rest from next_trials_page_token), its counts, best trial
+        and history over all of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrials(self, request, context):
+        """GET /v1/sweeps/{sweep_id}/trials : a sweep's trials, a page at a time, in
+        index order or best first, optionally only those in one state or with one
+        outcome.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -256,6 +272,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.GetSweep,
                     request_deserializer=prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.FromString,
                     response_serializer=prism_dot_v1_dot_orchestrator__pb2.Sweep.SerializeToString,
+            ),
+            'ListTrials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrials,
+                    request_deserializer=prism_dot_v1_dot_orchestrator__pb2.ListTrialsRequest.FromString,
+                    response_serializer=prism_dot_v1_dot_orchestrator__pb2.ListTrialsResponse.SerializeToString,
             ),
             'GetTrial': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrial,
@@ -480,6 +501,33 @@ class Orchestrator:
             '/prism.v1.Orchestrator/GetSweep',
             prism_dot_v1_dot_orchestrator__pb2.GetSweepRequest.SerializeToString,
             prism_dot_v1_dot_orchestrator__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prism.v1.Orchestrator/ListTrials',
+            prism_dot_v1_dot_orchestrator__pb2.ListTrialsRequest.SerializeToString,
+            prism_dot_v1_dot_orchestrator__pb2.ListTrialsResponse.FromString,
             options,
             channel_credentials,
             insecure,

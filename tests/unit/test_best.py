@@ -1,16 +1,21 @@
 """The best trial of a sweep: among the succeeded trials whose result holds a finite
 number for the objective's metric, the lowest (or, to maximize, the highest), the
 lowest index among equals. Rows are taken as the store may hold them, damaged ones
-included: those are passed over, never raised on."""
+included: those are passed over, never raised on. The rows are stored as an older
+version left them, ranked by the schema-5 backfill (store._rank_finished, the rule a
+trial that finishes is ranked by) and the best one read as GetSweep reads it."""
 
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator_svc import domain, store, views
+from prism.sqlite import PRAGMAS, DbThread
 
 MINIMIZE = {"task": "t", "objective": {"metric": "loss", "goal": "minimize"}}
 MAXIMIZE = {"task": "t", "objective": {"metric": "loss", "goal": "maximize"}}
@@ -32,8 +37,32 @@ def row(position: int, result: Any = None, *, outcome: str | None = "succeeded")
 
 
 def best_index(spec: dict[str, Any], rows: list[store.Trial]) -> int | None:
-    found = views.best(spec, rows)
-    return None if found is None else found.position
+    answer = stored_answer(spec, rows)
+    return None if answer.best is None else answer.best.position
+
+
+def stored_answer(spec: dict[str, Any], rows: list[store.Trial]) -> store.SweepAnswer:
+    """The sweep's answer with `rows` stored and ranked, on a throwaway file."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "orchestrator.db"
+        DbThread(store.db, path, store.MODELS, schema_version=store.SCHEMA_VERSION).close()
+        store.db.init(str(path), pragmas=PRAGMAS)
+        try:
+            store.Sweep.create(
+                id="s", task="t", spec_json=json.dumps(spec), status="done", created_at=1.0
+            )
+            store.Script.create(sha256="x", source="")
+            for row in rows:
+                row.sweep, row.script = "s", "x"  # type: ignore[assignment]
+                row.finished_at = 1.0
+                row.save(force_insert=True)
+            store._rank_finished()
+            answer = store.sweep_answer("s", first=len(rows))
+            assert answer is not None
+            return answer
+        finally:
+            store.db.close()
+            store.db.init(None)
 
 
 def test_the_lowest_value_by_default_and_to_minimize() -> None:
@@ -129,9 +158,9 @@ def test_the_sweep_shows_its_best_trial() -> None:
         id="s", task="t", spec_json=json.dumps(MINIMIZE), status="done", created_at=1.0
     )
 
-    shown = views.sweep(sweep, rows, {})
+    shown = views.sweep(sweep, stored_answer(MINIMIZE, rows), {})
 
     assert shown.HasField("best_trial")
     assert (shown.best_trial.index, shown.best_trial.metrics["loss"]) == (1, 1)
-    nothing = views.sweep(sweep, [row(0, {"accuracy": 1})], {})
+    nothing = views.sweep(sweep, stored_answer(MINIMIZE, [row(0, {"accuracy": 1})]), {})
     assert not nothing.HasField("best_trial")

@@ -476,8 +476,11 @@ def test_a_schema_3_file_is_brought_up_to_date(tmp_path: Path) -> None:
 
     path = tmp_path / "orchestrator.db"
     DbThread(store.db, path, store.MODELS, schema_version=store.SCHEMA_VERSION).close()
-    # The file as version 3 left it: without schema 4's columns and table, one sweep in it.
+    # The file as version 3 left it: without schema 4's and 5's columns and table, one
+    # sweep in it.
     with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP INDEX trial_sweep_id_objective_rank_position")
+        db.execute('ALTER TABLE "trial" DROP COLUMN "objective_rank"')
         for model, columns in store._ADDED_IN_4.items():
             for name in columns:
                 db.execute(f'ALTER TABLE "{model._meta.table_name}" DROP COLUMN "{name}"')

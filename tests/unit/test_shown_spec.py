@@ -17,7 +17,7 @@ from prism.limits import DEFAULTS
 def shown(spec_json: str) -> dict[str, Any]:
     """The sweep's spec as the gateway prints it (fields at their zero value included)."""
     row = store.Sweep(id="s", task="the task", spec_json=spec_json, status="done", created_at=1.0)
-    answer = views.sweep(row, [], {})
+    answer = views.sweep(row, store.SweepAnswer(row, [], False, {}, None, [], []), {})
     printed = json_format.MessageToDict(answer, always_print_fields_with_no_presence=True)
     spec: dict[str, Any] = printed["spec"]
     return spec

@@ -225,8 +225,10 @@ def test_trial_limits_turn_the_stored_units_into_the_sandboxs() -> None:
 
 
 def test_the_caps_themselves_are_accepted() -> None:
-    assert len(params(parameters={"grid": {"a": list(range(40)), "b": list(range(25))}})) == 1000
-    assert len(params(parameters={"random": {"trials": 1000, "parameters": RANDOM}})) == 1000
+    grid = {"a": list(range(400)), "b": list(range(25))}
+    assert len(params(parameters={"grid": grid})) == 10_000
+    assert len(params(parameters={"random": {"trials": 10_000, "parameters": RANDOM}})) == 10_000
+    assert len(params(parameters={"list": [{"i": i} for i in range(10_000)]})) == 10_000
     names = {f"p{i}": [1] for i in range(32)}
     assert params(parameters={"grid": names}) == [dict.fromkeys(names, 1)]
     made = planned(
@@ -281,15 +283,16 @@ def test_a_field_that_breaks_its_rule_is_named(
         ({"grid": {"lr": []}}, "parameters.grid.lr", "non-empty list"),
         ({"grid": {"lr": 0.1}}, "parameters.grid.lr", "non-empty list"),
         ({"grid": {"x": list(range(1001))}}, "parameters.grid.x", "at most 1000 values"),
-        ({"grid": {"a": list(range(40)), "b": list(range(26))}}, "parameters.grid", "1000"),
+        ({"grid": {"a": list(range(400)), "b": list(range(26))}}, "parameters.grid", "10000"),
         ({"grid": {f"p{i}": [1] for i in range(33)}}, "parameters.grid", "at most 32"),
         ({"grid": {"1x": [1]}}, "parameters.grid.1x", "not starting with a digit"),
-        ({"list": []}, "parameters.list", "1 to 1000"),
+        ({"list": []}, "parameters.list", "1 to 10000"),
+        ({"list": [{}] * 10_001}, "parameters.list", "1 to 10000"),
         ({"list": [{"a": 1}, 2]}, "parameters.list[1]", "must be an object"),
         ({"list": [{"b c": 1}]}, "parameters.list[0].b c", "parameter names"),
         ({"list": [{"s": "x" * 17_000}]}, "parameters", "exceed 16384 bytes"),
         ({"random": {"trials": 0, "parameters": RANDOM}}, "parameters.random.trials", "1 to"),
-        ({"random": {"trials": 1001, "parameters": RANDOM}}, "parameters.random.trials", "1 to"),
+        ({"random": {"trials": 10_001, "parameters": RANDOM}}, "parameters.random.trials", "1 to"),
         ({"random": {"trials": 1}}, "parameters.random.parameters", "at least one"),
         (
             {"random": {"trials": 1, "parameters": {"x": {"normal": [0, 1]}}}},

@@ -338,7 +338,7 @@ def test_the_api_shows_any_stored_value(stored: str) -> None:
         status="done",
         created_at=1.0,
     )
-    shown = views.sweep(sweep, [trial], {})
+    shown = views.sweep(sweep, store.SweepAnswer(sweep, [trial], False, {}, trial, [], []), {})
     orchestrator_pb2.Sweep.FromString(shown.SerializeToString())
     event = store.Event(seq=1, kind="metric", trial_index=0, data=stored, at=1.0)
     orchestrator_pb2.SweepEvent.FromString(views.event(event).SerializeToString())
