@@ -3,12 +3,12 @@ run directly with the Docker SDK, side by side in one run.
 
     .venv/bin/python bench/default_sweep.py [--rounds 10]
 
-Prints the median wall time of each and their ratio (target: at most 1.3).
+Prints the median wall time of each and their ratio (target: at most 1.1).
 The stack is real: Envoy, the orchestrator, three runner processes, SQLite,
 the engine; it runs on free loopback ports in a temporary folder and is
 stopped at the end. The baseline runs the same three example scripts in the
 same image with the same hardening, concurrently, create -> start -> wait ->
-logs -> remove.
+logs -> remove, each script run by python3 itself (no bootstrap).
 """
 
 from __future__ import annotations
@@ -46,11 +46,9 @@ def direct_round(client: docker.DockerClient, image: str, task: str) -> float:
     def one(name: str) -> None:
         container = client.containers.create(
             image,
-            environment={
-                "PRISM_SCRIPT": (EXAMPLES_DIR / f"{name}.py").read_text(),
-                "PRISM_PARAMS": json.dumps({"task": task}),
-                "HOME": "/workspace",
-            },
+            # The script run straight by python3, as a script around the SDK would.
+            ["python3", "-c", (EXAMPLES_DIR / f"{name}.py").read_text()],
+            environment={"PRISM_PARAMS": json.dumps({"task": task}), "HOME": "/workspace"},
             user="65534:65534",
             network_mode="none",
             read_only=True,
@@ -128,7 +126,7 @@ def main() -> None:
     print(f"rounds: {rounds}")
     print(f"direct SDK, 3 hardened containers: median {d:.3f} s (min {min(direct):.3f})")
     print(f"default sweep through the gateway: median {f:.3f} s (min {min(full):.3f})")
-    print(f"ratio stack/direct: {f / d:.2f} (target <= 1.30)")
+    print(f"ratio stack/direct: {f / d:.2f} (target <= 1.10)")
 
 
 if __name__ == "__main__":
