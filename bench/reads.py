@@ -1,7 +1,7 @@
 """Status reads through the gateway under a bounded loopback load, beside Envoy's own
 /healthz in the same run; and how much that load slows a sweep running meanwhile.
 
-    .venv/bin/python bench/reads.py [--rounds 3] [--seconds 8] [--sweeps 5]
+    .venv/bin/python bench/reads.py [--rounds 3] [--seconds 8] [--sweeps 5] [--rate 2000]
 
 Needs `wrk` (Debian: `apt-get install wrk`), a Docker engine and the sandbox image
 (built if missing). The stack is real: Envoy, the orchestrator, three runner processes,
@@ -12,9 +12,11 @@ Each read route is loaded with wrk (2 threads, 16 connections, `--seconds` each)
 finished default sweep and on a sweep whose three trials sleep (running throughout),
 round after round; printed: the median req/s, p50 and p99 of each route, its share of
 the /healthz floor, and the target (2,000 req/s). Then the default sweep (`POST /`) is
-timed `--sweeps` times with no load and as often under the same load on
-`GET /v1/sweeps/{running}`, interleaved; printed: their medians and ratio (target: at
-most 1.10).
+timed `--sweeps` times with no load and as often while `GET /v1/sweeps/{running}` is
+read at `--rate` requests/s (the target rate: wrk's connections paced by a delay, since
+an unpaced load on two cores starves the sweep of CPU whatever a read costs),
+interleaved; printed: their medians, their ratio (target: at most 1.10) and the rate
+the reads reached.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +42,9 @@ import docker
 from prism.stack import GATEWAY, Layout, Stack
 from sandbox.images import ensure_sandbox_image
 
+# The sandbox image under a tag of this benchmark's: `latest` is shared, and another
+# checkout may build it from other code while this one runs.
+IMAGE_TAG = "prism-sandbox:bench-reads"
 TARGET_RPS = 2000
 TARGET_SLOWDOWN = 1.10
 THREADS, CONNECTIONS = 2, 16
@@ -63,11 +69,19 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
-def wrk_command(url: str, token: str, seconds: float) -> list[str]:
+def wrk_command(url: str, token: str, seconds: float, *, script: Path | None = None) -> list[str]:
     return [
         "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency",
-        "-H", f"Authorization: Bearer {token}", url,
+        "-H", f"Authorization: Bearer {token}", *(["-s", str(script)] if script else []), url,
     ]  # fmt: skip
+
+
+def paced(folder: Path, rate: float) -> Path:
+    """A wrk script that has each connection wait between its requests, for about
+    `rate` requests/s in all (a little less: each request's own time adds)."""
+    script = folder / "paced.lua"
+    script.write_text(f"function delay()\n  return {CONNECTIONS * 1000 / rate:.3f}\nend\n")
+    return script
 
 
 def wrk(url: str, token: str, seconds: float) -> Load:
@@ -114,19 +128,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=TARGET_RPS, help="reads/s beside the sweep")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/reads.py needs wrk: apt-get install wrk (Debian package `wrk`)")
     loads: dict[str, list[Load]] = {}
     quiet: list[float] = []
     loaded: list[float] = []
+    reached: list[float] = []
     with closing(docker.from_env()) as client, tempfile.TemporaryDirectory() as tmp:
-        layout = Layout.on_free_ports(Path(tmp), ensure_sandbox_image(client))
+        layout = Layout.on_free_ports(Path(tmp), ensure_sandbox_image(client, IMAGE_TAG))
         stack = Stack(layout)
         try:
             stack.up()
             token = stack.api_token()
             base = f"http://{layout.address(GATEWAY)}"
+            default_sweep(base, token, "warm-up")
             done = call(base, token, "/", {"task": "read while finished"})["sweepId"]
             running = call(base, token, "/v1/sweeps", SLEEPER)["id"]
             wait_running(base, token, running, 3)
@@ -140,17 +157,20 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, path in routes.items():
                     loads.setdefault(name, []).append(wrk(base + path, token, args.seconds))
-            default_sweep(base, token, "warm-up")
-            reads = wrk_command(f"{base}/v1/sweeps/{running}", token, 3600)
+            script = paced(Path(tmp), args.rate)
+            reads = wrk_command(f"{base}/v1/sweeps/{running}", token, 3600, script=script)
             for i in range(args.sweeps):  # interleaved, so drift affects both alike
                 quiet.append(default_sweep(base, token, f"quiet {i}"))
-                load = subprocess.Popen(reads, stdout=subprocess.DEVNULL)
+                load = subprocess.Popen(reads, stdout=subprocess.PIPE, text=True)
                 try:
                     time.sleep(1.0)  # the load under way before the sweep starts
                     loaded.append(default_sweep(base, token, f"loaded {i}"))
                 finally:
-                    load.terminate()
-                    load.wait()
+                    load.send_signal(signal.SIGINT)  # wrk prints its figures on SIGINT
+                    out, _ = load.communicate()
+                rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+                if rate:
+                    reached.append(float(rate.group(1)))
             call(base, token, f"/v1/sweeps/{running}:cancel", {})
         finally:
             stack.down()
@@ -173,6 +193,11 @@ def main() -> None:
     print(f"default sweep, no load:            median {q:.3f} s (min {min(quiet):.3f})")
     print(f"default sweep, reads of a running: median {s:.3f} s (min {min(loaded):.3f})")
     print(f"ratio loaded/quiet: {s / q:.2f} (target <= {TARGET_SLOWDOWN:.2f})")
+    if reached:
+        print(f"reads beside the sweep: median {statistics.median(reached):.0f} req/s "
+              f"(paced for {args.rate:g})")  # fmt: skip
+    for name, found in loads.items():
+        print(f"per round, {name}: " + " / ".join(f"{load.rps:.0f}" for load in found))
 
 
 if __name__ == "__main__":
