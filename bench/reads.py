@@ -62,6 +62,8 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    # Requests wrk gave up on after its 2 s (a starved machine), not errors.
+    timeouts: int = 0
 
 
 def _ms(text: str) -> float:
@@ -88,12 +90,13 @@ def wrk(url: str, token: str, seconds: float) -> Load:
     out = subprocess.run(
         wrk_command(url, token, seconds), capture_output=True, text=True, check=True
     ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if "Non-2xx" in out or (socket and any(int(n) for n in socket.groups()[:3])):
         sys.exit(f"errors under load on {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    return Load(rps, p50, p99)
+    return Load(rps, p50, p99, int(socket.group(4)) if socket else 0)
 
 
 def call(base: str, token: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -177,12 +180,13 @@ def main() -> None:
     floor = statistics.median(load.rps for load in loads["GET /healthz (Envoy alone)"])
     print(f"wrk: {THREADS} threads, {CONNECTIONS} connections, {args.seconds:g} s a route, "
           f"medians of {args.rounds} rounds")  # fmt: skip
-    print(f"{'route':40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'of floor':>9}")
+    print(f"{'route':40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'of floor':>9} {'timeouts':>9}")
     for name, found in loads.items():
         rps = statistics.median(load.rps for load in found)
         p50 = statistics.median(load.p50_ms for load in found)
         p99 = statistics.median(load.p99_ms for load in found)
-        print(f"{name:40} {rps:8.0f} {p50:8.2f} {p99:8.2f} {rps / floor:9.3f}")
+        timeouts = sum(load.timeouts for load in found)
+        print(f"{name:40} {rps:8.0f} {p50:8.2f} {p99:8.2f} {rps / floor:9.3f} {timeouts:9}")
     slowest = min(
         statistics.median(load.rps for load in found)
         for name, found in loads.items()
