@@ -33,6 +33,8 @@ async def serve(settings: Settings) -> None:
         store.MODELS,
         schema_version=store.SCHEMA_VERSION,
         migrate=store.migrate,
+        # The status reads (orchestrator_svc.answers), beside the writes.
+        readers=2,
     )
     news = SweepNews()
     prometheus = OrchestratorMetrics()

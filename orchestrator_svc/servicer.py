@@ -12,6 +12,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from orchestrator_svc import store, strict, sweeps, views
+from orchestrator_svc.answers import Answers
 from orchestrator_svc.config import Settings
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.news import SweepNews
@@ -54,6 +55,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self._db = db
         self._news = news
         self._dispatcher = dispatcher
+        self._answers = Answers(db)
         # False until recovery is done; set by the server.
         self.ready = False
 
@@ -127,7 +129,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.GetSweepStatusRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.SweepStatus:
         self._check_ready()
-        return sweeps.status(*await self._sweep(request.sweep_id, outputs=True))
+        return await self._answers.status(request.sweep_id)
 
     @rpc
     async def CreateSweep(
@@ -172,7 +174,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, request: orchestrator_pb2.GetSweepRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.Sweep:
         self._check_ready()
-        return await self._full(request.sweep_id)
+        return await self._answers.sweep(request.sweep_id)
 
     async def WatchSweep(
         self, request: orchestrator_pb2.WatchSweepRequest, context: grpc.aio.ServicerContext
@@ -296,9 +298,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def GetTrial(
         self, request: orchestrator_pb2.GetTrialRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.Trial:
-        row = await self._trial(request.sweep_id, request.index)
-        artifacts = await self._db(store.artifacts, row.id)
-        return views.trial(row, artifacts)
+        self._check_ready()
+        return await self._answers.trial(request.sweep_id, request.index)
 
     @rpc
     async def GetTrialLogs(
