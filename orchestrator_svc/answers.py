@@ -109,12 +109,13 @@ def version(sweep_id: str) -> int | None:
 
 def _sweep(sweep_id: str) -> Answer | None:
     with store.db.atomic():  # one snapshot: the version is that of what is shown
-        found = store.sweep_with_trials(sweep_id)
+        found = store.sweep_answer(sweep_id, first=views.SWEEP_TRIALS)
         if found is None:
             return None
-        row, trials = found
-        artifacts = store.artifacts_by_trial([t.id for t in trials])
-    return answer(row.last_seq, row.finished_at is not None, views.sweep(row, trials, artifacts))
+        artifacts = store.artifacts_by_trial([t.id for t in found.trials])
+    row = found.sweep
+    shown = views.sweep(row, found, artifacts)
+    return answer(row.last_seq, row.finished_at is not None, shown)
 
 
 def _status(sweep_id: str) -> Answer | None:

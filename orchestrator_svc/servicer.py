@@ -42,9 +42,6 @@ DEADLINE_MARGIN_SECONDS = 1.0
 MAX_REQUEST_ID = 100
 DEFAULT_PAGE, MAX_PAGE = 20, 100
 DEFAULT_TRIALS_PAGE, MAX_TRIALS_PAGE = 100, 1000
-# The trials a sweep's answer (GetSweep, CreateSweep, CancelSweep) carries, at most, by
-# index: ListTrials goes on from there. Its cost stays flat in the sweep's size.
-SWEEP_TRIALS = 1000
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
@@ -92,7 +89,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     async def _full(self, sweep_id: str) -> orchestrator_pb2.Sweep:
         answer = await self._found(
-            functools.partial(store.sweep_answer, first=SWEEP_TRIALS), sweep_id
+            functools.partial(store.sweep_answer, first=views.SWEEP_TRIALS), sweep_id
         )
         artifacts = await self._db(store.artifacts_by_trial, [t.id for t in answer.trials])
         # Building a large answer is CPU work: off the event loop.

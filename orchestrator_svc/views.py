@@ -32,6 +32,9 @@ from prism.v1 import orchestrator_pb2
 # gateway must buffer the whole answer to turn it into JSON, and the orchestrator build
 # it. Past the budget, trials are abridged: a few hundred bytes each.
 SWEEP_BUDGET_BYTES = 8 * 2**20
+# The trials a sweep's answer (GetSweep, CreateSweep, CancelSweep) carries, at most, by
+# index: ListTrials goes on from there. Its cost stays flat in the sweep's size.
+SWEEP_TRIALS = 1000
 # What a stored value that cannot be shown is replaced with.
 UNSHOWABLE = {"prism_error": "this stored value breaks the rules for results and cannot be shown"}
 
