@@ -19,11 +19,12 @@ the bootstrap's and the host's alone.
 The trial arrives on stdin, once the container runs: the root filesystem is read-only
 and the workspace is a tmpfs that exists only then, so there is no earlier moment to
 copy files in, and the container itself is made before its trial is known (the runner
-prepares containers ahead of demand). The host writes one line with the key it made for
-this run, then one JSON object (``script``, ``params``, ``trial_id``), then closes the
-stream; the trial's own stdin is /dev/null. For the same reasons (and because the engine
-cannot copy files out of a tmpfs) the findings leave through stderr, as one report
-framed by that key:
+prepares containers ahead of demand). The host writes a line with the key it made for
+this run, a line with a length, then that many bytes: one JSON object (``script``,
+``params``, ``trial_id``). Nothing depends on the stream's end (which a proxy or TLS
+between the host and the engine may not pass on). The trial's own stdin is /dev/null.
+For the same reasons (and because the engine cannot copy files out of a tmpfs) the
+findings leave through stderr, as one report framed by that key:
 
     \\x1ePRISM-REPORT <key> <length>\\n<length bytes>
 
@@ -74,8 +75,11 @@ MAX_SKIPPED_CHARS = 512
 
 REPORT_MARK = b"\x1ePRISM-REPORT "
 # What the host may write on stdin, at most: a script, its parameters and its id
-# (the host's caps are far below), the key, and JSON's escaping of them.
+# (the host's caps are far below), and JSON's escaping of them.
 MAX_TRIAL_BYTES = 8 * 2**20
+# The exit status of a bootstrap that could not prepare the trial: no trial code has
+# run, so whatever the reason, it is the sandbox's failure, never the trial's.
+SETUP_FAILED = 125
 
 # Signals the engine may send us that are meant for the trial: docker stop's SIGTERM,
 # and the rest a user could send with docker kill.
@@ -103,8 +107,8 @@ def main() -> None:
     key = ""
     try:
         _protect_self()
-        key, text = _receive()
-        trial = json.loads(text)
+        key, size, start = _header()
+        trial = json.loads(_body(start, size))
         if not isinstance(trial, dict):
             raise ValueError("the trial on stdin is not a JSON object")
         script, params = trial["script"], trial["params"]
@@ -124,33 +128,54 @@ def main() -> None:
         problem = f"{type(error).__name__}: {error}"[:500]
         os.write(2, f"prism: could not prepare the trial: {problem}\n".encode())
         _report(key, setup_error=problem)
-        sys.exit(125)
+        sys.exit(SETUP_FAILED)
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = HELPER_DIR + (os.pathsep + path if path else "")
 
     status = _run_script()
-    _end_stragglers()
     signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    # A process of the trial that outlived the kill could read the report off stderr
+    # (reopened through /proc/self/fd/2): then there is none.
+    if not _end_stragglers():
+        sys.exit(1)
     _report(key, signalled=signalled)
     # The script's status becomes the container's, as a shell would give it.
     sys.exit(128 + signalled if signalled else os.WEXITSTATUS(status))
 
 
-def _receive() -> tuple[str, bytes]:
-    """The key and the trial's JSON, as the host wrote them on stdin, which is then
-    /dev/null for the trial."""
-    data = bytearray()
-    while len(data) <= MAX_TRIAL_BYTES and (chunk := os.read(0, 2**16)):
+def _header() -> tuple[str, int, bytes]:
+    """The key and the trial's length, from stdin's first two lines; and what of the
+    trial came with them."""
+    data = b""
+    while data.count(b"\n") < 2:
+        if len(data) > 128:
+            raise ValueError("stdin does not start with the run's key and a length")
+        chunk = os.read(0, 2**16)
+        if not chunk:
+            raise ValueError("stdin ended before the run's key and length")
         data += chunk
+    key, size, rest = data.split(b"\n", 2)
+    if not re.fullmatch(rb"[0-9a-f]{32}", key):
+        raise ValueError("stdin does not start with the run's key")
+    if not (size.isdigit() and int(size) <= MAX_TRIAL_BYTES):
+        raise ValueError(f"the trial's length is not a number of at most {MAX_TRIAL_BYTES}")
+    return key.decode(), int(size), rest
+
+
+def _body(start: bytes, size: int) -> bytes:
+    """The trial's bytes, exactly ``size`` of them; then stdin is /dev/null."""
+    data = bytearray(start)
+    while len(data) < size:
+        chunk = os.read(0, min(2**16, size - len(data)))
+        if not chunk:
+            raise ValueError("stdin ended before the trial did")
+        data += chunk
+    if len(data) > size:
+        raise ValueError("stdin holds more than the trial's length")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    if len(data) > MAX_TRIAL_BYTES:
-        raise ValueError(f"the trial on stdin is larger than {MAX_TRIAL_BYTES} bytes")
-    line, _, text = bytes(data).partition(b"\n")
-    if not re.fullmatch(rb"[0-9a-f]{32}", line):
-        raise ValueError("stdin does not start with the run's key")
-    return line.decode(), text
+    return bytes(data)
 
 
 def _protect_self() -> None:
@@ -192,9 +217,10 @@ def _run_script() -> int:
             return status
 
 
-def _end_stragglers() -> None:
+def _end_stragglers() -> bool:
     """Kill what the script left running: kill(-1) reaches every process in the
-    container but ourselves; reap them until none is left."""
+    container but ourselves; reap them until none is left. False if some outlived
+    the deadline."""
     deadline = time.monotonic() + _KILL_SECONDS
     while time.monotonic() < deadline:
         with suppress(ProcessLookupError):
@@ -203,8 +229,9 @@ def _end_stragglers() -> None:
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
         except ChildProcessError:
-            return
+            return True
         time.sleep(0.002)
+    return False
 
 
 def _report(key: str, *, signalled: int = 0, setup_error: str | None = None) -> None:

@@ -58,6 +58,7 @@ from sandbox.bootstrap import (
     MAX_SKIPPED_LISTED,
     REPORT_MARK,
     RESULT_FILE,
+    SETUP_FAILED,
 )
 from sandbox.prepared import Prepared
 from sandbox.prism_trial import MAX_METRIC_LINE_BYTES, METRIC_PREFIX
@@ -432,8 +433,6 @@ class Sandbox:
             all=True, filters={"label": f"{OWNER_LABEL}={self._owner}"}
         )
         held = self._containers.held()
-        with self._lock:
-            held |= {t.container_id for t in self._trials.values() if t.container_id}
         removed = []
         for container in containers:
             if container["Id"] in held:
@@ -477,7 +476,7 @@ class Sandbox:
             # all, so nothing is written to the output yet.
             handed = json.dumps({"script": script, "params": params, "trial_id": trial_id})
             try:
-                _send(attached, trial.report_key.encode() + b"\n" + handed.encode())
+                _send(attached, trial.report_key, handed.encode())
             except OSError:
                 if trial.stop_reason is None:
                     raise
@@ -492,10 +491,15 @@ class Sandbox:
             if reader.is_alive():
                 _hang_up(attached)
                 reader.join(_GRACE_SECONDS)
-            return self._result(container_id, trial, status, limits, duration)
-        finally:
+            result = self._result(container_id, trial, status, limits, duration)
+        except BaseException:
             _hang_up(attached)
-            self._containers.discard(container_id)
+            # It may still run (the engine did not answer): removed now, not queued.
+            self._remove(container_id)
+            raise
+        _hang_up(attached)
+        self._containers.discard(container_id)
+        return result
 
     def _take(self, kind: tuple[str, Limits]) -> tuple[str, Any]:
         """A container for one trial, attached to: a prepared one, else a new one. One
@@ -654,6 +658,11 @@ class Sandbox:
         if report is None:
             if code == 0:
                 return Outcome.SANDBOX_ERROR, "the sandbox's bootstrap ended without a report", -1
+            if code == SETUP_FAILED:
+                # The bootstrap gave up before any trial code ran (the trial did not
+                # reach it whole, or an image of another version): the sandbox's doing.
+                why = _exit_reason(code, trial.stderr)
+                return Outcome.SANDBOX_ERROR, f"the sandbox could not prepare the trial: {why}", -1
             reason = _exit_reason(code, trial.stderr)
             return Outcome.FAILED, f"{reason} (the sandbox's bootstrap did not report)", code
         outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
@@ -840,12 +849,12 @@ def _socket_of(attached: Any) -> socket.socket:
     return cast(socket.socket, getattr(attached, "_sock", attached))
 
 
-def _send(attached: Any, data: bytes) -> None:
-    """Write ``data`` to the container's stdin and close it (the engine sees the half
-    close and closes the container's stdin); then wait for output without a timeout."""
+def _send(attached: Any, key: str, trial: bytes) -> None:
+    """Write the run's key and the trial, framed by its length, to the container's
+    stdin; then wait for output without a timeout. The stream is not half-closed: a
+    proxy or TLS between here and the engine may not pass that on."""
     sock = _socket_of(attached)
-    sock.sendall(data)
-    sock.shutdown(socket.SHUT_WR)
+    sock.sendall(b"%s\n%d\n%s" % (key.encode(), len(trial), trial))
     sock.settimeout(None)
 
 

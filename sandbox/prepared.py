@@ -6,23 +6,30 @@ it on stdin once it runs. So while trials run, a thread of the runner creates th
 ones' containers, and another removes the finished ones. Each container still serves
 exactly one trial and is then removed.
 
-What is prepared follows demand: the kind (image and limits) of the latest trial is
-made ahead, up to ``ahead`` containers in all; a prepared container of another kind is
-removed to make room. Removals wait in a queue of at most ``behind``; past that the
-caller removes its container itself, so the containers that exist at once stay bounded
-by the trials running, ``ahead`` and ``behind``.
+What is prepared follows demand: up to ``ahead`` containers in all, shared among the
+kinds (image and limits) taken within the last RECENT_SECONDS, so sweeps of different
+limits on one runner each keep their share instead of evicting each other's. A
+prepared container of a kind no longer taken is removed to make room. Removals wait in
+a queue of at most ``behind``; past that the caller removes its container itself, so
+the containers that exist at once stay bounded by the trials running, ``ahead`` and
+``behind``.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 
 from prism import logs
 
 log = logs.get("sandbox.prepared")
+
+# A kind taken within this many seconds has its share of what is prepared.
+RECENT_SECONDS = 30.0
 
 
 class Prepared:
@@ -42,8 +49,13 @@ class Prepared:
         self._remove = remove
         self._ahead = ahead
         self._changed = threading.Condition()
+        # Prepared, by kind (a kind with none has no entry).
         self._ready: dict[Hashable, collections.deque[str]] = {}
-        self._wanted: Hashable | None = None
+        self._prepared = 0
+        # When each kind was last taken, for the recent ones.
+        self._taken_at: dict[Hashable, float] = {}
+        # Handed to a trial and not yet discarded.
+        self._in_use: set[str] = set()
         self._closed = False
         # None: removed by the caller, at once.
         self._removals: queue.Queue[str | None] | None = None
@@ -62,29 +74,40 @@ class Prepared:
         """A container of ``kind`` for one trial, and whether it was prepared ahead;
         created now when none is ready. Raises what creating raises."""
         with self._changed:
-            self._wanted = kind
-            ready = self._ready.get(kind)
-            container = ready.popleft() if ready else None
+            self._taken_at[kind] = time.monotonic()
+            container = self._pop(kind)
+            if container is not None:
+                self._in_use.add(container)
             self._changed.notify_all()
         if container is not None:
             return container, True
-        return self._create(kind), False
+        container = self._create(kind)
+        with self._changed:
+            self._in_use.add(container)
+        return container, False
 
     def discard(self, container_id: str) -> None:
         """The container has served its trial: removed behind, or now when the queue
         of removals is full or closed."""
-        try:
-            if self._removals is not None and not self._closed:
-                self._removals.put_nowait(container_id)
-                return
-        except queue.Full:
-            pass
+        with self._changed:
+            self._in_use.discard(container_id)
+            try:
+                if self._removals is not None and not self._closed:
+                    self._removals.put_nowait(container_id)
+                    return
+            except queue.Full:
+                pass
         self._remove(container_id)
 
-    def held(self) -> set[str]:
+    def ready(self) -> set[str]:
         """The containers prepared and not yet taken."""
         with self._changed:
             return {c for ready in self._ready.values() for c in ready}
+
+    def held(self) -> set[str]:
+        """The containers prepared, and those handed to a trial and not yet discarded."""
+        with self._changed:
+            return self.ready() | self._in_use
 
     def close(self) -> None:
         """Stop preparing, remove what was prepared and what waits for removal."""
@@ -98,50 +121,79 @@ class Prepared:
         with self._changed:
             left = [c for ready in self._ready.values() for c in ready]
             self._ready.clear()
-        # A discard racing the close may have queued behind the end.
+            self._prepared = 0
         while self._removals is not None and not self._removals.empty():
             if (container_id := self._removals.get_nowait()) is not None:
                 left.append(container_id)
         for container_id in left:
             self._remove(container_id)
 
-    def _count(self) -> int:
-        return sum(len(ready) for ready in self._ready.values())
+    def _pop(self, kind: Hashable) -> str | None:
+        ready = self._ready.get(kind)
+        if not ready:
+            return None
+        self._prepared -= 1
+        container = ready.popleft()
+        if not ready:
+            del self._ready[kind]
+        return container
 
-    def _needed(self) -> bool:
-        wanted = self._ready.get(self._wanted, ())
-        return self._wanted is not None and len(wanted) < self._ahead
+    def _next(self) -> tuple[Hashable | None, list[str]]:
+        """The kind to prepare one more of (None: none now), and the prepared containers
+        of kinds no longer taken, to remove first."""
+        now = time.monotonic()
+        for kind, at in list(self._taken_at.items()):
+            if now - at > RECENT_SECONDS:
+                del self._taken_at[kind]
+        share = math.ceil(self._ahead / max(len(self._taken_at), 1))
+        stale: list[str] = []
+        for kind in list(self._ready):
+            # What kinds no longer taken hold goes, and a kind's excess over its share
+            # once another kind falls short of its own.
+            keep = share if kind in self._taken_at else 0
+            short = any(len(self._ready.get(k, ())) < share for k in self._taken_at)
+            while len(self._ready.get(kind, ())) > keep and (keep == 0 or short):
+                stale.append(self._ready[kind][0])
+                self._pop(kind)
+        if not self._taken_at or self._prepared >= self._ahead:
+            return None, stale
+        # The most recently taken first.
+        for kind in sorted(self._taken_at, key=self._taken_at.__getitem__, reverse=True):
+            if len(self._ready.get(kind, ())) < share:
+                return kind, stale
+        return None, stale
 
     def _prepare(self) -> None:
         while True:
             with self._changed:
-                while not (self._closed or self._needed()):
-                    self._changed.wait()
+                kind, stale = self._next()
+                while not self._closed and kind is None and not stale:
+                    # Woken by a take, or in time to notice kinds no longer taken.
+                    self._changed.wait(RECENT_SECONDS)
+                    kind, stale = self._next()
                 if self._closed:
-                    return
-                kind = self._wanted
-                # Room for the wanted kind: the others' prepared containers go first.
-                stale = []
-                for other, ready in self._ready.items():
-                    while other != kind and ready and self._count() >= self._ahead:
-                        stale.append(ready.popleft())
+                    break
             for container_id in stale:
                 self.discard(container_id)
+            if kind is None:
+                continue
             try:
                 container_id = self._create(kind)
             except Exception as error:  # the engine's trouble shows in the trials' own runs
                 log.warning("could not prepare a container", error=str(error))
                 # Tried again on the next demand, not in a loop while the engine is down.
                 with self._changed:
-                    if self._wanted == kind:
-                        self._wanted = None
+                    self._taken_at.pop(kind, None)
                 continue
             with self._changed:
                 if not self._closed:
                     self._ready.setdefault(kind, collections.deque()).append(container_id)
+                    self._prepared += 1
                     continue
             self._remove(container_id)
             return
+        for container_id in stale:
+            self._remove(container_id)
 
     def _remove_behind(self) -> None:
         assert self._removals is not None

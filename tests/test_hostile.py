@@ -26,7 +26,7 @@ from prism.healthcheck import serving
 from prism.stack import ORCHESTRATOR
 from prism.v1 import runner_pb2, trial_pb2
 from sandbox.container import OWNER_LABEL
-from tests.conftest import RunningStack, start_stack, stop_stack
+from tests.conftest import RunningStack, start_stack, stop_stack, wait_until
 from tests.test_runner import connect, finished
 
 MiB = 2**20
@@ -492,10 +492,15 @@ def test_the_services_stay_healthy_and_run_the_next_trial(batch: Batch) -> None:
     stack = batch.stack
     assert serving(stack.layout.address(batch.runner))
     assert serving(stack.layout.address(ORCHESTRATOR))
+    # No trial's container is left: what remains was prepared for the next trials and
+    # never started.
     with closing(docker.from_env()) as client:
-        assert (
-            client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={batch.runner}"})
-            == []
+        ours = {"label": f"{OWNER_LABEL}={batch.runner}"}
+        wait_until(
+            lambda: (
+                {c.status for c in client.containers.list(all=True, filters=ours)} <= {"created"}
+            ),
+            what="the trials' containers removed",
         )
 
     after = runner_pb2.RunnerCommand(

@@ -910,8 +910,8 @@ def test_remove_orphans_spares_prepared_and_foreign_containers(
     try:
         # One run makes the sandbox prepare containers of its kind.
         assert run(box, "print(1)").outcome == "succeeded"
-        wait_until(lambda: len(box._containers.held()) == 2, what="two prepared containers")
-        prepared = box._containers.held()
+        wait_until(lambda: len(box._containers.ready()) == 2, what="two prepared containers")
+        prepared = box._containers.ready()
 
         assert box.remove_orphans() == [created[0]]
         ours = {c["Id"] for c in api.containers(all=True, filters={"label": OWNER_LABEL})}
@@ -941,8 +941,8 @@ print(json.dumps({"host": socket.gethostname(), "found": found, "id": trial}))
     box = Sandbox(docker_client, image=sandbox_image, owner=owner, ahead=2, behind=2)
     try:
         first = box.run("prepared-0", script, "{}", SMALL)
-        wait_until(lambda: len(box._containers.held()) == 2, what="two prepared containers")
-        prepared = box._containers.held()
+        wait_until(lambda: len(box._containers.ready()) == 2, what="two prepared containers")
+        prepared = box._containers.ready()
         configs = [api.inspect_container(c)["HostConfig"] for c in prepared]
         # One prepared but removed by hand since is passed over.
         api.remove_container(next(iter(prepared)), force=True)

@@ -153,7 +153,7 @@ def violations(reply: Any) -> dict[str, str]:
             {
                 "task": "t",
                 "script": "1",
-                "parameters": {"grid": {f"p{i}": list(range(10)) for i in range(4)}},
+                "parameters": {"grid": {f"p{i}": list(range(10)) for i in range(5)}},
             },
             "parameters.grid",
         ),

@@ -102,38 +102,76 @@ def test_without_ahead_or_behind_each_trial_makes_and_removes_its_own(
     assert (ahead, engine.kinds[container]) == (False, "small")
     prepared.discard(container)
     assert engine.removed == [container]
-    assert prepared.held() == set()
+    assert prepared.ready() == set()
 
 
 def test_the_latest_kind_is_prepared_up_to_ahead(engine: Engine, make: Make) -> None:
     prepared = make(ahead=3, behind=2)
     first, ahead = prepared.take("small")
     assert not ahead, "nothing is prepared before the first demand"
-    wait_until(lambda: len(prepared.held()) == 3, what="three prepared")
+    wait_until(lambda: len(prepared.ready()) == 3, what="three prepared")
     taken = [prepared.take("small") for _ in range(3)]
     assert all(ahead for _, ahead in taken)
     assert {c for c, _ in taken} == set(list(engine.kinds)[1:4])
     # Each container serves one trial: none is handed out twice.
-    wait_until(lambda: len(prepared.held()) == 3, what="three prepared again")
-    assert prepared.held().isdisjoint({first} | {c for c, _ in taken})
+    wait_until(lambda: len(prepared.ready()) == 3, what="three prepared again")
+    assert prepared.ready().isdisjoint({first} | {c for c, _ in taken})
     assert engine.most <= 4 + 3
 
 
-def test_another_kind_takes_the_room_of_the_last(engine: Engine, make: Make) -> None:
-    prepared = make(ahead=2, behind=4)
+def test_kinds_taken_lately_share_what_is_prepared(
+    engine: Engine, make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = make(ahead=4, behind=4)
     prepared.discard(prepared.take("small")[0])
-    wait_until(lambda: len(prepared.held()) == 2, what="two small prepared")
-    container, ahead = prepared.take("large")
-    assert (ahead, engine.kinds[container]) == (False, "large")
+    wait_until(lambda: len(prepared.ready()) == 4, what="four small prepared")
+    prepared.discard(prepared.take("large")[0])
+    # Both taken lately: two each, the small ones past their share removed.
     wait_until(
         lambda: (
-            {engine.kinds[c] for c in prepared.held()} == {"large"} and len(prepared.held()) == 2
+            sorted(str(engine.kinds[c]) for c in prepared.ready()) == ["large"] * 2 + ["small"] * 2
         ),
-        what="the small ones replaced by large ones",
+        what="two of each kind",
     )
-    # Never more prepared than ahead: the trial's, the two prepared, and the ones
-    # being replaced or removed.
-    wait_until(lambda: engine.existing == prepared.held() | {container}, what="the rest removed")
+    # Sweeps of the two kinds alternating on the runner: each take finds one prepared,
+    # and each costs one creation, not a cascade of them.
+    before = engine.creations
+    for i in range(20):
+        wait_until(lambda: len(prepared.ready()) == 4, what="the share refilled")
+        container, ahead = prepared.take("small" if i % 2 else "large")
+        assert ahead
+        prepared.discard(container)
+    wait_until(lambda: len(prepared.ready()) == 4, what="the share refilled")
+    assert engine.creations - before == 20
+    # A kind no longer taken gives its room up.
+    monkeypatch.setattr("sandbox.prepared.RECENT_SECONDS", 0.2)
+    threading.Event().wait(0.3)
+    prepared.discard(prepared.take("large")[0])
+    wait_until(
+        lambda: (
+            {engine.kinds[c] for c in prepared.ready()} == {"large"} and len(prepared.ready()) == 4
+        ),
+        what="only large ones prepared",
+    )
+    wait_until(lambda: engine.existing == prepared.ready(), what="the small ones removed")
+
+
+def test_many_kinds_cost_a_creation_each_and_leave_no_trace(
+    engine: Engine, make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sandbox.prepared.RECENT_SECONDS", 0.2)
+    prepared = make(ahead=2, behind=2)
+    for i in range(50):  # a new kind each time (limits that differ by a hair)
+        prepared.discard(prepared.take(("small", 1 + i * 1e-6))[0])
+    assert engine.creations <= 50 + 2 * 50
+    assert len(prepared._taken_at) <= 50
+    threading.Event().wait(0.5)
+    prepared.discard(prepared.take("last")[0])
+    wait_until(
+        lambda: {engine.kinds[c] for c in prepared.ready()} == {"last"},
+        what="the old kinds forgotten",
+    )
+    assert set(prepared._ready) == {"last"} and set(prepared._taken_at) == {"last"}
 
 
 def test_removals_wait_behind_up_to_the_bound_then_happen_at_once(
@@ -175,13 +213,13 @@ def test_a_failing_engine_is_tried_again_on_demand_not_in_a_loop(
     assert engine.creations == 2
     engine.failing = False
     prepared.take("small")
-    wait_until(lambda: len(prepared.held()) == 2, what="prepared once the engine is back")
+    wait_until(lambda: len(prepared.ready()) == 2, what="prepared once the engine is back")
 
 
 def test_close_removes_what_was_prepared_and_what_waits(engine: Engine, make: Make) -> None:
     prepared = make(ahead=2, behind=3)
     containers = [prepared.take("small")[0] for _ in range(3)]
-    wait_until(lambda: len(prepared.held()) == 2, what="two prepared")
+    wait_until(lambda: len(prepared.ready()) == 2, what="two prepared")
     engine.removing.clear()
     for container in containers:
         prepared.discard(container)

@@ -544,6 +544,18 @@ def test_a_setup_error_is_the_platforms_failure(sandbox: Sandbox) -> None:
     assert reason.endswith("could not prepare the trial: OSError: no space")
 
 
+def test_a_bootstrap_that_gave_up_before_the_key_is_the_platforms_failure(
+    sandbox: Sandbox,
+) -> None:
+    # No report (it never read the key: an image of another version, a trial that did not
+    # arrive whole): no trial code ran, so the trial is not to blame, and it may be retried.
+    stderr = b"prism: could not prepare the trial: ValueError: stdin does not start\n"
+    outcome, reason, code = verdict(sandbox, bootstrap.SETUP_FAILED, stderr=stderr)
+    assert (outcome, code) == (Outcome.SANDBOX_ERROR, -1)
+    assert reason.startswith("the sandbox could not prepare the trial: exited with code 125")
+    assert "stdin does not start" in reason
+
+
 def test_the_kernels_oom_kills_are_counted(sandbox: Sandbox) -> None:
     outcome, reason, code = verdict(sandbox, 1, report=report(oom_kills=2))
     assert (outcome, code) == (Outcome.OOM_KILLED, 1)
