@@ -76,9 +76,9 @@ class Sweep(BaseModel):
     # Why it stopped before its last trial: "target_reached", "deadline".
     stop_reason = peewee.CharField(default="")
 
-    @functools.cached_property
+    @property
     def spec(self) -> dict[str, Any]:
-        """Read once per row read (a finished trial's record asks it several things)."""
+        """Shared by every read of the same spec: never modify it."""
         return read_spec(self.spec_json)
 
     @property
@@ -87,11 +87,15 @@ class Sweep(BaseModel):
         return bool(self.status == SWEEP_RUNNING and not self.stop_reason)
 
 
+@functools.lru_cache(maxsize=64)
 def read_spec(spec_json: str) -> dict[str, Any]:
     """A stored spec with the limits in effect filled in (a spec stored before they were
     recorded left the defaults out); the limits alone when what is stored cannot be read
     as one (a damaged row: its trials still dispatch, with the defaults, every other
-    sweep's too, and reads answer)."""
+    sweep's too, and reads answer).
+
+    Parsed once per text and shared (a spec is never changed, and one listing 10,000
+    parameter sets is read at every dispatch and every trial's end): never modify it."""
     try:
         spec = json.loads(spec_json)
     except (ValueError, RecursionError):
