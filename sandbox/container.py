@@ -495,7 +495,7 @@ class Sandbox:
         except BaseException:
             _hang_up(attached)
             # It may still run (the engine did not answer): removed now, not queued.
-            self._remove(container_id)
+            self._containers.discard(container_id, now=True)
             raise
         _hang_up(attached)
         self._containers.discard(container_id)
@@ -509,6 +509,7 @@ class Sandbox:
             try:
                 return container_id, self._attach(container_id)
             except docker.errors.NotFound:
+                self._containers.discard(container_id, now=True)  # forgotten: gone already
                 if not prepared:
                     raise
             except BaseException:

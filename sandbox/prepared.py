@@ -86,13 +86,13 @@ class Prepared:
             self._in_use.add(container)
         return container, False
 
-    def discard(self, container_id: str) -> None:
-        """The container has served its trial: removed behind, or now when the queue
-        of removals is full or closed."""
+    def discard(self, container_id: str, *, now: bool = False) -> None:
+        """The container has served its trial: removed behind, or here and now when
+        asked to, or when the queue of removals is full or closed."""
         with self._changed:
             self._in_use.discard(container_id)
             try:
-                if self._removals is not None and not self._closed:
+                if self._removals is not None and not self._closed and not now:
                     self._removals.put_nowait(container_id)
                     return
             except queue.Full:
@@ -139,8 +139,9 @@ class Prepared:
         return container
 
     def _next(self) -> tuple[Hashable | None, list[str]]:
-        """The kind to prepare one more of (None: none now), and the prepared containers
-        of kinds no longer taken, to remove first."""
+        """The kind to prepare one more of (None: none now), and prepared containers to
+        remove first: those of kinds no longer taken, and a kind's excess over its share
+        while another kind is short of its own."""
         now = time.monotonic()
         for kind, at in list(self._taken_at.items()):
             if now - at > RECENT_SECONDS:
