@@ -180,7 +180,7 @@ def _body(start: bytes, size: int) -> bytes:
 
 def _protect_self() -> None:
     """Not dumpable: our /proc files become root's, so the trial can neither read our
-    environment (the key) nor open our stderr nor attach to us."""
+    memory (the key) or stdin nor open our stderr nor attach to us."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
