@@ -267,8 +267,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         ):
             raise InvalidArgument("orderBy", "objective needs a sweep with one objective")
         size = request.page_size or DEFAULT_TRIALS_PAGE
-        # One more than the page tells whether another page follows.
-        rows, total = await self._db(
+        # One more than the page tells whether another page follows. On the reader
+        # threads: a page of a large sweep must not wait behind the writes.
+        rows, total = await self._db.read(
             functools.partial(
                 store.trial_page,
                 state=chosen.state,
@@ -279,7 +280,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             ),
             row.id,
         )
-        artifacts = await self._db(store.artifacts_by_trial, [t.id for t in rows[:size]])
+        artifacts = await self._db.read(store.artifacts_by_trial, [t.id for t in rows[:size]])
         shown = await asyncio.to_thread(views.trials_page, rows[:size], artifacts)
         last = rows[len(shown) - 1] if shown else None
         more = len(shown) < len(rows)

@@ -147,12 +147,12 @@ class Prepared:
             if now - at > RECENT_SECONDS:
                 del self._taken_at[kind]
         share = math.ceil(self._ahead / max(len(self._taken_at), 1))
+        # What kinds no longer taken hold goes, and a kind's excess over its share once
+        # another kind falls short of its own.
+        short = any(len(self._ready.get(k, ())) < share for k in self._taken_at)
         stale: list[str] = []
         for kind in list(self._ready):
-            # What kinds no longer taken hold goes, and a kind's excess over its share
-            # once another kind falls short of its own.
             keep = share if kind in self._taken_at else 0
-            short = any(len(self._ready.get(k, ())) < share for k in self._taken_at)
             while len(self._ready.get(kind, ())) > keep and (keep == 0 or short):
                 stale.append(self._ready[kind][0])
                 self._pop(kind)
